@@ -1,0 +1,41 @@
+"""`stronghold-init check`: prove the configuration works, show where each token goes.
+
+Logs in, issues every reference, revokes them at once, and prints one line
+per reference: its variable, env or file, and the destination.  Never a value.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from injector.delivery import check_existing_dir, check_memory_fs
+from injector.startup import Plan, issue_all, open_source
+
+
+def check(plan: Plan) -> int:
+    if not plan.references:
+        print("no references found: the command would be exec'd as it is")
+        return 0
+    directory = None
+    if plan.file_references:
+        from injector.dirs import choose_directory
+
+        directory = os.path.abspath(choose_directory(plan.settings))
+        check_memory_fs(directory, allow_disk=plan.settings.allow_disk)
+        if os.path.lexists(directory):
+            check_existing_dir(directory, {0, os.geteuid()})
+    source = open_source(plan.settings)
+    credentials = issue_all(source, plan.references, plan.settings)
+    source.revoke([c.lease_id for c in credentials if c.lease_id])
+    width = max(len(r.name) for r in plan.references)
+    now = time.monotonic()
+    for reference, credential in zip(plan.references, credentials, strict=True):
+        if reference.is_file:
+            where = f"file {os.path.join(directory or '', reference.target)}"
+        else:
+            where = f"env  {reference.target}"
+        ttl = max(0, round(credential.expires_at - now))
+        print(f"{reference.name:<{width}}  {where}  (stronghold://{reference.secret}, ttl {ttl}s)")
+    print(f"ok: {len(credentials)} reference(s) resolved and revoked")
+    return 0

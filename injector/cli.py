@@ -1,0 +1,263 @@
+"""Command line: parse, wire the pieces together, and map every error to an exit code.
+
+`main()` reads like a table of contents (the tini habit); `run_cli()` is the
+one place where exceptions become exit codes (the httpie habit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from injector import __version__
+from injector.config import ON_EXPIRY, parse_on_rotate
+from injector.errors import CommandError, ConfigError, ExitCode, StrongholdError, UsageError
+from injector.log import LEVELS, LOG_FORMATS, log
+
+SUBCOMMANDS = ("sidecar", "fetch", "check", "dev-proxy")
+DESCRIPTION = """\
+Fetch short-lived, scoped credentials from a credential proxy and hand them
+to a command as process-only environment variables or files on tmpfs.
+
+  stronghold-init [OPTIONS] -- COMMAND [ARGS...]   run COMMAND with its credentials
+  stronghold-init check [OPTIONS]                  show what would go where
+  stronghold-init fetch [OPTIONS]                  write the files once and exit
+  stronghold-init sidecar [OPTIONS]                keep files fresh in a shared directory
+  stronghold-init dev-proxy --secrets FILE         a local credential proxy
+
+A reference is a variable whose value is stronghold://SECRET[?scope=a,b&ttl=15m]:
+NAME=... puts the token in the child's environment; NAME_FILE=... writes it to
+<dir>/NAME and sets NAME_FILE to that path.
+"""
+EXIT_CODES = """\
+exit codes: the command's own (or 128+N if killed by signal N); 64 usage;
+69 proxy unreachable or broken; 77 refused; 78 configuration; 126/127 command
+not executable / not found.
+"""
+
+
+class Interrupted(Exception):  # noqa: N818 - a signal, not an error
+    """A stopping signal arrived during start-up (before the command ran)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see --help)")
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0 or value != value:
+        raise ValueError(text)
+    return value
+
+
+def _on_rotate(text: str):  # -> RotateAction
+    try:
+        return parse_on_rotate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options every credential-fetching mode takes.  SUPPRESS keeps a
+    subcommand's defaults from overwriting values parsed before it."""
+    common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
+    group = common.add_argument_group("proxy and authentication")
+    group.add_argument("--proxy", metavar="URL", help="credential proxy base URL [STRONGHOLD_PROXY_URL]")
+    group.add_argument(
+        "--bootstrap-token-file",
+        metavar="PATH",
+        help="file holding the bootstrap token [STRONGHOLD_BOOTSTRAP_TOKEN_FILE]",
+    )
+    group.add_argument(
+        "--auth",
+        choices=("bootstrap_token", "kubernetes"),
+        help="login method [STRONGHOLD_AUTH] (default bootstrap_token)",
+    )
+    group.add_argument("--role", metavar="NAME", help="role sent with kubernetes login [STRONGHOLD_ROLE]")
+    group.add_argument(
+        "--ca-bundle", metavar="PATH", help="CA certificates for TLS to the proxy [STRONGHOLD_CA_BUNDLE]"
+    )
+    group.add_argument("--insecure-http", action="store_true", help="allow plain http:// to a non-loopback proxy")
+    group.add_argument(
+        "--startup-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="how long start-up retries transient failures (default 30)",
+    )
+    group = common.add_argument_group("delivery")
+    group.add_argument(
+        "--dir", metavar="PATH", help="where _FILE tokens are written [STRONGHOLD_DIR] (default /run/stronghold)"
+    )
+    group.add_argument("--allow-disk", action="store_true", help="allow a --dir that is not on tmpfs or ramfs")
+    group.add_argument(
+        "--env-file", action="append", metavar="PATH", help="load a dotenv file first (repeatable; set variables win)"
+    )
+    group = common.add_argument_group("logging")
+    group.add_argument(
+        "--log-format", choices=LOG_FORMATS, help="log lines on stderr [STRONGHOLD_LOG_FORMAT] (default text)"
+    )
+    group.add_argument("--log-level", choices=tuple(LEVELS), help="[STRONGHOLD_LOG_LEVEL] (default info)")
+    return common
+
+
+def _refresh_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("refresh")
+    group.add_argument(
+        "--on-expiry",
+        choices=ON_EXPIRY,
+        help="when a token expires unrefreshed: keep trying, or exit 69 (default keep)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = _Parser(
+        prog="stronghold-init",
+        description=DESCRIPTION,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--version", action="version", version=f"stronghold-init {__version__}")
+    group = parser.add_argument_group("running the command")
+    group.add_argument(
+        "--no-refresh", action="store_true", help="fetch once and exec the command (nothing stays running)"
+    )
+    group.add_argument(
+        "--on-rotate",
+        type=_on_rotate,
+        metavar="restart|signal:SIG|none",
+        help="what a rotation does to the command (default restart with env references, else none)",
+    )
+    group.add_argument(
+        "--grace",
+        type=_seconds,
+        metavar="SECONDS",
+        help="SIGTERM-to-SIGKILL wait when restarting or stopping (default 10)",
+    )
+    _refresh_options(parser)
+
+    subparsers = parser.add_subparsers(dest="mode", metavar="{sidecar,fetch,check,dev-proxy}")
+    subparsers.add_parser(
+        "check",
+        parents=[common],
+        help="resolve and authenticate; show where each reference goes",
+        argument_default=argparse.SUPPRESS,
+    )
+    subparsers.add_parser(
+        "fetch",
+        parents=[common],
+        help="write the _FILE tokens and <dir>/.ready once, then exit",
+        argument_default=argparse.SUPPRESS,
+    )
+    sidecar = subparsers.add_parser(
+        "sidecar",
+        parents=[common],
+        help="keep _FILE tokens fresh in --dir until SIGTERM",
+        argument_default=argparse.SUPPRESS,
+    )
+    sidecar.add_argument("--health-listen", metavar="HOST:PORT", help="serve GET /healthz there")
+    _refresh_options(sidecar)
+    dev = subparsers.add_parser("dev-proxy", help="serve the credential proxy protocol on loopback from a secrets file")
+    dev.add_argument("--secrets", required=True, metavar="FILE", help="dotenv file of secret/path=value lines")
+    dev.add_argument(
+        "--listen",
+        default="127.0.0.1:8787",
+        metavar="HOST:PORT",
+        help="loopback address (port 0 picks a free one; default 127.0.0.1:8787)",
+    )
+    dev.add_argument("--token", default=None, help="the bootstrap token to accept (default: generated and printed)")
+    dev.add_argument(
+        "--ttl", type=int, default=300, metavar="SECONDS", help="most seconds a credential lives (default 300)"
+    )
+    return parser
+
+
+def parse(argv: Sequence[str]) -> tuple[str, dict[str, object], list[str]]:
+    """-> (mode, options, command).  Everything after the first `--` is the command."""
+    argv = list(argv)
+    if "--" in argv:
+        split = argv.index("--")
+        argv, command = argv[:split], argv[split + 1 :]
+    else:
+        command = []
+    options = vars(build_parser().parse_args(argv))
+    mode = str(options.pop("mode", None) or "run")
+    if mode == "run" and not command:
+        raise UsageError("no command given: put it after --, as in stronghold-init -- node server.js")
+    if mode != "run" and command:
+        raise UsageError(f"{mode} takes no command")
+    return mode, options, command
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    code = run_cli(sys.argv[1:] if argv is None else argv)
+    # Skip interpreter shutdown: nothing is left to flush but the streams,
+    # and a daemon thread mid-request must not make shutdown crash.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def run_cli(argv: Sequence[str]) -> int:
+    """Run and return the exit code.  The only place errors become exit codes."""
+    try:
+        mode, options, command = parse(argv)
+        return dispatch(mode, options, command)
+    except Interrupted as stop:
+        log.info("stopped by a signal during start-up", signal=signal.Signals(stop.signum).name)
+        return 128 + stop.signum
+    except StrongholdError as exc:
+        log.error(exc.message)
+        return int(exc.exit_code)
+
+
+def dispatch(mode: str, options: dict[str, object], command: list[str]) -> int:
+    if mode == "dev-proxy":
+        from injector.devproxy import serve
+
+        return serve(
+            str(options["secrets"]), listen=str(options["listen"]), token=options["token"], ttl=int(options["ttl"])
+        )  # type: ignore[arg-type]
+    _stop_cleanly_on_signals()
+    env_files = list(options.pop("env_file", None) or [])  # type: ignore[arg-type]
+    from injector.startup import make_plan
+
+    plan = make_plan(options, env_files)
+    if mode == "check":
+        from injector.check import check
+
+        return check(plan)
+    if mode in ("fetch", "sidecar"):
+        from injector.sidecar import fetch, sidecar
+
+        return fetch(plan) if mode == "fetch" else sidecar(plan)
+    from injector.run import run
+
+    return run(plan, command)
+
+
+def _stop_cleanly_on_signals() -> None:
+    """During start-up, a stopping signal unwinds (so files are cleaned up)."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, interrupt)
+
+
+__all__ = ["CommandError", "ConfigError", "ExitCode", "main", "run_cli"]

@@ -1,0 +1,202 @@
+"""Settings from flags and STRONGHOLD_* variables, and --env-file loading.
+
+Each setting has an environment variable and, mostly, a flag; the flag wins.
+Pure apart from reading the env files the user named.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from injector.errors import ConfigError
+from injector.log import LEVELS, LOG_FORMATS
+
+DEFAULT_DIR = "/run/stronghold"
+DEFAULT_K8S_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+AUTH_METHODS = ("bootstrap_token", "kubernetes")
+ON_EXPIRY = ("keep", "exit")
+
+
+@dataclass(frozen=True)
+class RotateAction:
+    """What happens to the child when a credential rotates (--on-rotate)."""
+
+    kind: str  # "restart", "signal" or "none"
+    signal: int = 0
+
+    def __str__(self) -> str:
+        if self.kind == "signal":
+            import signal as _signal
+
+            return f"signal:{_signal.Signals(self.signal).name}"
+        return self.kind
+
+
+def parse_on_rotate(text: str) -> RotateAction:
+    if text in ("restart", "none"):
+        return RotateAction(text)
+    if text.startswith("signal:"):
+        return RotateAction("signal", parse_signal(text[len("signal:") :]))
+    raise ValueError(f"bad --on-rotate {text!r} (use restart, none or signal:NAME)")
+
+
+def parse_signal(name: str) -> int:
+    import signal
+
+    upper = name.upper()
+    candidate = upper if upper.startswith("SIG") else "SIG" + upper
+    try:
+        return int(signal.Signals[candidate])
+    except KeyError:
+        raise ValueError(f"unknown signal {name!r}") from None
+
+
+@dataclass
+class Settings:
+    """Everything the run needs besides the references themselves."""
+
+    proxy_url: str | None = None
+    bootstrap_token_file: str | None = None
+    bootstrap_token: str | None = field(default=None, repr=False)
+    auth: str = "bootstrap_token"
+    k8s_token_file: str = DEFAULT_K8S_TOKEN_FILE
+    role: str | None = None
+    dir: str = DEFAULT_DIR
+    dir_given: bool = False
+    ca_bundle: str | None = None
+    user: str | None = None
+    log_format: str = "text"
+    log_level: str = "info"
+    startup_timeout: float = 30.0
+    insecure_http: bool = False
+    allow_disk: bool = False
+    no_refresh: bool = False
+    on_rotate: RotateAction | None = None  # None: the default that follows from the references
+    on_expiry: str = "keep"
+    grace: float = 10.0
+    health_listen: str | None = None
+
+
+# flag attribute -> environment variable twin (SPEC section 3)
+ENV_TWINS = {
+    "proxy": "STRONGHOLD_PROXY_URL",
+    "bootstrap_token_file": "STRONGHOLD_BOOTSTRAP_TOKEN_FILE",
+    "auth": "STRONGHOLD_AUTH",
+    "role": "STRONGHOLD_ROLE",
+    "dir": "STRONGHOLD_DIR",
+    "ca_bundle": "STRONGHOLD_CA_BUNDLE",
+    "user": "STRONGHOLD_USER",
+    "log_format": "STRONGHOLD_LOG_FORMAT",
+    "log_level": "STRONGHOLD_LOG_LEVEL",
+}
+
+
+def _pick(options: Mapping[str, object], environ: Mapping[str, str], key: str) -> str | None:
+    value = options.get(key)
+    if value is not None:
+        return str(value)
+    env_name = ENV_TWINS.get(key)
+    return environ.get(env_name) or None if env_name else None
+
+
+def _choice(value: str | None, allowed: tuple[str, ...] | list[str], what: str) -> str | None:
+    if value is not None and value not in allowed:
+        raise ConfigError(f"{what}: {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def build_settings(options: Mapping[str, object], environ: Mapping[str, str]) -> Settings:
+    """Merge parsed flags (`options`, None for absent) with the environment."""
+    settings = Settings()
+    settings.proxy_url = _pick(options, environ, "proxy")
+    settings.bootstrap_token_file = _pick(options, environ, "bootstrap_token_file")
+    settings.bootstrap_token = environ.get("STRONGHOLD_BOOTSTRAP_TOKEN") or None
+    settings.auth = _choice(_pick(options, environ, "auth"), AUTH_METHODS, "STRONGHOLD_AUTH") or "bootstrap_token"
+    settings.k8s_token_file = environ.get("STRONGHOLD_K8S_TOKEN_FILE") or DEFAULT_K8S_TOKEN_FILE
+    settings.role = _pick(options, environ, "role")
+    directory = _pick(options, environ, "dir")
+    settings.dir_given = directory is not None
+    settings.dir = directory or DEFAULT_DIR
+    settings.ca_bundle = _pick(options, environ, "ca_bundle")
+    settings.user = _pick(options, environ, "user")
+    settings.log_format = _choice(_pick(options, environ, "log_format"), LOG_FORMATS, "STRONGHOLD_LOG_FORMAT") or "text"
+    settings.log_level = _choice(_pick(options, environ, "log_level"), list(LEVELS), "STRONGHOLD_LOG_LEVEL") or "info"
+    for key in ("startup_timeout", "grace"):
+        if options.get(key) is not None:
+            setattr(settings, key, float(options[key]))  # type: ignore[arg-type]
+    for key in ("insecure_http", "allow_disk", "no_refresh"):
+        setattr(settings, key, bool(options.get(key)))
+    if options.get("on_rotate") is not None:
+        settings.on_rotate = options["on_rotate"]  # type: ignore[assignment]
+    if options.get("on_expiry") is not None:
+        settings.on_expiry = str(options["on_expiry"])
+    if options.get("health_listen") is not None:
+        settings.health_listen = str(options["health_listen"])
+    return settings
+
+
+def check_proxy_url(url: str, *, insecure_http: bool, what: str = "proxy URL") -> str:
+    """Return the URL without a trailing slash, or refuse it (SPEC section 3).
+
+    Plain HTTP is allowed only to a loopback host: anything else would send the
+    bootstrap token and every credential in clear text.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{what} {url!r} is not an http(s) URL")
+    if parts.username or parts.password:
+        raise ConfigError(f"{what} must not carry a user name or password")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{what} must not carry a query or fragment")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ConfigError(f"{what} {url!r} has a bad port") from None
+    if parts.scheme == "http" and not insecure_http and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"{what} uses plain http:// to {parts.hostname}, which is not loopback; "
+            "use https:// (or --insecure-http if you really mean it)"
+        )
+    return url.rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_env_files(paths: list[str], environ: MutableMapping[str, str]) -> dict[str, str]:
+    """Load dotenv files into `environ` with python-dotenv, in order.
+
+    As with python-dotenv's `load_dotenv()` called once per file, a variable
+    already set wins: over the files, and the first file over later ones.
+    Returns variable -> file it came from, for error messages.
+    """
+    if not paths:
+        return {}
+    from dotenv import dotenv_values  # imported only when used: it costs ~40 ms
+
+    origins: dict[str, str] = {}
+    for path in paths:
+        if not os.path.isfile(path):
+            raise ConfigError(f"--env-file {path}: no such file")
+        try:
+            values = dotenv_values(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--env-file {path}: cannot read it ({type(exc).__name__})") from None
+        for name, value in values.items():
+            if value is None or name in environ:
+                continue
+            if "\0" in value or "\0" in name or "=" in name or not name:
+                raise ConfigError(f"--env-file {path}: bad variable {name!r}")
+            environ[name] = value
+            origins[name] = path
+    return origins

@@ -1,0 +1,167 @@
+"""Parse `stronghold://` references (SPEC section 2).  Pure: no I/O.
+
+A reference is any variable whose value starts with a known scheme.  The
+variable's name decides the delivery: `NAME` goes to the child's environment,
+`NAME_FILE` to the file `<dir>/NAME`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from injector.errors import ConfigError
+
+STRONGHOLD_SCHEME = "stronghold://"
+SCHEMES = (STRONGHOLD_SCHEME,)
+CONFIG_PREFIXES = ("STRONGHOLD_",)
+FILE_SUFFIX = "_FILE"
+
+_SECRET = re.compile(r"[A-Za-z0-9._/-]+")
+_SCOPE = re.compile(r"[A-Za-z0-9._:/*+-]+")
+# The file name under --dir comes from the variable's name, so it must be a
+# plain name: no path separators, nothing hidden (.ready lives there too).
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_DURATION = re.compile(r"([0-9]{1,9})([smh]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One declared credential: where it comes from and where it goes."""
+
+    name: str  # the declared variable, e.g. STRIPE_KEY or DB_PASSWORD_FILE
+    secret: str
+    scopes: tuple[str, ...] = ()
+    ttl: int | None = None
+
+    @property
+    def is_file(self) -> bool:
+        return self.name.endswith(FILE_SUFFIX)
+
+    @property
+    def target(self) -> str:
+        """The environment variable (env delivery) or file name (file delivery)."""
+        return self.name[: -len(FILE_SUFFIX)] if self.is_file else self.name
+
+
+def is_reference(value: str) -> bool:
+    return value.startswith(SCHEMES)
+
+
+def is_config_variable(name: str) -> bool:
+    return name.startswith(CONFIG_PREFIXES)
+
+
+def parse_duration(text: str) -> int:
+    """`900`, `90s`, `15m`, `2h` -> seconds (a positive integer)."""
+    match = _DURATION.fullmatch(text)
+    if not match:
+        raise ValueError(f"bad duration {text!r} (use seconds, or a number with s, m or h)")
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"bad duration {text!r} (must be more than zero)")
+    return seconds
+
+
+def parse_reference(name: str, value: str) -> Reference:
+    """Parse one `stronghold://` value declared as variable `name`."""
+    try:
+        return _parse(name, value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _parse(name: str, value: str) -> Reference:
+    if not value.startswith(STRONGHOLD_SCHEME):
+        raise ValueError("not a stronghold:// reference")
+    body = value[len(STRONGHOLD_SCHEME) :]
+    if "#" in body:
+        raise ValueError("stronghold:// references take no #fragment")
+    secret, _, query = body.partition("?")
+    _check_secret(secret)
+    scopes: tuple[str, ...] = ()
+    ttl: int | None = None
+    seen: set[str] = set()
+    for item in query.split("&") if query else ():
+        key, equals, raw = item.partition("=")
+        if not equals:
+            raise ValueError(f"query item {key!r} has no value")
+        if key in seen:
+            raise ValueError(f"query key {key!r} given twice")
+        seen.add(key)
+        if key == "scope":
+            scopes = _parse_scopes(raw)
+        elif key == "ttl":
+            ttl = parse_duration(raw)
+        else:
+            raise ValueError(f"unknown query key {key!r} (known: scope, ttl)")
+    _check_target(name)
+    return Reference(name=name, secret=secret, scopes=scopes, ttl=ttl)
+
+
+def _check_secret(secret: str) -> None:
+    if not secret:
+        raise ValueError("empty secret name")
+    if not _SECRET.fullmatch(secret):
+        raise ValueError("secret name may hold only A-Z a-z 0-9 . _ / -")
+    if secret.startswith("/") or secret.endswith("/"):
+        raise ValueError("secret name must not start or end with /")
+
+
+def _parse_scopes(raw: str) -> tuple[str, ...]:
+    scopes = tuple(raw.split(","))
+    for scope in scopes:
+        if not _SCOPE.fullmatch(scope):
+            raise ValueError(f"bad scope {scope!r}")
+    return scopes
+
+
+def _check_target(name: str) -> None:
+    if name.endswith(FILE_SUFFIX) and not _FILE_NAME.fullmatch(name[: -len(FILE_SUFFIX)]):
+        raise ValueError("a _FILE reference needs a plain name before _FILE")
+
+
+def collect_references(environ: Mapping[str, str], origins: Mapping[str, str] | None = None) -> list[Reference]:
+    """Every reference in `environ`, sorted by name.
+
+    `origins` maps a variable to the file it was loaded from, so an error can
+    say where to look.  Configuration variables are never references.
+    """
+    origins = origins or {}
+    references = []
+    for name in sorted(environ):
+        value = environ[name]
+        if is_config_variable(name) or not is_reference(value):
+            continue
+        try:
+            references.append(parse_reference(name, value))
+        except ConfigError as exc:
+            where = origins.get(name)
+            raise ConfigError(f"{exc.message} (in {where})" if where else exc.message) from None
+    _check_no_conflicts(references, environ)
+    return references
+
+
+def _check_no_conflicts(references: list[Reference], environ: Mapping[str, str]) -> None:
+    for reference in references:
+        twin = reference.target if reference.is_file else reference.name + FILE_SUFFIX
+        if twin in environ:
+            env_name, file_name = (twin, reference.name) if reference.is_file else (reference.name, twin)
+            raise ConfigError(f"{env_name} and {file_name} are both set; set only one of them")
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A token issued for one reference.  `repr` never shows the value."""
+
+    name: str  # the reference's declared variable
+    value: str = field(repr=False)
+    ttl: float  # seconds granted, counted from `issued_at`
+    issued_at: float  # time.monotonic() when the request was sent
+    lease_id: str | None = None
+
+    @property
+    def expires_at(self) -> float:
+        return self.issued_at + self.ttl

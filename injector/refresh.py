@@ -1,0 +1,198 @@
+"""Keep credentials fresh: one scheduler thread, sleeping until the next due time.
+
+Each credential is re-issued after a jittered 60-75% of its ttl (credentials
+whose windows are already open ride along in the same request); the session
+is renewed on the same schedule.  A failed refresh is retried with backoff,
+each wait at most a quarter of the time left before the old token expires;
+the old token stays in place until then (never revoked or deleted on a
+failed refresh).  A new token replaces the old one only after a valid answer
+and a successful delivery.
+
+Sources and delivery are passed in as callables, so this module does no I/O
+of its own and is tested with fakes on an injected clock.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from injector.errors import StrongholdError, TransientError
+from injector.log import log
+from injector.references import Credential, Reference
+from injector.schedule import refresh_due, refresh_window_open, retry_delay
+
+
+class Ledger:
+    """The current credential per reference, and every lease ever issued."""
+
+    def __init__(self, credentials: Sequence[Credential]) -> None:
+        self._lock = threading.Lock()
+        self._current = {credential.name: credential for credential in credentials}
+        self._leases: list[tuple[str, float]] = []
+        self.record_leases(credentials)
+
+    def record_leases(self, credentials: Sequence[Credential]) -> None:
+        with self._lock:
+            self._leases.extend((c.lease_id, c.expires_at) for c in credentials if c.lease_id)
+
+    def current(self, name: str) -> Credential:
+        with self._lock:
+            return self._current[name]
+
+    def values(self) -> dict[str, str]:
+        with self._lock:
+            return {name: credential.value for name, credential in self._current.items()}
+
+    def replace(self, credential: Credential) -> bool:
+        """Make `credential` current; True when its value differs (a rotation)."""
+        with self._lock:
+            old = self._current.get(credential.name)
+            self._current[credential.name] = credential
+            return old is None or old.value != credential.value
+
+    def expired(self, now: float) -> list[str]:
+        with self._lock:
+            return sorted(name for name, c in self._current.items() if c.expires_at <= now)
+
+    def live_lease_ids(self, now: float) -> list[str]:
+        """Every lease not yet expired, superseded ones too (SPEC section 4)."""
+        with self._lock:
+            return [lease for lease, expires_at in self._leases if expires_at > now]
+
+
+class Refresher:
+    """The scheduler thread.  `stop()` ends it promptly, even mid-wait."""
+
+    def __init__(
+        self,
+        references: Sequence[Reference],
+        source,
+        ledger: Ledger,
+        *,
+        deliver: Callable[[Reference, Credential], None],
+        on_rotated: Callable[[list[str]], None],
+        on_expired: Callable[[list[str]], None],
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._references = {reference.name: reference for reference in references}
+        self._source = source
+        self.ledger = ledger
+        self._deliver = deliver
+        self._on_rotated = on_rotated
+        self._on_expired = on_expired
+        self._clock = clock
+        self._rand = rand
+        self._stop = threading.Event()
+        self._due: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
+        self._expired: set[str] = set()
+        for name in self._references:
+            credential = ledger.current(name)
+            self._due[name] = refresh_due(credential.issued_at, credential.ttl, rand)
+            self._failures[name] = 0
+        self._session_failures = 0
+        self._session_due = self._session_refresh_due()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="stronghold-refresher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            now = self._clock()
+            wake = self.next_wake()
+            if wake > now:
+                self._stop.wait(wake - now)
+                continue
+            self.tick(now)
+
+    # -- one step, public for tests on an injected clock ----------------------
+
+    def next_wake(self) -> float:
+        times = [self._session_due, *self._due.values()]
+        times += [self.ledger.current(n).expires_at for n in self._references if n not in self._expired]
+        return min(times)
+
+    def tick(self, now: float) -> None:
+        self._notice_expiry(now)
+        if self._session_due <= now:
+            self._renew_session(now)
+        due = [name for name, when in self._due.items() if when <= now]
+        if due:
+            self._refresh(self._batch(due, now), now)
+
+    def _batch(self, due: list[str], now: float) -> list[str]:
+        """The due credentials plus every one already in its refresh window."""
+        batch = set(due)
+        for name in self._references:
+            credential = self.ledger.current(name)
+            if self._failures[name] == 0 and refresh_window_open(credential.issued_at, credential.ttl, now):
+                batch.add(name)
+        return sorted(batch)
+
+    def _refresh(self, names: list[str], now: float) -> None:
+        references = [self._references[name] for name in names]
+        try:
+            credentials = self._source.issue(references)
+            self.ledger.record_leases(credentials)
+            for reference, credential in zip(references, credentials, strict=True):
+                self._deliver(reference, credential)
+        except StrongholdError as exc:
+            self._refresh_failed(names, now, exc)
+            return
+        rotated = [c.name for c in credentials if self.ledger.replace(c)]
+        for credential in credentials:
+            self._failures[credential.name] = 0
+            self._expired.discard(credential.name)
+            self._due[credential.name] = refresh_due(credential.issued_at, credential.ttl, self._rand)
+        log.debug("credentials refreshed", names=",".join(names), rotated=len(rotated))
+        if rotated:
+            self._on_rotated(rotated)
+
+    def _refresh_failed(self, names: list[str], now: float, exc: StrongholdError) -> None:
+        retry_after = getattr(exc, "retry_after", None)
+        for name in names:
+            self._failures[name] += 1
+            expires_at = self.ledger.current(name).expires_at
+            self._due[name] = now + retry_delay(self._failures[name], now, expires_at, self._rand, retry_after)
+        emit = log.warning if isinstance(exc, TransientError) else log.error
+        emit(f"refresh failed, keeping the current tokens: {exc.message}", names=",".join(names))
+
+    def _notice_expiry(self, now: float) -> None:
+        newly = [name for name in self.ledger.expired(now) if name not in self._expired]
+        for name in self.ledger.expired(now):
+            if name in newly or self._failures[name]:
+                log.error("token expired without a successful refresh", name=name)
+        if newly:
+            self._expired.update(newly)
+            self._on_expired(newly)
+
+    def _session_refresh_due(self) -> float:
+        issued_at = self._source.session_expires_at - self._source.session_ttl
+        return refresh_due(issued_at, self._source.session_ttl, self._rand)
+
+    def _renew_session(self, now: float) -> None:
+        try:
+            self._source.renew_session()
+        except StrongholdError as exc:
+            self._session_failures += 1
+            expires_at = self._source.session_expires_at
+            self._session_due = now + retry_delay(
+                self._session_failures, now, expires_at, self._rand, getattr(exc, "retry_after", None)
+            )
+            log.warning(f"session renewal failed: {exc.message}")
+            return
+        self._session_failures = 0
+        self._session_due = self._session_refresh_due()

@@ -1,0 +1,115 @@
+"""`stronghold-init [OPTIONS] -- COMMAND`: resolve, deliver, then exec or supervise.
+
+resolve the command      (127/126 before any credential is asked for)
+no references?           exec it: nothing of us stays running
+log in, issue all        (one request; nothing delivered until all are valid)
+write the _FILE tokens   (any failure removes what was written)
+--no-refresh?            exec it
+otherwise                supervise it and refresh until it exits,
+                         then revoke, remove the files, exit with its code
+"""
+
+from __future__ import annotations
+
+import time
+
+from injector.delivery import TokenDirectory, child_environment, scrub_environment
+from injector.errors import ExitCode, StrongholdError
+from injector.launch import Command, exec_command, resolve_command
+from injector.log import log
+from injector.references import Credential, Reference
+from injector.startup import Plan, issue_all, open_source
+
+
+def run(plan: Plan, argv: list[str]) -> int:
+    base_env = scrub_environment(plan.environ)
+    command = resolve_command(argv, base_env)
+    if not plan.references:
+        log.debug("no references; exec'ing the command")
+        exec_command(command, base_env)
+    settings = plan.settings
+    source = open_source(settings)
+    directory = prepare_directory(plan)
+    supervise = not settings.no_refresh
+    if supervise:
+        from injector.supervisor import make_undumpable
+
+        make_undumpable()  # before any credential is in our memory
+    try:
+        credentials = issue_all(source, plan.references, settings)
+        write_files(directory, plan.references, credentials)
+        values = {c.name: c.value for c in credentials}
+        if not supervise:
+            exec_command(command, child_environment(base_env, plan.references, values, directory))
+        return supervise_command(plan, command, base_env, source, directory, credentials)
+    finally:
+        if directory is not None:
+            directory.cleanup()
+
+
+def prepare_directory(plan: Plan) -> TokenDirectory | None:
+    if not plan.file_references:
+        return None
+    from injector.dirs import choose_directory
+
+    settings = plan.settings
+    return TokenDirectory.prepare(choose_directory(settings), allow_disk=settings.allow_disk)
+
+
+def write_files(directory: TokenDirectory | None, references: list[Reference], credentials: list[Credential]) -> None:
+    for reference, credential in zip(references, credentials, strict=True):
+        if reference.is_file:
+            assert directory is not None
+            directory.write_credential(reference, credential)
+
+
+def supervise_command(plan, command: Command, base_env, source, directory, credentials) -> int:
+    from injector import supervisor as sv
+    from injector.refresh import Ledger, Refresher
+
+    settings = plan.settings
+    references = plan.references
+    ledger = Ledger(credentials)
+    rotate = settings.on_rotate or default_on_rotate(references)
+
+    def environment() -> dict[str, str]:
+        return child_environment(base_env, references, ledger.values(), directory)
+
+    def deliver(reference: Reference, credential: Credential) -> None:
+        if reference.is_file:
+            directory.write_credential(reference, credential)
+
+    supervisor = sv.Supervisor(command, environment, grace=settings.grace)
+
+    def on_rotated(names: list[str]) -> None:
+        log.info("credentials rotated", names=",".join(names), action=str(rotate))
+        if rotate.kind == "restart":
+            supervisor.request(sv.Restart())
+        elif rotate.kind == "signal":
+            supervisor.request(sv.Signal(rotate.signal))
+
+    def on_expired(names: list[str]) -> None:
+        if settings.on_expiry == "exit":
+            log.error("token expired; stopping the command (--on-expiry exit)", names=",".join(names))
+            supervisor.request(sv.Stop(ExitCode.UNAVAILABLE))
+
+    sv.block_signals()  # before the refresher thread exists, so it inherits the mask
+    sv.become_subreaper()
+    supervisor.start()
+    refresher = Refresher(references, source, ledger, deliver=deliver, on_rotated=on_rotated, on_expired=on_expired)
+    refresher.start()
+    code = supervisor.run()
+    log.debug("command exited", code=code)
+    refresher.stop()
+    source.revoke(ledger.live_lease_ids(time.monotonic()))
+    return code
+
+
+def default_on_rotate(references: list[Reference]):  # -> RotateAction
+    """SPEC section 5: restart when any token is in the environment, else none."""
+    from injector.config import RotateAction
+
+    return RotateAction("restart" if any(not r.is_file for r in references) else "none")
+
+
+__all__ = ["StrongholdError", "run"]

@@ -1,0 +1,48 @@
+"""When to refresh and when to retry: pure functions of ttl, clock and jitter.
+
+Kept apart from the refresher thread so they can be tested on an injected
+clock and random source, with no waiting at all (the tenacity habit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+REFRESH_FROM = 0.60  # SPEC section 5: re-issue after a jittered 60-75% of the ttl
+REFRESH_TO = 0.75
+RETRY_BASE = 0.5  # first retry wait before jitter, seconds
+RETRY_MAX = 30.0  # no wait grows past this, even once a token has expired
+RETRY_MIN = 0.05  # never spin: even with almost no time left, wait this much
+
+Random = Callable[[], float]  # returns a float in [0, 1)
+
+
+def refresh_due(issued_at: float, ttl: float, rand: Random) -> float:
+    """The moment to re-issue a credential: 60-75% of its ttl, jittered."""
+    return issued_at + ttl * (REFRESH_FROM + (REFRESH_TO - REFRESH_FROM) * rand())
+
+
+def refresh_window_open(issued_at: float, ttl: float, now: float) -> bool:
+    """Whether a credential may already be refreshed (past 60% of its ttl).
+
+    Credentials whose windows are open are batched into one request.
+    """
+    return now >= issued_at + ttl * REFRESH_FROM
+
+
+def retry_delay(failures: int, now: float, expires_at: float, rand: Random, retry_after: float | None = None) -> float:
+    """How long to wait before retrying a failed refresh.
+
+    Exponential backoff with jitter (between half and all of the step), at
+    least the server's Retry-After, and at most a quarter of the time left
+    before the old token expires, so a short outage never outlives a token
+    that could have been saved.  Once expired, plain capped backoff.
+    """
+    step = min(RETRY_MAX, RETRY_BASE * 2 ** max(0, failures - 1))
+    delay = step * (0.5 + 0.5 * rand())
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    left = expires_at - now
+    if left > 0:
+        delay = min(delay, left / 4)
+    return max(RETRY_MIN, min(delay, RETRY_MAX))

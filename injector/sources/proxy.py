@@ -1,0 +1,231 @@
+"""Credential proxy protocol v1 (SPEC section 4): login, renew, issue, revoke.
+
+Every answer is validated before anything in it is used; a broken answer is a
+BrokenAnswerError (transient) and its content is never delivered.  Status
+codes map to the exception classes the rest of the program acts on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from injector.errors import (
+    BrokenAnswerError,
+    NotFoundError,
+    RefusedError,
+    SessionExpiredError,
+    StrongholdError,
+    TransientError,
+    UnavailableError,
+)
+from injector.log import log
+from injector.references import Credential, Reference
+from injector.transport import Response, Transport
+
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+REVOKE_TIMEOUT = 2.0
+MAX_ERROR_TEXT = 200
+
+LoginBody = Callable[[], dict[str, str]]
+
+
+class ProxySource:
+    """A session with the credential proxy, renewed and re-established as needed."""
+
+    def __init__(
+        self, transport: Transport, login_body: LoginBody, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._transport = transport
+        self._login_body = login_body
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._session: str | None = None
+        self.session_ttl: float = 0.0
+        self.session_expires_at: float = 0.0
+
+    # -- session ---------------------------------------------------------
+
+    def login(self) -> None:
+        body = self._login_body()  # re-read each time: the platform may rotate the file
+        sent_at = self._clock()
+        answer = self._transport.request("POST", "/v1/auth/login", body)
+        if answer.status in (401, 403):
+            raise RefusedError(f"login refused by the proxy ({answer.status}{_error_text(answer)})")
+        self._take_session(_check_status(answer, "login", ()), sent_at)
+        log.debug("logged in", ttl=self.session_ttl)
+
+    def renew_session(self) -> None:
+        """Renew the session; on a 401 log in again (SPEC section 4)."""
+        session = self._current_session()
+        sent_at = self._clock()
+        answer = self._transport.request("POST", "/v1/auth/renew", headers=_bearer(session))
+        if answer.status == 401:
+            log.info("session could not be renewed; logging in again")
+            self.login()
+            return
+        self._take_session(_check_status(answer, "session renewal", ()), sent_at)
+        log.debug("session renewed", ttl=self.session_ttl)
+
+    def _take_session(self, data: dict, sent_at: float) -> None:
+        token = data.get("session_token")
+        if not isinstance(token, str) or not token or any(c in token for c in "\0\r\n"):
+            raise BrokenAnswerError("login answer has no usable session_token")
+        ttl = _positive_int(data.get("ttl"), "session ttl")
+        log.protect(token)
+        with self._lock:
+            self._session = token
+            self.session_ttl = ttl
+            self.session_expires_at = sent_at + ttl
+
+    def _current_session(self) -> str:
+        with self._lock:
+            session = self._session
+        if session is None:
+            self.login()
+            with self._lock:
+                session = self._session
+        assert session is not None
+        return session
+
+    # -- credentials -----------------------------------------------------
+
+    def issue(self, references: Sequence[Reference]) -> list[Credential]:
+        """Issue every reference in one request; all or nothing."""
+        requests = [_request_item(reference) for reference in references]
+        names = [reference.name for reference in references]
+        for attempt in (1, 2):
+            session = self._current_session()
+            sent_at = self._clock()
+            answer = self._transport.request(
+                "POST", "/v1/credentials", {"requests": requests}, headers=_bearer(session)
+            )
+            try:
+                data = _check_status(answer, "credentials", names)
+            except SessionExpiredError:
+                if attempt == 2:
+                    raise RefusedError("the proxy refused a fresh session (401 after logging in again)") from None
+                log.info("session expired; logging in again")
+                self.login()
+                continue
+            return _credentials_from(data, names, sent_at)
+        raise AssertionError("unreachable")
+
+    def revoke(self, lease_ids: Sequence[str]) -> None:
+        """Best effort, bounded by a short timeout; never raises."""
+        if not lease_ids:
+            return
+        try:
+            session = self._session
+            if session is None:
+                return
+            answer = self._transport.request(
+                "POST",
+                "/v1/leases/revoke",
+                {"lease_ids": list(lease_ids)},
+                headers=_bearer(session),
+                timeout=REVOKE_TIMEOUT,
+            )
+            if answer.status not in (200, 204):
+                log.warning("revoking leases failed", status=answer.status, leases=len(lease_ids))
+            else:
+                log.debug("leases revoked", leases=len(lease_ids))
+        except StrongholdError as exc:
+            log.warning(f"revoking leases failed: {exc.message}", leases=len(lease_ids))
+
+    def close(self) -> None:
+        self._transport.close()
+
+
+def _bearer(session: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {session}"}
+
+
+def _request_item(reference: Reference) -> dict[str, object]:
+    item: dict[str, object] = {"name": reference.name, "secret": reference.secret, "scopes": list(reference.scopes)}
+    if reference.ttl is not None:
+        item["ttl"] = reference.ttl
+    return item
+
+
+def _check_status(answer: Response, what: str, names: Sequence[str]) -> dict:
+    """The JSON object of a 200 answer, or the exception its status means."""
+    status = answer.status
+    if status == 200:
+        data = answer.json()
+        if not isinstance(data, dict):
+            raise BrokenAnswerError(f"{what} answer is not a JSON object")
+        return data
+    failed = _failed_names(answer, names)
+    detail = _error_text(answer)
+    if status == 401:
+        raise SessionExpiredError(f"{what}: session expired")
+    if status == 403:
+        raise RefusedError(f"{failed}: refused by the proxy (403{detail})")
+    if status == 404:
+        raise NotFoundError(f"{failed}: unknown secret (404{detail})")
+    if status in TRANSIENT_STATUSES or status >= 500:
+        raise TransientError(f"{what}: proxy answered {status}{detail}", retry_after=answer.retry_after)
+    if 300 <= status < 400:
+        raise BrokenAnswerError(f"{what}: proxy answered a redirect ({status}), which is never followed")
+    if 400 <= status < 500:
+        raise UnavailableError(f"{failed}: proxy rejected the request as incompatible ({status}{detail})")
+    raise BrokenAnswerError(f"{what}: unexpected status {status}")
+
+
+def _failed_names(answer: Response, names: Sequence[str]) -> str:
+    try:
+        data = answer.json()
+    except BrokenAnswerError:
+        data = None
+    name = data.get("name") if isinstance(data, dict) else None
+    if isinstance(name, str) and name in names:
+        return name
+    return ", ".join(names) or "request"
+
+
+def _error_text(answer: Response) -> str:
+    try:
+        data = answer.json()
+    except BrokenAnswerError:
+        return ""
+    text = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(text, str) or not text:
+        return ""
+    clean = "".join(c if c.isprintable() else " " for c in text)[:MAX_ERROR_TEXT]
+    return f": {clean}"
+
+
+def _positive_int(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise BrokenAnswerError(f"{what} is not a positive integer")
+    return value
+
+
+def _credentials_from(data: dict, names: Sequence[str], sent_at: float) -> list[Credential]:
+    items = data.get("credentials")
+    if not isinstance(items, list):
+        raise BrokenAnswerError("credentials answer has no credentials list")
+    wanted = set(names)
+    issued: dict[str, Credential] = {}
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise BrokenAnswerError("a credential in the answer has no name")
+        name = item["name"]
+        if name not in wanted or name in issued:
+            raise BrokenAnswerError("answer holds a credential that was not asked for, or one twice")
+        value = item.get("value")
+        if not isinstance(value, str) or not value or "\0" in value:
+            raise BrokenAnswerError(f"{name}: the value in the answer is not a non-empty string without NUL")
+        ttl = _positive_int(item.get("ttl"), f"{name}: ttl")
+        lease_id = item.get("lease_id")
+        if lease_id is not None and (not isinstance(lease_id, str) or not lease_id):
+            raise BrokenAnswerError(f"{name}: lease_id is not a string")
+        issued[name] = Credential(name=name, value=value, ttl=ttl, issued_at=sent_at, lease_id=lease_id)
+    missing = [name for name in names if name not in issued]
+    if missing:
+        raise BrokenAnswerError(f"answer lacks {', '.join(missing)}")
+    for credential in issued.values():
+        log.protect(credential.value)
+    return [issued[name] for name in names]

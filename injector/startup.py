@@ -1,0 +1,119 @@
+"""The start-up steps every mode shares: configuration, source, first issue.
+
+    environment (+ --env-file) -> Settings, [Reference] -> source -> [Credential]
+
+Nothing here starts a process or a thread.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from injector.config import Settings, build_settings, check_proxy_url, load_env_files
+from injector.errors import ConfigError
+from injector.log import log
+from injector.references import Credential, Reference, collect_references
+
+
+@dataclass
+class Plan:
+    """What the user asked for, resolved but not yet acted on."""
+
+    settings: Settings
+    environ: dict[str, str]  # our environment after --env-file, STRONGHOLD_* included
+    references: list[Reference]
+
+    @property
+    def file_references(self) -> list[Reference]:
+        return [r for r in self.references if r.is_file]
+
+    @property
+    def env_references(self) -> list[Reference]:
+        return [r for r in self.references if not r.is_file]
+
+
+def make_plan(options: Mapping[str, object], env_files: Sequence[str]) -> Plan:
+    environ = dict(os.environ)
+    # Logging is configured first from flags and environment alone, so that
+    # errors in the env files are already logged the way the user asked.
+    configure_logging(build_settings(options, environ))
+    origins = load_env_files(list(env_files), environ)
+    settings = build_settings(options, environ)
+    configure_logging(settings)
+    references = collect_references(environ, origins)
+    return Plan(settings=settings, environ=environ, references=references)
+
+
+def configure_logging(settings: Settings) -> None:
+    log.configure(level=settings.log_level, fmt=settings.log_format)
+
+
+def read_secret_file(path: str, what: str) -> str:
+    """A token file's content without surrounding whitespace; 78 if unusable."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = handle.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ConfigError(f"{what} {path}: cannot read it ({reason})") from None
+    if not value:
+        raise ConfigError(f"{what} {path} is empty")
+    log.protect(value)
+    return value
+
+
+def login_body_factory(settings: Settings):  # -> Callable[[], dict[str, str]]
+    """How to log in, checked now; the credential is read again at each login."""
+    if settings.auth == "kubernetes":
+        if not settings.role:
+            raise ConfigError("STRONGHOLD_ROLE (--role) is required with kubernetes auth")
+        jwt_file, role = settings.k8s_token_file, settings.role
+        read_secret_file(jwt_file, "STRONGHOLD_K8S_TOKEN_FILE")
+        return lambda: {
+            "method": "kubernetes",
+            "jwt": read_secret_file(jwt_file, "STRONGHOLD_K8S_TOKEN_FILE"),
+            "role": role,
+        }
+    if settings.bootstrap_token_file:
+        token_file = settings.bootstrap_token_file
+        read_secret_file(token_file, "bootstrap token file")
+        return lambda: {"method": "bootstrap_token", "token": read_secret_file(token_file, "bootstrap token file")}
+    if settings.bootstrap_token:
+        token = settings.bootstrap_token
+        log.protect(token)
+        # Out of our own environment too: nothing we start later inherits it.
+        os.environ.pop("STRONGHOLD_BOOTSTRAP_TOKEN", None)
+        return lambda: {"method": "bootstrap_token", "token": token}
+    raise ConfigError(
+        "no bootstrap credential: set STRONGHOLD_BOOTSTRAP_TOKEN_FILE (--bootstrap-token-file) "
+        "or STRONGHOLD_BOOTSTRAP_TOKEN"
+    )
+
+
+def open_source(settings: Settings):  # -> ProxySource
+    """Check the proxy configuration and build the client (no network yet)."""
+    if not settings.proxy_url:
+        raise ConfigError("STRONGHOLD_PROXY_URL (--proxy) is required when there is a reference")
+    url = check_proxy_url(settings.proxy_url, insecure_http=settings.insecure_http)
+    login_body = login_body_factory(settings)
+    if settings.ca_bundle and not os.path.isfile(settings.ca_bundle):
+        raise ConfigError(f"--ca-bundle {settings.ca_bundle}: no such file")
+    from injector.sources.proxy import ProxySource
+    from injector.transport import TLSOptions, Transport
+
+    transport = Transport(url, tls=TLSOptions(ca_bundle=settings.ca_bundle))
+    return ProxySource(transport, login_body)
+
+
+def issue_all(source, references: Sequence[Reference], settings: Settings) -> list[Credential]:
+    """Log in and issue every reference in one request, retrying transient failures."""
+    from injector.retry import with_startup_retry
+
+    def attempt() -> list[Credential]:
+        return source.issue(references)
+
+    credentials = with_startup_retry(attempt, timeout=settings.startup_timeout, what="fetching credentials")
+    log.info("credentials issued", count=len(credentials))
+    return credentials

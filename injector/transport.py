@@ -1,0 +1,170 @@
+"""A small JSON-over-HTTP(S) client on the standard library's http.client.
+
+Why not requests: importing it costs ~140 ms here, more than the whole
+start-up budget (SPEC: every container start pays it).  What the protocol
+needs is small: POST/GET JSON, a bearer header, TLS with a CA bundle and an
+optional client certificate, timeouts, a size limit, and *no* redirects
+(http.client never follows them, which is what SPEC section 4 asks for).
+
+One keep-alive connection per thread, so the refresher thread and the main
+thread never share a socket.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from injector import __version__
+from injector.errors import BrokenAnswerError, TransientError, UnavailableError
+
+MAX_BODY = 1024 * 1024  # SPEC section 4: a body over 1 MiB is a broken answer
+USER_AGENT = f"stronghold-init/{__version__}"
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    retry_after: float | None
+
+    def json(self) -> object:
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            raise BrokenAnswerError(f"answer with status {self.status} is not JSON") from None
+
+
+@dataclass(frozen=True)
+class TLSOptions:
+    ca_bundle: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+
+class Transport:
+    """Talks to one base URL.  Raises TransientError for connection trouble."""
+
+    def __init__(self, base_url: str, *, tls: TLSOptions | None = None, timeout: float = 10.0) -> None:
+        parts = urlsplit(base_url)
+        self.base_url = base_url
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._prefix = parts.path.rstrip("/")
+        self._tls = tls or TLSOptions()
+        self._timeout = timeout
+        self._local = threading.local()
+        self._ssl_context = None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: object | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Response:
+        payload = None if body is None else json.dumps(body).encode()
+        all_headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if payload is not None:
+            all_headers["Content-Type"] = "application/json"
+        all_headers.update(headers or {})
+        url_path = self._prefix + path
+        # A kept-alive connection may have been closed by the server since the
+        # last call; that shows as a failure on the first use, so try a fresh
+        # connection once before calling it transient.
+        for fresh in (False, True):
+            connection, reused = self._connection(fresh, timeout)
+            try:
+                connection.request(method, url_path, body=payload, headers=all_headers)
+                answer = connection.getresponse()
+                data = answer.read(MAX_BODY + 1)
+                retry_after = _parse_retry_after(answer.getheader("Retry-After"))
+                status = answer.status
+                if answer.will_close or len(data) > MAX_BODY:
+                    self._drop()
+            except _ssl_errors() as exc:
+                self._drop()
+                raise UnavailableError(f"TLS with {self._host} failed: {_describe(exc)}") from None
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop()
+                if reused and not fresh:
+                    continue
+                raise TransientError(f"cannot reach {self._host}: {_describe(exc)}") from None
+            if len(data) > MAX_BODY:
+                raise BrokenAnswerError("answer body is over 1 MiB")
+            return Response(status, data, retry_after)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._drop()
+
+    def _connection(self, fresh: bool, timeout: float | None) -> tuple[http.client.HTTPConnection, bool]:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None and not fresh:
+            connection.timeout = timeout or self._timeout
+            if connection.sock is not None:
+                connection.sock.settimeout(connection.timeout)
+            return connection, True
+        self._drop()
+        if self._https:
+            connection = http.client.HTTPSConnection(
+                self._host, self._port, timeout=timeout or self._timeout, context=self._context()
+            )
+        else:
+            connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout or self._timeout)
+        self._local.connection = connection
+        return connection, False
+
+    def _drop(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if connection is not None:
+            connection.close()
+
+    def _context(self):  # -> ssl.SSLContext, imported lazily
+        if self._ssl_context is None:
+            import ssl
+
+            context = ssl.create_default_context(cafile=self._tls.ca_bundle)
+            if self._tls.client_cert:
+                context.load_cert_chain(self._tls.client_cert, self._tls.client_key)
+            self._ssl_context = context
+        return self._ssl_context
+
+
+def _ssl_errors() -> tuple[type[BaseException], ...]:
+    import sys
+
+    ssl = sys.modules.get("ssl")  # only loaded when https was used
+    return (ssl.SSLCertVerificationError,) if ssl else ()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, socket.timeout):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    if isinstance(exc, socket.gaierror):
+        return "host name not found"
+    reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None)
+    return f"{type(exc).__name__}" + (f" ({reason})" if reason else "")
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds; the HTTP-date form is read as 'soon' (None)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds <= 3600 else None
