@@ -123,7 +123,7 @@ def _bearer(headers: dict[str, str]) -> str | None:
     return value[len("Bearer ") :] if value.startswith("Bearer ") else None
 
 
-class _Handler(BaseHTTPRequestHandler):
+class Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
 
@@ -180,7 +180,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def make_server(proxy: DevProxy, listen: str = "127.0.0.1:0") -> _Server:
+def make_server(proxy: DevProxy, listen: str = "127.0.0.1:0", handler: type[Handler] | None = None) -> _Server:
     host, port = parse_listen(listen)
     server_class = _Server
     if ":" in host:
@@ -190,7 +190,7 @@ def make_server(proxy: DevProxy, listen: str = "127.0.0.1:0") -> _Server:
             address_family = socket.AF_INET6
 
         server_class = _Server6
-    server = server_class((host, port), _Handler)
+    server = server_class((host, port), handler or Handler)
     server.proxy = proxy
     return server
 

@@ -39,25 +39,23 @@ def with_startup_retry(
     try:
         return attempt()
     except TransientError as first:
-        if clock() >= deadline:
-            raise _give_up(what, timeout, first) from None
-        log.warning(f"{what}: {first.message}; retrying")
-    return _retry(attempt, deadline=deadline, timeout=timeout, what=what, clock=clock, sleep=sleep, stop=stop)
-
-
-def _retry(attempt, *, deadline, timeout, what, clock, sleep, stop):
+        failure = first
     import tenacity
 
     stop_event = stop or threading.Event()
+    sleep = sleep or stop_event.wait
     jitter = tenacity.wait_random_exponential(multiplier=BACKOFF_MULTIPLIER, max=BACKOFF_MAX)
 
-    def wait(state: tenacity.RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        seconds = jitter(state)
+    def wait_after(failures: int, error: BaseException | None) -> float:
+        seconds = jitter(_Attempts(failures))  # type: ignore[arg-type]
         retry_after = getattr(error, "retry_after", None)
         if retry_after is not None:
             seconds = max(seconds, retry_after)
         return max(0.0, min(seconds, deadline - clock()))
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        # tenacity counts from this loop's start; one failure came before it.
+        return wait_after(state.attempt_number + 1, state.outcome.exception() if state.outcome else None)
 
     def give_up(state: tenacity.RetryCallState) -> bool:
         return stop_event.is_set() or clock() >= deadline
@@ -65,13 +63,17 @@ def _retry(attempt, *, deadline, timeout, what, clock, sleep, stop):
     def before_sleep(state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, TransientError):
-            log.warning(f"{what}: {error.message}; retrying", attempt=state.attempt_number + 1)
+            log.warning(f"{what}: {error.message}; retrying", attempt=state.attempt_number + 2)
 
+    if clock() >= deadline:
+        raise _give_up(what, timeout, failure)
+    log.warning(f"{what}: {failure.message}; retrying", attempt=2)
+    sleep(wait_after(1, failure))
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(TransientError),
         wait=wait,
         stop=give_up,
-        sleep=sleep or stop_event.wait,
+        sleep=sleep,
         before_sleep=before_sleep,
         reraise=True,
     )
@@ -79,6 +81,13 @@ def _retry(attempt, *, deadline, timeout, what, clock, sleep, stop):
         return retrying(attempt)
     except TransientError as last:
         raise _give_up(what, timeout, last) from None
+
+
+class _Attempts:
+    """The one field of tenacity's RetryCallState that its wait strategies read."""
+
+    def __init__(self, attempt_number: int) -> None:
+        self.attempt_number = attempt_number
 
 
 def _give_up(what: str, timeout: float, last: TransientError) -> UnavailableError:

@@ -1,0 +1,245 @@
+"""Shared fixtures: the real binary, a real proxy on loopback, real tmpfs.
+
+Tests run the installed `stronghold-init` as a subprocess and talk HTTP to a
+test proxy in a thread on port 0.  The test proxy *is* the dev proxy's code
+(`injector.devproxy.DevProxy`) with two additions: every request is
+recorded, and answers can be scripted per path to inject faults.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from injector.devproxy import Answer, DevProxy, Handler, make_server, server_url
+
+BIN_DIR = Path(sys.executable).parent
+STRONGHOLD = shutil.which("stronghold-init", path=str(BIN_DIR)) or shutil.which("stronghold-init")
+assert STRONGHOLD, "stronghold-init is not installed in this environment: pip install '.[test]'"
+PYTHON = sys.executable
+SECRETS = {"stripe/live": "sk_live_TESTSECRET", "postgres/app": "pg_TESTSECRET", "npm/publish": "npm_TESTSECRET"}
+RESET = "reset"  # a scripted answer that drops the connection without a response
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: object
+    at: float  # time.monotonic() when it arrived
+
+
+class TestProxy(DevProxy):
+    """DevProxy plus a request log and scripted answers."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(dict(SECRETS), token="boot-" + uuid.uuid4().hex, **kwargs)  # type: ignore[arg-type]
+        self.requests: list[Recorded] = []
+        self.scripted: dict[str, deque[Answer | str | Callable[[], Answer | str]]] = {}
+        self.issued_values: list[str] = []
+        self.session_tokens: list[str] = []
+        self.down = False  # every request is dropped while True (an outage)
+        self.url = ""
+
+    def script(self, path: str, *answers: Answer | str | Callable[[], Answer | str]) -> None:
+        self.scripted.setdefault(path, deque()).extend(answers)
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: object) -> Answer | str:  # type: ignore[override]
+        with self.lock:
+            self.requests.append(Recorded(method, path, headers, body, time.monotonic()))
+        if self.down:
+            return RESET
+        queue = self.scripted.get(path)
+        if queue:
+            item = queue.popleft()
+            return item() if callable(item) else item
+        result = super().answer(method, path, headers, body)
+        if isinstance(result.body, dict):
+            for credential in result.body.get("credentials", []):
+                self.issued_values.append(credential["value"])
+            if "session_token" in result.body:
+                self.session_tokens.append(result.body["session_token"])
+        return result
+
+    def paths(self) -> list[str]:
+        with self.lock:
+            return [r.path for r in self.requests]
+
+    def bodies(self, path: str) -> list[object]:
+        with self.lock:
+            return [r.body for r in self.requests if r.path == path]
+
+    def secrets_seen(self) -> list[str]:
+        """Everything secret this proxy handed out or accepted."""
+        return [self.token, *self.issued_values, *self.session_tokens]
+
+
+class ScriptedHandler(Handler):
+    def _send(self, answer: Answer | str) -> None:  # type: ignore[override]
+        if answer == RESET:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        super()._send(answer)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def make_proxy() -> Iterator[Callable[..., TestProxy]]:
+    servers = []
+
+    def factory(**kwargs: object) -> TestProxy:
+        proxy = TestProxy(**kwargs)
+        server = make_server(proxy, "127.0.0.1:0", handler=ScriptedHandler)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        proxy.url = server_url(server)
+        servers.append(server)
+        return proxy
+
+    yield factory
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def proxy(make_proxy: Callable[..., TestProxy]) -> TestProxy:
+    return make_proxy()
+
+
+@pytest.fixture
+def shm_dir() -> Iterator[Path]:
+    """A path on real tmpfs that does not exist yet; removed afterwards."""
+    path = Path("/dev/shm") / f"stronghold-test-{uuid.uuid4().hex[:12]}"
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening (for 'connection refused')."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def base_env(proxy: TestProxy | None = None, **extra: str) -> dict[str, str]:
+    """A minimal environment for the binary: PATH, plus proxy settings."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    if proxy is not None:
+        env["STRONGHOLD_PROXY_URL"] = proxy.url
+        env["STRONGHOLD_BOOTSTRAP_TOKEN"] = proxy.token
+    env.update(extra)
+    return env
+
+
+# A child that reports what it received as one JSON line on stdout.
+REPORT_CHILD = r"""
+import json, os, sys
+names = sys.argv[1:]
+out = {"env": {k: v for k, v in os.environ.items()}, "files": {}, "pid": os.getpid()}
+for name in names:
+    path = os.environ.get(name)
+    if path and os.path.exists(path):
+        st = os.stat(path)
+        data = open(path).read()
+        out["files"][name] = {"path": path, "data": data, "mode": oct(st.st_mode & 0o777), "uid": st.st_uid}
+print(json.dumps(out), flush=True)
+"""
+
+
+def report_command(*file_vars: str) -> list[str]:
+    return [PYTHON, "-c", REPORT_CHILD, *file_vars]
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def report(self) -> dict:
+        return json.loads(self.stdout.strip().splitlines()[-1])
+
+
+def run(args: list[str], env: dict[str, str], timeout: float = 60, **kwargs: object) -> Result:
+    """Run the binary to completion."""
+    done = subprocess.run(
+        [STRONGHOLD, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+def start(args: list[str], env: dict[str, str], **kwargs: object) -> subprocess.Popen[str]:
+    """Start the binary in its own session, so teardown can kill the whole tree."""
+    return subprocess.Popen(
+        [STRONGHOLD, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    """Processes started by a test; their whole process groups are killed at teardown."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def wait_for(
+    condition: Callable[[], object], timeout: float = 20.0, interval: float = 0.02, what: str = "condition"
+) -> object:
+    """Poll `condition` until it returns something truthy, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def read_line(process: subprocess.Popen[str], timeout: float = 20.0) -> str:
+    """One line of the process's stdout, with a deadline (no fixed sleeps)."""
+    result: list[str] = []
+    reader = threading.Thread(target=lambda: result.append(process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    reader.join(timeout)
+    if not result:
+        raise AssertionError("timed out waiting for a line from the process")
+    return result[0]

@@ -1,0 +1,85 @@
+"""Unit tests for reference and duration parsing (SPEC section 2): pure logic."""
+
+from __future__ import annotations
+
+import pytest
+
+from injector.errors import ConfigError
+from injector.references import Reference, collect_references, parse_duration, parse_reference
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("900", 900), ("90s", 90), ("15m", 900), ("2h", 7200), ("1", 1)],
+)
+def test_durations(text: str, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "0s", "-5", "1.5m", "15 m", "1d", "m", "15M", "1e3", "९"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_full_reference() -> None:
+    ref = parse_reference("STRIPE_KEY", "stronghold://stripe/live?scope=charges:write,refunds:read&ttl=15m")
+    assert ref == Reference("STRIPE_KEY", "stripe/live", ("charges:write", "refunds:read"), 900)
+    assert not ref.is_file and ref.target == "STRIPE_KEY"
+
+
+def test_file_reference_targets_name_without_suffix() -> None:
+    ref = parse_reference("DB_PASSWORD_FILE", "stronghold://postgres/app")
+    assert ref.is_file and ref.target == "DB_PASSWORD" and ref.scopes == () and ref.ttl is None
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("stronghold://", "empty secret"),
+        ("stronghold:///leading", "start or end"),
+        ("stronghold://trailing/", "start or end"),
+        ("stronghold://sp ace", "only"),
+        ("stronghold://a?colour=red", "unknown query key 'colour'"),
+        ("stronghold://a?ttl=soon", "bad duration"),
+        ("stronghold://a?ttl=0", "more than zero"),
+        ("stronghold://a?scope=", "bad scope"),
+        ("stronghold://a?scope=a,,b", "bad scope"),
+        ("stronghold://a?ttl=1&ttl=2", "twice"),
+        ("stronghold://a?ttl", "no value"),
+        ("stronghold://a#field", "fragment"),
+    ],
+)
+def test_bad_references_name_the_variable(value: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_reference("MY_VAR", value)
+    assert caught.value.message.startswith("MY_VAR: ")
+    assert fragment in caught.value.message
+
+
+def test_file_reference_needs_a_plain_name() -> None:
+    with pytest.raises(ConfigError, match="_FILE"):
+        parse_reference("_FILE", "stronghold://a")
+
+
+def test_collect_skips_configuration_and_plain_values() -> None:
+    refs = collect_references(
+        {
+            "STRONGHOLD_PROXY_URL": "stronghold://not-a-reference",
+            "PLAIN": "hello",
+            "B_FILE": "stronghold://b",
+            "A": "stronghold://a",
+        }
+    )
+    assert [r.name for r in refs] == ["A", "B_FILE"]
+
+
+@pytest.mark.parametrize(("env_value", "file_value"), [("stronghold://a", "x"), ("x", "stronghold://a")])
+def test_name_and_name_file_together_is_an_error(env_value: str, file_value: str) -> None:
+    with pytest.raises(ConfigError, match="KEY and KEY_FILE are both set"):
+        collect_references({"KEY": env_value, "KEY_FILE": file_value})
+
+
+def test_error_names_the_env_file() -> None:
+    with pytest.raises(ConfigError, match=r"KEY: unknown query key 'x'.*\(in /some/.env\)"):
+        collect_references({"KEY": "stronghold://a?x=1"}, {"KEY": "/some/.env"})
