@@ -18,6 +18,7 @@ from injector.errors import CommandError, ConfigError, ExitCode, StrongholdError
 from injector.log import LEVELS, LOG_FORMATS, log
 
 SUBCOMMANDS = ("sidecar", "fetch", "check", "dev-proxy")
+INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE: a bug, not one of SPEC section 7's cases
 DESCRIPTION = """\
 Fetch short-lived, scoped credentials from a credential proxy and hand them
 to a command as process-only environment variables or files on tmpfs.
@@ -47,7 +48,24 @@ class Interrupted(Exception):  # noqa: N818 - a signal, not an error
         self.signum = signum
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter imports shutil (~3 ms) to find the terminal width,
+    and argparse builds one for every add_argument; ask the terminal directly."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None):
+        if width is None:
+            try:
+                width = os.get_terminal_size(sys.stdout.fileno()).columns - 2
+            except (OSError, ValueError):
+                width = 78
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message} (see --help)")
 
@@ -124,7 +142,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stronghold-init",
         description=DESCRIPTION,
         epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
         argument_default=argparse.SUPPRESS,
     )
@@ -223,6 +240,13 @@ def run_cli(argv: Sequence[str]) -> int:
     except StrongholdError as exc:
         log.error(exc.message)
         return int(exc.exit_code)
+    except Exception as exc:  # a bug: say so without a traceback that could hold a value
+        log.error(f"internal error: {type(exc).__name__}; please report it (rerun with --log-level debug)")
+        if log.level <= LEVELS["debug"]:
+            import traceback
+
+            log.debug("".join(traceback.format_exception_only(exc)).strip())
+        return INTERNAL_ERROR
 
 
 def dispatch(mode: str, options: dict[str, object], command: list[str]) -> int:

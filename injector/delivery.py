@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 
 from injector.errors import ConfigError, StrongholdError
 from injector.references import Credential, Reference, is_config_variable
@@ -77,15 +76,15 @@ def check_existing_dir(path: str, allowed_owners: Iterable[int]) -> None:
         raise ConfigError(f"--dir {path} is owned by uid {info.st_uid}, not by root, this user or the child's user")
 
 
-@dataclass
 class TokenDirectory:
     """The --dir where `_FILE` tokens live, and every file written into it."""
 
-    path: str
-    uid: int = -1  # owner of the files (-1: leave as the current user)
-    gid: int = -1
-    created: bool = False
-    written: set[str] = field(default_factory=set)
+    def __init__(self, path: str, *, uid: int = -1, gid: int = -1, created: bool = False) -> None:
+        self.path = path
+        self.uid = uid  # owner of the files (-1: leave as the current user)
+        self.gid = gid
+        self.created = created  # we made it, so cleanup removes it
+        self.written: set[str] = set()
 
     @classmethod
     def prepare(cls, path: str, *, allow_disk: bool, uid: int = -1, gid: int = -1) -> TokenDirectory:

@@ -13,8 +13,8 @@ import errno
 import os
 import signal
 import stat
+from collections import namedtuple
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from injector.errors import CommandError, ExitCode
 
@@ -27,10 +27,10 @@ _RESETTABLE = tuple(
 )
 
 
-@dataclass(frozen=True)
-class Command:
-    path: str  # resolved executable
-    argv: tuple[str, ...]
+class Command(namedtuple("Command", "path argv")):
+    """path: the resolved executable; argv: the command line, argv[0] as the user gave it."""
+
+    __slots__ = ()
 
 
 def resolve_command(argv: Sequence[str], environ: Mapping[str, str]) -> Command:

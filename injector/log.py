@@ -8,18 +8,21 @@ of defence for secrets: every value registered with `protect()` is replaced by
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import time
-from typing import TextIO
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 LOG_FORMATS = ("text", "json")
 REDACTED = "<redacted>"
+# Shorter strings are not redacted: replacing every "t" in a line would mangle
+# the log and reveal the "secret" all the same.  Real tokens are far longer.
+MIN_REDACTED_LENGTH = 6
 
 
 class Logger:
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: io.TextIOBase | None = None) -> None:
         self._stream = stream
         self.level = LEVELS["info"]
         self.format = "text"
@@ -33,7 +36,7 @@ class Logger:
 
     def protect(self, secret: str) -> None:
         """Never let `secret` appear in a log line from now on."""
-        if secret:
+        if len(secret) >= MIN_REDACTED_LENGTH:
             self._protected.add(secret)
 
     def redact(self, text: str) -> str:

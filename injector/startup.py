@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from injector.config import Settings, build_settings, check_proxy_url, load_env_files
 from injector.errors import ConfigError
@@ -17,13 +16,13 @@ from injector.log import log
 from injector.references import Credential, Reference, collect_references
 
 
-@dataclass
 class Plan:
     """What the user asked for, resolved but not yet acted on."""
 
-    settings: Settings
-    environ: dict[str, str]  # our environment after --env-file, STRONGHOLD_* included
-    references: list[Reference]
+    def __init__(self, settings: Settings, environ: dict[str, str], references: list[Reference]) -> None:
+        self.settings = settings
+        self.environ = environ  # our environment after --env-file, STRONGHOLD_* included
+        self.references = references
 
     @property
     def file_references(self) -> list[Reference]:
@@ -109,11 +108,18 @@ def open_source(settings: Settings):  # -> ProxySource
 
 def issue_all(source, references: Sequence[Reference], settings: Settings) -> list[Credential]:
     """Log in and issue every reference in one request, retrying transient failures."""
-    from injector.retry import with_startup_retry
+    import time
 
-    def attempt() -> list[Credential]:
-        return source.issue(references)
+    from injector.errors import TransientError
 
-    credentials = with_startup_retry(attempt, timeout=settings.startup_timeout, what="fetching credentials")
+    deadline = time.monotonic() + settings.startup_timeout
+    try:  # the first attempt does not import the retry machinery
+        credentials = source.issue(references)
+    except TransientError as first:
+        from injector.retry import retry_after_failure
+
+        credentials = retry_after_failure(
+            lambda: source.issue(references), first, deadline=deadline, what="fetching credentials"
+        )
     log.info("credentials issued", count=len(credentials))
     return credentials

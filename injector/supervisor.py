@@ -15,9 +15,8 @@ import os
 import signal
 import threading
 import time
-from collections import deque
+from collections import deque, namedtuple
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 from injector.errors import ExitCode, StrongholdError
 from injector.launch import Command, spawn
@@ -75,21 +74,22 @@ def exit_status(status: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-@dataclass(frozen=True)
-class Restart:
+class Restart(namedtuple("Restart", "")):
     """Stop the child (SIGTERM, grace, SIGKILL) and start it again."""
 
-
-@dataclass(frozen=True)
-class Signal:
-    signum: int
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Stop:
+class Signal(namedtuple("Signal", "signum")):
+    """Send the child this signal."""
+
+    __slots__ = ()
+
+
+class Stop(namedtuple("Stop", "exit_code")):
     """Stop the child as on SIGTERM and exit with `exit_code` (e.g. on expiry)."""
 
-    exit_code: int
+    __slots__ = ()
 
 
 Request = Restart | Signal | Stop

@@ -16,7 +16,7 @@ import http.client
 import json
 import socket
 import threading
-from dataclasses import dataclass
+from collections import namedtuple
 from urllib.parse import urlsplit
 
 from injector import __version__
@@ -26,11 +26,10 @@ MAX_BODY = 1024 * 1024  # SPEC section 4: a body over 1 MiB is a broken answer
 USER_AGENT = f"stronghold-init/{__version__}"
 
 
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: bytes
-    retry_after: float | None
+class Response(namedtuple("Response", "status body retry_after")):
+    """status: HTTP status; body: bytes (at most 1 MiB); retry_after: seconds or None."""
+
+    __slots__ = ()
 
     def json(self) -> object:
         try:
@@ -39,11 +38,10 @@ class Response:
             raise BrokenAnswerError(f"answer with status {self.status} is not JSON") from None
 
 
-@dataclass(frozen=True)
-class TLSOptions:
-    ca_bundle: str | None = None
-    client_cert: str | None = None
-    client_key: str | None = None
+class TLSOptions(namedtuple("TLSOptions", "ca_bundle client_cert client_key", defaults=(None, None, None))):
+    """Paths: CA bundle (None: the system store), client certificate and key for mTLS."""
+
+    __slots__ = ()
 
 
 class Transport:

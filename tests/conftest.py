@@ -54,6 +54,7 @@ class TestProxy(DevProxy):
         self.requests: list[Recorded] = []
         self.scripted: dict[str, deque[Answer | str | Callable[[], Answer | str]]] = {}
         self.issued_values: list[str] = []
+        self.leases_issued: list[str] = []
         self.session_tokens: list[str] = []
         self.down = False  # every request is dropped while True (an outage)
         self.url = ""
@@ -74,6 +75,7 @@ class TestProxy(DevProxy):
         if isinstance(result.body, dict):
             for credential in result.body.get("credentials", []):
                 self.issued_values.append(credential["value"])
+                self.leases_issued.append(credential["lease_id"])
             if "session_token" in result.body:
                 self.session_tokens.append(result.body["session_token"])
         return result
