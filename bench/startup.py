@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import DevProxyProcess, stronghold_binary  # noqa: E402
+from harness import DevProxyProcess, stronghold_binary
 
 
 def time_once(argv: list[str], env: dict[str, str]) -> float:
