@@ -110,7 +110,10 @@ def test_the_app_does_not_run_as_root(parsed) -> None:
 
 
 def test_detector_catches_a_baked_secret() -> None:
-    bad = 'FROM x\nENV STRIPE_SECRET_KEY=sk_live_51HxAbCdEfGhIjKl\nARG NPM_TOKEN\nRUN echo "//r/:_authToken=abcdef123456" > .npmrc\n'
+    bad = (
+        "FROM x\nENV STRIPE_SECRET_KEY=sk_live_51HxAbCdEfGhIjKl\nARG NPM_TOKEN\n"
+        'RUN echo "//r/:_authToken=abcdef123456" > .npmrc\n'
+    )
     parsed = instructions(bad)
     with pytest.raises(AssertionError):
         test_no_secret_literal_anywhere(parsed)
