@@ -1,0 +1,38 @@
+"""The README's first two commands are what .ci/run runs, and the demo works."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from conftest import BIN_DIR
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands() -> list[str]:
+    return re.findall(r"```sh\n(.+?)\n```", (ROOT / "README.md").read_text(), re.S)[:2]
+
+
+def test_ci_runs_the_readme_commands_verbatim() -> None:
+    install_and_demo, test_suite = readme_commands()
+    assert "examples/demo.sh" in install_and_demo and "pytest" in test_suite
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert install_and_demo in ci.splitlines()
+    assert test_suite in ci.splitlines()
+    assert "set -euo pipefail" in ci
+
+
+def test_demo_shows_credentials_without_printing_them() -> None:
+    env = {"PATH": f"{BIN_DIR}:{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/root")}
+    done = subprocess.run(
+        ["sh", str(ROOT / "examples" / "demo.sh")], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "STRIPE_SECRET_KEY       (environment): sk_test_..." in done.stdout
+    assert "STRONGHOLD_* variables visible to the app: none" in done.stdout
+    assert "ok: 2 reference(s) resolved and revoked" in done.stdout
+    # The dev secret's full value never shows, only its 8-character preview.
+    assert "sk_test_devonly_4eC39HqLyjWDarjtT1zdp7dc" not in done.stdout + done.stderr
