@@ -47,6 +47,9 @@ def resolve_command(argv: Sequence[str], environ: Mapping[str, str]) -> Command:
     for candidate in candidates:
         try:
             info = os.stat(candidate)
+        except PermissionError:  # as execvp: EACCES on the way means 126, not 127
+            found_unexecutable = found_unexecutable or candidate
+            continue
         except OSError:
             continue
         if stat.S_ISREG(info.st_mode) and os.access(candidate, os.X_OK):

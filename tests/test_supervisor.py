@@ -1,0 +1,313 @@
+"""stronghold-init as a dependable parent (SPEC section 6), like tini.
+
+With a reference and no --no-refresh it stays as the command's parent. The
+child prints a ready line and every test syncs on lines, never on sleeps.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import termios
+import textwrap
+import time
+
+import pytest
+
+from conftest import PYTHON, STRONGHOLD, TestProxy, base_env, read_line, run, start, wait_for
+
+FORWARDED = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH"]
+
+# Prints "ready", then one line per signal received; exits 0 on SIGUSR2 after
+# reporting, or when told to by the test through the signal it gets.
+SIGNAL_CHILD = textwrap.dedent(
+    """
+    import signal, sys, os
+    names = sys.argv[1:]
+    def handler(signum, frame):
+        print("got " + signal.Signals(signum).name, flush=True)
+        if signal.Signals(signum).name == names[-1]:
+            sys.exit(0)
+    for name in names:
+        signal.signal(getattr(signal, name), handler)
+    print("ready", os.getpid(), flush=True)
+    while True:
+        signal.pause()
+    """
+)
+
+
+def supervised(proxy: TestProxy, **extra: str) -> dict[str, str]:
+    return base_env(proxy, A="stronghold://stripe/live", **extra)
+
+
+@pytest.mark.parametrize("code", [0, 1, 2, 42, 64, 69, 77, 78, 125, 126, 127, 128, 200, 254, 255])
+def test_exit_codes_pass_through(proxy: TestProxy, code: int) -> None:
+    result = run(["--", "sh", "-c", f"exit {code}"], supervised(proxy))
+    assert result.code == code, result.stderr
+
+
+@pytest.mark.parametrize("signame", ["SIGKILL", "SIGTERM", "SIGSEGV"])
+def test_child_killed_by_signal_gives_128_plus_n(proxy: TestProxy, signame: str) -> None:
+    signum = int(getattr(signal, signame))
+    result = run(["--", PYTHON, "-c", f"import os; os.kill(os.getpid(), {signum})"], supervised(proxy))
+    assert result.code == 128 + signum, result.stderr
+
+
+@pytest.mark.parametrize("signame", FORWARDED)
+def test_each_signal_reaches_the_child(proxy: TestProxy, processes, signame: str) -> None:
+    # The child exits on the signal under test; SIGUSR1 is also handled so a
+    # test of SIGUSR1 alone still has a distinct name list.
+    process = start(["--", PYTHON, "-c", SIGNAL_CHILD, signame], supervised(proxy))
+    processes.append(process)
+    assert read_line(process).startswith("ready")
+    os.kill(process.pid, getattr(signal, signame))
+    assert read_line(process).strip() == f"got {signame}"
+    assert process.wait(timeout=20) == 0
+
+
+def test_several_signals_in_order(proxy: TestProxy, processes) -> None:
+    process = start(["--", PYTHON, "-c", SIGNAL_CHILD, "SIGHUP", "SIGUSR1", "SIGTERM"], supervised(proxy))
+    processes.append(process)
+    assert read_line(process).startswith("ready")
+    for name in ("SIGHUP", "SIGUSR1", "SIGTERM"):
+        os.kill(process.pid, getattr(signal, name))
+        assert read_line(process).strip() == f"got {name}"
+    assert process.wait(timeout=20) == 0
+
+
+def test_supervisor_stays_parent_and_child_has_clean_signal_state(proxy: TestProxy) -> None:
+    probe = "grep -E '^(SigBlk|SigIgn|PPid)' /proc/self/status; echo pid=$$"
+    result = run(["--", "sh", "-c", probe], supervised(proxy))
+    assert result.code == 0, result.stderr
+    fields = dict(line.split(":\t") for line in result.stdout.splitlines() if ":\t" in line)
+    assert fields["SigBlk"] == "0000000000000000"
+    assert fields["SigIgn"] == "0000000000000000"
+
+
+def test_exec_mode_child_has_clean_signal_state(proxy: TestProxy) -> None:
+    result = run(["--no-refresh", "--", "grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"], supervised(proxy))
+    assert result.code == 0, result.stderr
+    assert result.stdout.split() == ["SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_supervisor_is_not_dumpable(proxy: TestProxy, processes) -> None:
+    """Run as nobody: its /proc files turn root-owned, so a same-user child cannot read its environ."""
+    reader = (
+        "if cat /proc/$PPID/environ > /dev/null 2>&1; then echo read; "
+        "else echo denied $(stat -c %u /proc/$PPID/environ); fi; read line"
+    )
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+    process = subprocess.Popen(
+        [*nobody, STRONGHOLD, "--", "sh", "-c", reader],
+        env=supervised(proxy),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    processes.append(process)
+    assert read_line(process).strip() == "denied 0"
+    assert os.stat(f"/proc/{process.pid}/environ").st_uid == 0
+    process.stdin.write("\n")  # type: ignore[union-attr]
+    process.stdin.flush()  # type: ignore[union-attr]
+    assert process.wait(timeout=20) == 0
+
+
+def test_ctrl_c_on_a_terminal_reaches_the_child_once(proxy: TestProxy, processes) -> None:
+    """The kernel sends ^C to the whole foreground group; forwarding it too would double it."""
+    counter = textwrap.dedent(
+        """
+        import signal, sys
+        count = 0
+        def on_int(signum, frame):
+            global count
+            count += 1
+            print("INT", count, flush=True)
+        def on_usr1(signum, frame):
+            print("total", count, flush=True)
+            sys.exit(0)
+        signal.signal(signal.SIGINT, on_int)
+        signal.signal(signal.SIGUSR1, on_usr1)
+        print("ready", flush=True)
+        while True:
+            signal.pause()
+        """
+    )
+    master, slave = os.openpty()
+
+    def take_terminal() -> None:  # runs in the new session: make the pty its controlling terminal
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    process = subprocess.Popen(
+        [STRONGHOLD, "--", PYTHON, "-c", counter],
+        env=supervised(proxy),
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=take_terminal,
+    )
+    processes.append(process)
+    os.close(slave)
+    try:
+        assert read_line(process).strip() == "ready"
+        os.write(master, b"\x03")  # ^C
+        assert read_line(process).strip() == "INT 1"
+        # Standard signals are taken lowest number first, so a doubled SIGINT
+        # would be forwarded before this SIGUSR1.
+        os.kill(process.pid, signal.SIGUSR1)
+        assert read_line(process).strip() == "total 1"
+        assert process.wait(timeout=20) == 0
+    finally:
+        os.close(master)
+
+
+def test_kill_to_supervisor_still_forwards_sigint_with_a_terminal(proxy: TestProxy, processes) -> None:
+    """Only terminal-generated signals are skipped; `kill -INT <pid>` is forwarded."""
+    master, slave = os.openpty()
+    process = subprocess.Popen(
+        [STRONGHOLD, "--", PYTHON, "-c", SIGNAL_CHILD, "SIGINT"],
+        env=supervised(proxy),
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+    )
+    processes.append(process)
+    os.close(slave)
+    try:
+        assert read_line(process).startswith("ready")
+        os.kill(process.pid, signal.SIGINT)
+        assert read_line(process).strip() == "got SIGINT"
+        assert process.wait(timeout=20) == 0
+    finally:
+        os.close(master)
+
+
+ORPHAN_MAKER = textwrap.dedent(
+    """
+    import os, sys
+    pid_r, pid_w = os.pipe()      # the orphan's pid comes back through this
+    hold_r, hold_w = os.pipe()    # the orphan lives until hold_w is closed
+    first = os.fork()
+    if first == 0:
+        grandchild = os.fork()
+        if grandchild == 0:
+            for fd in (pid_r, pid_w, hold_w):
+                os.close(fd)
+            os.read(hold_r, 1)    # EOF once the maker closes hold_w
+            os._exit(0)
+        os.write(pid_w, str(grandchild).encode())
+        os._exit(0)               # orphans the grandchild
+    os.waitpid(first, 0)
+    os.close(pid_w)
+    os.close(hold_r)
+    print("orphan", os.read(pid_r, 32).decode(), flush=True)
+    sys.stdin.readline()
+    os.close(hold_w)
+    print("released", flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def proc_state(pid: int) -> tuple[str, int] | None:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            fields = dict(line.rstrip("\n").split(":\t", 1) for line in handle if ":\t" in line)
+    except OSError:  # gone: ENOENT, or ESRCH when it vanished mid-read
+        return None
+    return fields["State"][0], int(fields["PPid"])
+
+
+def test_orphans_are_reaped_as_subreaper(proxy: TestProxy, processes) -> None:
+    process = subprocess.Popen(
+        [STRONGHOLD, "--", PYTHON, "-c", ORPHAN_MAKER],
+        env=supervised(proxy),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    processes.append(process)
+    orphan = int(read_line(process).split()[1])
+    state = proc_state(orphan)
+    assert state is not None and state[1] == process.pid, "the orphan is re-parented to stronghold-init"
+    process.stdin.write("\n")  # type: ignore[union-attr]
+    process.stdin.flush()  # type: ignore[union-attr]
+    assert read_line(process).strip() == "released"
+    wait_for(lambda: proc_state(orphan) is None, what="the orphan to be reaped, not left a zombie")
+    process.stdin.write("\n")  # type: ignore[union-attr]
+    process.stdin.flush()  # type: ignore[union-attr]
+    assert process.wait(timeout=20) == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="unshare --pid needs root")
+def test_zombies_are_reaped_as_pid_1(proxy: TestProxy, tmp_path) -> None:
+    checker = textwrap.dedent(
+        """
+        import os, sys, time
+        assert os.getppid() == 1, "stronghold-init must be PID 1 here"
+        reader, writer = os.pipe()
+        first = os.fork()
+        if first == 0:
+            grandchild = os.fork()
+            if grandchild == 0:
+                os._exit(0)       # exits at once: a zombie unless PID 1 reaps it
+            os.write(writer, str(grandchild).encode())
+            os._exit(0)           # orphans it
+        os.waitpid(first, 0)
+        os.close(writer)
+        orphan = int(os.read(reader, 32))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:   # poll with a deadline until it is gone
+            try:
+                open(f"/proc/{orphan}/status").read()
+            except OSError:
+                print("reaped", flush=True)
+                sys.exit(0)
+            time.sleep(0.01)
+        print("zombie left", flush=True)
+        sys.exit(1)
+        """
+    )
+    script = tmp_path / "checker.py"
+    script.write_text(checker)
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("unshare --pid is not permitted here")
+    done = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", STRONGHOLD, "--", PYTHON, str(script)],
+        env=supervised(proxy),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "reaped" in done.stdout
+
+
+def test_sigterm_during_startup_cleans_up(proxy: TestProxy, shm_dir, processes) -> None:
+    """A stop signal while the proxy is still being retried: nothing left, 128+15."""
+    from injector.devproxy import Answer
+
+    proxy.script("/v1/credentials", *[Answer(503, {"error": "busy"})] * 1000)
+    env = base_env(proxy, A_FILE="stronghold://stripe/live")
+    process = start(["--dir", str(shm_dir), "--", "true"], env)
+    processes.append(process)
+    wait_for(lambda: proxy.paths().count("/v1/credentials") >= 2, what="a retry")
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 128 + signal.SIGTERM
+    assert time.monotonic() - started < 10
+    assert not shm_dir.exists()
