@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from injector import __version__
 from injector.config import ON_EXPIRY, parse_on_rotate
-from injector.errors import CommandError, ConfigError, ExitCode, StrongholdError, UsageError
+from injector.errors import StrongholdError, UsageError
 from injector.log import LEVELS, LOG_FORMATS, log
 
 SUBCOMMANDS = ("sidecar", "fetch", "check", "dev-proxy")
@@ -283,5 +283,3 @@ def _stop_cleanly_on_signals() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, interrupt)
 
-
-__all__ = ["CommandError", "ConfigError", "ExitCode", "main", "run_cli"]

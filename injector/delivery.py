@@ -12,7 +12,7 @@ import os
 import stat
 from collections.abc import Iterable, Mapping
 
-from injector.errors import ConfigError, StrongholdError
+from injector.errors import ConfigError
 from injector.references import Credential, Reference, is_config_variable
 
 TMPFS_MAGIC = 0x01021994
@@ -131,7 +131,8 @@ class TokenDirectory:
             os.replace(temporary, final)
         except OSError as exc:
             _unlink(temporary)
-            raise StrongholdError(f"cannot write {final}: {exc.strerror or exc}") from None
+            # 78 like every other --dir problem; during refresh it is logged and the old token kept
+            raise ConfigError(f"cannot write {final}: {exc.strerror or exc}") from None
         self.written.add(final)
         return final
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 from injector.delivery import TokenDirectory, child_environment, scrub_environment
-from injector.errors import ExitCode, StrongholdError
+from injector.errors import ExitCode
 from injector.launch import Command, exec_command, resolve_command
 from injector.log import log
 from injector.references import Credential, Reference
@@ -37,11 +37,16 @@ def run(plan: Plan, argv: list[str]) -> int:
         make_undumpable()  # before any credential is in our memory
     try:
         credentials = issue_all(source, plan.references, settings)
-        write_files(directory, plan.references, credentials)
-        values = {c.name: c.value for c in credentials}
-        if not supervise:
+        if supervise:
+            return supervise_command(plan, command, base_env, source, directory, credentials)
+        try:
+            write_files(directory, plan.references, credentials)
+            values = {c.name: c.value for c in credentials}
             exec_command(command, child_environment(base_env, plan.references, values, directory))
-        return supervise_command(plan, command, base_env, source, directory, credentials)
+        except BaseException:  # the command never ran: its leases are of no use to anyone
+            source.revoke([c.lease_id for c in credentials if c.lease_id])
+            raise
+        raise AssertionError("unreachable: exec_command returns only by raising")
     finally:
         if directory is not None:
             directory.cleanup()
@@ -93,15 +98,18 @@ def supervise_command(plan, command: Command, base_env, source, directory, crede
             log.error("token expired; stopping the command (--on-expiry exit)", names=",".join(names))
             supervisor.request(sv.Stop(ExitCode.UNAVAILABLE))
 
-    sv.block_signals()  # before the refresher thread exists, so it inherits the mask
-    sv.become_subreaper()
-    supervisor.start()
     refresher = Refresher(references, source, ledger, deliver=deliver, on_rotated=on_rotated, on_expired=on_expired)
-    refresher.start()
-    code = supervisor.run()
-    log.debug("command exited", code=code)
-    refresher.stop()
-    source.revoke(ledger.live_lease_ids(time.monotonic()))
+    try:
+        write_files(directory, references, credentials)
+        sv.block_signals()  # before the refresher thread exists, so it inherits the mask
+        sv.become_subreaper()
+        supervisor.start()
+        refresher.start()
+        code = supervisor.run()
+        log.debug("command exited", code=code)
+    finally:
+        refresher.stop()
+        source.revoke(ledger.live_lease_ids(time.monotonic()))
     return code
 
 
@@ -112,4 +120,3 @@ def default_on_rotate(references: list[Reference]):  # -> RotateAction
     return RotateAction("restart" if any(not r.is_file for r in references) else "none")
 
 
-__all__ = ["StrongholdError", "run"]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 REFRESH_FROM = 0.60  # SPEC section 5: re-issue after a jittered 60-75% of the ttl
 REFRESH_TO = 0.75
 RETRY_BASE = 0.5  # first retry wait before jitter, seconds
-RETRY_MAX = 30.0  # no wait grows past this, even once a token has expired
+RETRY_MAX = 10.0  # no wait grows past this: once a token has expired, recovery should be quick
 RETRY_MIN = 0.05  # never spin: even with almost no time left, wait this much
 
 Random = Callable[[], float]  # returns a float in [0, 1)

@@ -18,7 +18,7 @@ import time
 from collections import deque, namedtuple
 from collections.abc import Callable, Mapping
 
-from injector.errors import ExitCode, StrongholdError
+from injector.errors import StrongholdError
 from injector.launch import Command, spawn
 from injector.log import log
 
@@ -226,5 +226,3 @@ class Supervisor:
             return None
         return self._exit_code_override if self._exit_code_override is not None else code
 
-
-__all__ = ["ExitCode", "Restart", "Signal", "Stop", "Supervisor", "block_signals"]

@@ -55,6 +55,7 @@ class TestProxy(DevProxy):
         self.scripted: dict[str, deque[Answer | str | Callable[[], Answer | str]]] = {}
         self.issued_values: list[str] = []
         self.leases_issued: list[str] = []
+        self.issued_at: dict[str, float] = {}  # value -> time.monotonic() when issued
         self.session_tokens: list[str] = []
         self.down = False  # every request is dropped while True (an outage)
         self.url = ""
@@ -76,6 +77,7 @@ class TestProxy(DevProxy):
             for credential in result.body.get("credentials", []):
                 self.issued_values.append(credential["value"])
                 self.leases_issued.append(credential["lease_id"])
+                self.issued_at[credential["value"]] = time.monotonic()
             if "session_token" in result.body:
                 self.session_tokens.append(result.body["session_token"])
         return result

@@ -177,3 +177,16 @@ def test_no_references_and_no_proxy_needed() -> None:
     result = run(["--", "sh", "-c", "exit 7"], base_env())
     assert result.code == 7
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize("mode", [[], ["--no-refresh"]])
+def test_delivery_failure_after_issue_revokes_and_leaves_nothing(proxy: TestProxy, shm_dir, marker, mode) -> None:
+    shm_dir.mkdir(mode=0o700)
+    (shm_dir / "B").mkdir()  # a directory where the token file must go
+    env = base_env(proxy, A_FILE="stronghold://stripe/live", B_FILE="stronghold://postgres/app")
+    result = run(["--dir", str(shm_dir), *mode, "--", *MARKER_CMD, str(marker)], env)
+    assert result.code == 78, result.stderr
+    assert f"cannot write {shm_dir}/B" in result.stderr
+    assert not marker.exists()
+    assert sorted(p.name for p in shm_dir.iterdir()) == ["B"], "the A file written first is removed again"
+    assert proxy.bodies("/v1/leases/revoke") == [{"lease_ids": proxy.leases_issued}]

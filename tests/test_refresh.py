@@ -1,0 +1,223 @@
+"""Refresh and rotation with real processes and a proxy granting 2-second tokens (SPEC section 5).
+
+Tokens are re-issued at 60-75% of their ttl; a file is replaced atomically;
+env tokens restart the command; --on-rotate signal:SIG and none; outages;
+--on-expiry exit; revoke at exit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import textwrap
+import threading
+import time
+
+import pytest
+
+from conftest import PYTHON, TestProxy, base_env, read_line, start, wait_for
+from injector.devproxy import Answer
+
+TTL = 2
+
+# Prints its token (env) on start and on SIGHUP, its pid, and exits 0 on SIGTERM.
+ENV_CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    def show(*_):
+        print(os.getpid(), os.environ["A"], flush=True)
+    signal.signal(signal.SIGHUP, show)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    show()
+    while True:
+        signal.pause()
+    """
+)
+
+# Prints every signal it gets, with the file's content, and exits 0 on SIGTERM.
+FILE_CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    def show(signum, _):
+        print(signal.Signals(signum).name, open(os.environ["A_FILE"]).read(), flush=True)
+        if signum == signal.SIGTERM:
+            sys.exit(0)
+    for s in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM):
+        signal.signal(s, show)
+    print("ready", os.getpid(), flush=True)
+    while True:
+        signal.pause()
+    """
+)
+
+
+@pytest.fixture
+def short_proxy(make_proxy) -> TestProxy:
+    return make_proxy(ttl=TTL)
+
+
+def file_env(proxy: TestProxy) -> dict[str, str]:
+    return base_env(proxy, A_FILE="stronghold://stripe/live")
+
+
+def issues(proxy: TestProxy) -> int:
+    return proxy.paths().count("/v1/credentials")
+
+
+def test_file_token_rotates_before_expiry_and_is_never_missing_or_partial(short_proxy, shm_dir, processes) -> None:
+    process = start(["--dir", str(shm_dir), "--", PYTHON, "-c", FILE_CHILD], file_env(short_proxy))
+    processes.append(process)
+    assert read_line(process).startswith("ready")
+    path = shm_dir / "A"
+    seen: list[str] = []
+    problems: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                data = path.read_text()
+            except FileNotFoundError:
+                problems.append("missing")
+                continue
+            read_at = time.monotonic()
+            if data not in short_proxy.issued_at:
+                problems.append("partial or unknown content")
+            elif read_at - short_proxy.issued_at[data] >= TTL:
+                problems.append("an expired token was in place")
+            if not seen or seen[-1] != data:
+                seen.append(data)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        wait_for(lambda: len(seen) >= 4, timeout=30, what="three rotations")
+    finally:
+        stop.set()
+        thread.join()
+    assert problems == []
+    os.kill(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+    assert not shm_dir.exists(), "files are removed at exit"
+
+
+def test_env_token_rotation_restarts_the_command_with_the_new_value(short_proxy, processes) -> None:
+    process = start(["--grace", "5", "--", PYTHON, "-c", ENV_CHILD], base_env(short_proxy, A="stronghold://stripe/live"))
+    processes.append(process)
+    first_pid, first_token = read_line(process).split()
+    second_pid, second_token = read_line(process, timeout=30).split()
+    assert second_pid != first_pid, "a new process, restarted"
+    assert second_token != first_token
+    assert second_token == short_proxy.issued_values[-1]
+    os.kill(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=20) == 0, "the exit code is the final child's"
+
+
+def test_on_rotate_signal_sends_it_to_the_same_child(short_proxy, shm_dir, processes) -> None:
+    env = file_env(short_proxy)
+    process = start(["--dir", str(shm_dir), "--on-rotate", "signal:SIGUSR2", "--", PYTHON, "-c", FILE_CHILD], env)
+    processes.append(process)
+    assert read_line(process).startswith("ready")
+    first = short_proxy.issued_values[0]
+    name, content = read_line(process, timeout=30).split()
+    assert name == "SIGUSR2"
+    assert content != first and content in short_proxy.issued_values, "the file was replaced before the signal"
+    os.kill(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+
+
+def test_on_rotate_none_leaves_the_child_alone(short_proxy, shm_dir, processes) -> None:
+    process = start(["--dir", str(shm_dir), "--", PYTHON, "-c", FILE_CHILD], file_env(short_proxy))
+    processes.append(process)
+    assert read_line(process).startswith("ready")
+    wait_for(lambda: issues(short_proxy) >= 3, timeout=30, what="two refreshes")
+    os.kill(process.pid, signal.SIGTERM)
+    out, _ = process.communicate(timeout=20)
+    assert [line.split()[0] for line in out.splitlines()] == ["SIGTERM"], "only our SIGTERM reached it"
+
+
+def test_401_mid_life_logs_in_again(short_proxy, shm_dir, processes) -> None:
+    process = start(["--dir", str(shm_dir), "--", PYTHON, "-c", FILE_CHILD], file_env(short_proxy))
+    processes.append(process)
+    assert read_line(process).startswith("ready")
+    short_proxy.script("/v1/credentials", Answer(401, {"error": "session revoked"}))
+    wait_for(lambda: issues(short_proxy) >= 3, timeout=30, what="the refresh after a 401")
+    assert short_proxy.paths().count("/v1/auth/login") == 2
+    wait_for(lambda: (shm_dir / "A").read_text() == short_proxy.issued_values[-1], what="the new token in place")
+    os.kill(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+
+
+def test_short_outage_is_survived_without_expiry(short_proxy, shm_dir, processes) -> None:
+    args = ["--dir", str(shm_dir), "--on-expiry", "exit", "--", PYTHON, "-c", FILE_CHILD]
+    process = start(args, file_env(short_proxy))
+    processes.append(process)
+    assert read_line(process).startswith("ready")
+    short_proxy.down = True
+    before = len(short_proxy.requests)
+    wait_for(lambda: len(short_proxy.requests) >= before + 2, timeout=10, what="a failed refresh and a retry")
+    short_proxy.down = False
+    wait_for(lambda: len(short_proxy.issued_values) >= 2, timeout=10, what="a successful refresh")
+    assert process.poll() is None, "still running"
+    os.kill(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert "expired" not in err
+
+
+def test_outage_past_expiry_with_on_expiry_exit_stops_with_69(short_proxy, shm_dir, processes) -> None:
+    env = file_env(short_proxy)
+    process = start(["--dir", str(shm_dir), "--on-expiry", "exit", "--", PYTHON, "-c", FILE_CHILD], env)
+    processes.append(process)
+    assert read_line(process).startswith("ready")
+    short_proxy.down = True
+    assert process.wait(timeout=30) == 69
+    out = process.stdout.read()  # type: ignore[union-attr]
+    assert out.startswith("SIGTERM"), "the command was stopped as on SIGTERM"
+    assert "token expired" in process.stderr.read()  # type: ignore[union-attr]
+    assert not shm_dir.exists()
+
+
+def test_outage_past_expiry_with_keep_keeps_running_and_recovers(short_proxy, shm_dir, processes) -> None:
+    process = start(["--dir", str(shm_dir), "--", PYTHON, "-c", FILE_CHILD], file_env(short_proxy))
+    processes.append(process)
+    assert read_line(process).startswith("ready")
+    short_proxy.down = True
+    wait_for(lambda: time.monotonic() - short_proxy.issued_at[short_proxy.issued_values[0]] > TTL + 0.5, timeout=10)
+    assert process.poll() is None
+    short_proxy.down = False
+    wait_for(lambda: len(short_proxy.issued_values) >= 2, timeout=40, what="recovery")
+    os.kill(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert "token expired without a successful refresh" in err
+
+
+@pytest.mark.slow
+def test_retry_after_is_honoured_during_refresh(make_proxy, shm_dir, processes) -> None:
+    proxy = make_proxy(ttl=12)  # long enough that a quarter of the time left exceeds Retry-After
+    process = start(["--dir", str(shm_dir), "--", PYTHON, "-c", FILE_CHILD], file_env(proxy))
+    processes.append(process)
+    assert read_line(process).startswith("ready")
+    proxy.script("/v1/credentials", Answer(503, {"error": "later"}, {"Retry-After": "1"}))
+    wait_for(lambda: issues(proxy) >= 3, timeout=30, what="the retried refresh")
+    refused, retried = [r.at for r in proxy.requests if r.path == "/v1/credentials"][1:3]
+    assert retried - refused >= 0.7, "at least Retry-After, unless a quarter of the time left is shorter"
+    os.kill(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+
+
+def test_revoke_once_with_every_live_lease_at_exit(short_proxy, shm_dir, processes) -> None:
+    process = start(["--dir", str(shm_dir), "--", PYTHON, "-c", FILE_CHILD], file_env(short_proxy))
+    processes.append(process)
+    assert read_line(process).startswith("ready")
+    wait_for(lambda: len(short_proxy.leases_issued) >= 2, timeout=30, what="a rotation")
+    os.kill(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+    revokes = short_proxy.bodies("/v1/leases/revoke")
+    assert len(revokes) == 1
+    revoked = revokes[0]["lease_ids"]
+    assert short_proxy.leases_issued[-1] in revoked
+    assert short_proxy.leases_issued[-2] in revoked, "the superseded, unexpired lease too"
+    assert set(revoked) <= set(short_proxy.leases_issued)
+    assert not shm_dir.exists()

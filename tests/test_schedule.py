@@ -1,0 +1,185 @@
+"""Refresh timing on an injected clock: no real waiting (the tenacity habit).
+
+SPEC section 5: re-issue after a jittered 60-75% of the granted ttl; a failed
+refresh is retried with backoff, each wait at most a quarter of the time left
+before the old token expires; the old token stays until then.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from injector.errors import RefusedError, TransientError
+from injector.references import Credential, Reference
+from injector.refresh import Ledger, Refresher
+from injector.schedule import RETRY_MAX, RETRY_MIN, refresh_due, retry_delay
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeSource:
+    """Issues `<name>-<n>` tokens with a fixed ttl; can be told to fail."""
+
+    def __init__(self, clock: Clock, ttl: float = 100.0) -> None:
+        self.clock = clock
+        self.ttl = ttl
+        self.calls: list[list[str]] = []
+        self.renewals = 0
+        self.failure: Exception | None = None
+        self.same_value = False
+        self.counter = 0
+        self.session_ttl = 1000.0
+        self.session_expires_at = clock() + 1000.0
+
+    def issue(self, references):
+        self.calls.append([r.name for r in references])
+        if self.failure:
+            raise self.failure
+        self.counter += 1
+        suffix = 0 if self.same_value else self.counter
+        return [
+            Credential(r.name, f"{r.name}-{suffix}", self.ttl, self.clock(), f"lease-{r.name}-{self.counter}")
+            for r in references
+        ]
+
+    def renew_session(self) -> None:
+        self.renewals += 1
+        self.session_expires_at = self.clock() + self.session_ttl
+
+
+def make(clock: Clock, names=("A",), ttl: float = 100.0, rand=lambda: 0.5):
+    source = FakeSource(clock, ttl)
+    references = [Reference(name, "s/" + name.lower()) for name in names]
+    ledger = Ledger(source.issue(references))
+    source.calls.clear()
+    events: dict[str, list] = {"rotated": [], "expired": [], "delivered": []}
+    refresher = Refresher(
+        references,
+        source,
+        ledger,
+        deliver=lambda ref, cred: events["delivered"].append(cred.value),
+        on_rotated=events["rotated"].append,
+        on_expired=events["expired"].append,
+        clock=clock,
+        rand=rand,
+    )
+    return refresher, source, ledger, events
+
+
+@given(st.floats(0, 0.999999), st.floats(1, 1e6), st.floats(0, 1e6))
+def test_refresh_due_is_between_60_and_75_percent(rand: float, ttl: float, issued_at: float) -> None:
+    due = refresh_due(issued_at, ttl, lambda: rand)
+    assert issued_at + 0.6 * ttl - 1e-6 <= due <= issued_at + 0.75 * ttl + 1e-6
+
+
+@given(st.integers(1, 50), st.floats(0.001, 1e4), st.floats(0, 0.999999), st.one_of(st.none(), st.floats(0, 3600)))
+def test_retry_wait_never_exceeds_a_quarter_of_the_time_left(failures, left, rand, retry_after) -> None:
+    delay = retry_delay(failures, 0.0, left, lambda: rand, retry_after)
+    assert delay <= max(RETRY_MIN, left / 4) + 1e-9
+    assert delay >= RETRY_MIN
+
+
+def test_retry_wait_grows_and_honours_retry_after_when_time_allows() -> None:
+    delays = [retry_delay(n, 0.0, 10_000.0, lambda: 0.999) for n in (1, 2, 3, 4)]
+    assert delays == sorted(delays) and delays[0] < delays[-1]
+    assert retry_delay(1, 0.0, 10_000.0, lambda: 0.0, retry_after=7.0) == 7.0
+    assert retry_delay(1, 0.0, 8.0, lambda: 0.0, retry_after=7.0) == 2.0  # a quarter of 8 s wins
+
+
+def test_after_expiry_retries_continue_with_capped_backoff() -> None:
+    assert RETRY_MIN <= retry_delay(40, 100.0, 50.0, lambda: 0.999) <= RETRY_MAX
+
+
+def test_refresher_sleeps_until_due_then_reissues_and_rotates() -> None:
+    clock = Clock()
+    refresher, source, ledger, events = make(clock, ttl=100.0, rand=lambda: 0.5)
+    assert refresher.next_wake() == clock.now + 67.5  # 60% + half of the 15% jitter window
+    clock.now += 67.5
+    refresher.tick(clock.now)
+    assert source.calls == [["A"]]
+    assert ledger.current("A").value == "A-2"
+    assert events["rotated"] == [["A"]]
+    assert events["delivered"] == ["A-2"]
+    assert refresher.next_wake() == clock.now + 67.5
+
+
+def test_same_value_is_not_a_rotation() -> None:
+    clock = Clock()
+    refresher, source, ledger, events = make(clock)
+    source.same_value = True
+    ledger.replace(source.issue([Reference("A", "s/a")])[0])  # current value is now A-0
+    clock.now = refresher.next_wake()
+    refresher.tick(clock.now)
+    assert events["rotated"] == []
+
+
+def test_failed_refresh_keeps_the_old_token_and_retries_before_expiry() -> None:
+    clock = Clock()
+    refresher, source, ledger, events = make(clock, ttl=100.0)
+    original = ledger.current("A")
+    source.failure = TransientError("proxy down")
+    clock.now = refresher.next_wake()
+    waits = []
+    while clock.now < original.expires_at:
+        refresher.tick(clock.now)
+        assert ledger.current("A") is original, "a failed refresh never replaces or removes the token"
+        wake = refresher.next_wake()
+        left = original.expires_at - clock.now
+        assert wake - clock.now <= max(RETRY_MIN, left / 4) + 1e-9
+        waits.append(wake - clock.now)
+        clock.now = wake
+    assert len(waits) >= 3
+    assert events["expired"] == []
+    refresher.tick(clock.now)  # at expiry
+    assert events["expired"] == [["A"]]
+    refresher.tick(clock.now + 1)
+    assert events["expired"] == [["A"]], "expiry is reported once"
+    source.failure = None
+    clock.now = refresher.next_wake()
+    refresher.tick(clock.now)
+    assert ledger.current("A").value != original.value
+    assert events["rotated"] == [["A"]]
+
+
+def test_refused_refresh_is_retried_like_a_transient_one() -> None:
+    clock = Clock()
+    refresher, source, ledger, _ = make(clock)
+    source.failure = RefusedError("403")
+    clock.now = refresher.next_wake()
+    refresher.tick(clock.now)
+    assert refresher.next_wake() < ledger.current("A").expires_at
+
+
+def test_credentials_in_their_window_are_batched() -> None:
+    clock = Clock()
+    jitter = iter([0.0, 0.9])  # A due at 60%, B at 73.5%
+    refresher, source, _, events = make(clock, names=("A", "B"), rand=lambda: next(jitter, 0.5))
+    clock.now = refresher.next_wake()  # A's due time; B is past its 60% mark too
+    refresher.tick(clock.now)
+    assert source.calls == [["A", "B"]]
+    assert events["rotated"] == [["A", "B"]]
+
+
+def test_session_is_renewed_on_the_same_schedule() -> None:
+    clock = Clock()
+    refresher, source, _, _ = make(clock, ttl=10_000.0)
+    clock.now = refresher.next_wake()
+    assert clock.now == 1000.0 + 675.0  # 67.5% of the 1000 s session
+    refresher.tick(clock.now)
+    assert source.renewals == 1 and source.calls == []
+
+
+def test_ledger_keeps_superseded_leases_until_they_expire() -> None:
+    clock = Clock()
+    refresher, _, ledger, _ = make(clock, ttl=100.0)
+    clock.now = refresher.next_wake()
+    refresher.tick(clock.now)
+    assert ledger.live_lease_ids(clock.now) == ["lease-A-1", "lease-A-2"]
+    assert ledger.live_lease_ids(1000.0 + 100.0) == ["lease-A-2"]
