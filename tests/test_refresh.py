@@ -221,3 +221,60 @@ def test_revoke_once_with_every_live_lease_at_exit(short_proxy, shm_dir, process
     assert short_proxy.leases_issued[-2] in revoked, "the superseded, unexpired lease too"
     assert set(revoked) <= set(short_proxy.leases_issued)
     assert not shm_dir.exists()
+
+
+# Prints "start <pid> <A> <B>"; on SIGTERM prints "term" and exits 7 only on SIGUSR1.
+STUBBORN_CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    signal.signal(signal.SIGTERM, lambda *_: print("term", flush=True))
+    signal.signal(signal.SIGUSR1, lambda *_: sys.exit(7))
+    print("start", os.getpid(), os.environ["A"], os.environ["B"], flush=True)
+    while True:
+        signal.pause()
+    """
+)
+
+
+def test_credentials_rotating_together_cause_one_restart(short_proxy, processes) -> None:
+    env = base_env(short_proxy, A="stronghold://stripe/live", B="stronghold://postgres/app")
+    child = STUBBORN_CHILD.replace('print("term", flush=True)', "sys.exit(0)")
+    process = start(["--", PYTHON, "-c", child], env)
+    processes.append(process)
+    starts = [read_line(process).split()]
+    wait_for(lambda: issues(short_proxy) >= 3, timeout=30, what="two refreshes")
+    starts.append(read_line(process, timeout=30).split())
+    starts.append(read_line(process, timeout=30).split())
+    os.kill(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+    assert len({s[1] for s in starts}) == 3, "each start is a new process"
+    assert all(s[0] == "start" for s in starts)
+    # Both tokens change at each restart: they were refreshed in one batch.
+    assert starts[0][2] != starts[1][2] and starts[0][3] != starts[1][3]
+    restarts_seen = process.stderr.read().count("restarting the command")  # type: ignore[union-attr]
+    assert restarts_seen >= 2
+
+
+def test_sigterm_during_a_restart_ends_it(short_proxy, processes) -> None:
+    env = base_env(short_proxy, A="stronghold://stripe/live", B="stronghold://postgres/app")
+    process = start(["--grace", "30", "--", PYTHON, "-c", STUBBORN_CHILD], env)
+    processes.append(process)
+    assert read_line(process).startswith("start")
+    assert read_line(process, timeout=30).strip() == "term", "a rotation began a restart"
+    os.kill(process.pid, signal.SIGTERM)
+    assert read_line(process).strip() == "term", "our SIGTERM was forwarded"
+    os.kill(process.pid, signal.SIGUSR1)
+    assert process.wait(timeout=20) == 7, "exit with the child's code"
+    assert process.stdout.read() == "", "the command was not started again"  # type: ignore[union-attr]
+
+
+def test_grace_period_ends_with_sigkill(short_proxy, processes) -> None:
+    env = base_env(short_proxy, A="stronghold://stripe/live", B="stronghold://postgres/app")
+    process = start(["--grace", "0.5", "--", PYTHON, "-c", STUBBORN_CHILD], env)
+    processes.append(process)
+    first = read_line(process).split()
+    assert read_line(process, timeout=30).strip() == "term"
+    second = read_line(process, timeout=30).split()
+    assert second[0] == "start" and second[1] != first[1], "killed after the grace period, then restarted"
+    os.kill(process.pid, signal.SIGUSR1)
+    assert process.wait(timeout=20) == 7
