@@ -24,7 +24,7 @@ class DevProxyProcess:
     """`stronghold-init dev-proxy` on a free loopback port, for the duration of a with-block."""
 
     def __init__(self, secrets_text: str = DEV_SECRETS, ttl: int = 300) -> None:
-        self.token = secrets.token_urlsafe(18)
+        self.token = secrets.token_hex(16)  # hex: a leading "-" would read as an option
         self._secrets_text = secrets_text
         self._ttl = ttl
         self.url = ""
@@ -35,9 +35,21 @@ class DevProxyProcess:
         with open(path, "w") as handle:
             handle.write(self._secrets_text)
         self._process = subprocess.Popen(
-            [stronghold_binary(), "dev-proxy", "--secrets", path, "--listen", "127.0.0.1:0",
-             "--token", self.token, "--ttl", str(self._ttl)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [
+                stronghold_binary(),
+                "dev-proxy",
+                "--secrets",
+                path,
+                "--listen",
+                "127.0.0.1:0",
+                "--token",
+                self.token,
+                "--ttl",
+                str(self._ttl),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         self.url = self._process.stdout.readline().strip()  # type: ignore[union-attr]
         if not self.url:

@@ -220,7 +220,7 @@ def serve(secrets_file: str, *, listen: str, token: str | None, ttl: int) -> int
     if table is None:
         raise ConfigError(f"--secrets {secrets_file}: no such file")
     generated = token is None
-    proxy = DevProxy(table, token=token or secrets.token_urlsafe(24), ttl=ttl)
+    proxy = DevProxy(table, token=token or secrets.token_hex(16), ttl=ttl)  # hex: safe to paste after a flag
     server = make_server(proxy, listen)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -24,8 +24,9 @@ TTL = 2
 ENV_CHILD = textwrap.dedent(
     """
     import os, signal, sys
+    say = lambda *parts: os.write(1, (" ".join(map(str, parts)) + "\\n").encode())  # reentrant-safe, unlike print
     def show(*_):
-        print(os.getpid(), os.environ["A"], flush=True)
+        say(os.getpid(), os.environ["A"])
     signal.signal(signal.SIGHUP, show)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     show()
@@ -38,13 +39,14 @@ ENV_CHILD = textwrap.dedent(
 FILE_CHILD = textwrap.dedent(
     """
     import os, signal, sys
+    say = lambda *parts: os.write(1, (" ".join(map(str, parts)) + "\\n").encode())  # reentrant-safe, unlike print
     def show(signum, _):
-        print(signal.Signals(signum).name, open(os.environ["A_FILE"]).read(), flush=True)
+        say(signal.Signals(signum).name, open(os.environ["A_FILE"]).read())
         if signum == signal.SIGTERM:
             sys.exit(0)
     for s in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM):
         signal.signal(s, show)
-    print("ready", os.getpid(), flush=True)
+    say("ready", os.getpid())
     while True:
         signal.pause()
     """
@@ -102,7 +104,9 @@ def test_file_token_rotates_before_expiry_and_is_never_missing_or_partial(short_
 
 
 def test_env_token_rotation_restarts_the_command_with_the_new_value(short_proxy, processes) -> None:
-    process = start(["--grace", "5", "--", PYTHON, "-c", ENV_CHILD], base_env(short_proxy, A="stronghold://stripe/live"))
+    process = start(
+        ["--grace", "5", "--", PYTHON, "-c", ENV_CHILD], base_env(short_proxy, A="stronghold://stripe/live")
+    )
     processes.append(process)
     first_pid, first_token = read_line(process).split()
     second_pid, second_token = read_line(process, timeout=30).split()
@@ -227,9 +231,10 @@ def test_revoke_once_with_every_live_lease_at_exit(short_proxy, shm_dir, process
 STUBBORN_CHILD = textwrap.dedent(
     """
     import os, signal, sys
-    signal.signal(signal.SIGTERM, lambda *_: print("term", flush=True))
+    say = lambda *parts: os.write(1, (" ".join(map(str, parts)) + "\\n").encode())  # reentrant-safe, unlike print
+    signal.signal(signal.SIGTERM, lambda *_: say("term"))
     signal.signal(signal.SIGUSR1, lambda *_: sys.exit(7))
-    print("start", os.getpid(), os.environ["A"], os.environ["B"], flush=True)
+    say("start", os.getpid(), os.environ["A"], os.environ["B"])
     while True:
         signal.pause()
     """
@@ -238,7 +243,7 @@ STUBBORN_CHILD = textwrap.dedent(
 
 def test_credentials_rotating_together_cause_one_restart(short_proxy, processes) -> None:
     env = base_env(short_proxy, A="stronghold://stripe/live", B="stronghold://postgres/app")
-    child = STUBBORN_CHILD.replace('print("term", flush=True)', "sys.exit(0)")
+    child = STUBBORN_CHILD.replace('say("term")', "sys.exit(0)")
     process = start(["--", PYTHON, "-c", child], env)
     processes.append(process)
     starts = [read_line(process).split()]

@@ -26,14 +26,15 @@ FORWARDED = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SI
 SIGNAL_CHILD = textwrap.dedent(
     """
     import signal, sys, os
+    say = lambda *parts: os.write(1, (" ".join(map(str, parts)) + "\\n").encode())  # reentrant-safe, unlike print
     names = sys.argv[1:]
     def handler(signum, frame):
-        print("got " + signal.Signals(signum).name, flush=True)
+        say("got " + signal.Signals(signum).name)
         if signal.Signals(signum).name == names[-1]:
             sys.exit(0)
     for name in names:
         signal.signal(getattr(signal, name), handler)
-    print("ready", os.getpid(), flush=True)
+    say("ready", os.getpid())
     while True:
         signal.pause()
     """
@@ -123,18 +124,19 @@ def test_ctrl_c_on_a_terminal_reaches_the_child_once(proxy: TestProxy, processes
     """The kernel sends ^C to the whole foreground group; forwarding it too would double it."""
     counter = textwrap.dedent(
         """
-        import signal, sys
+        import os, signal, sys
+        say = lambda *parts: os.write(1, (" ".join(map(str, parts)) + "\\n").encode())  # reentrant-safe, unlike print
         count = 0
         def on_int(signum, frame):
             global count
             count += 1
-            print("INT", count, flush=True)
+            say("INT", count)
         def on_usr1(signum, frame):
-            print("total", count, flush=True)
+            say("total", count)
             sys.exit(0)
         signal.signal(signal.SIGINT, on_int)
         signal.signal(signal.SIGUSR1, on_usr1)
-        print("ready", flush=True)
+        say("ready")
         while True:
             signal.pause()
         """

@@ -1,0 +1,116 @@
+"""Every benchmark figure in one run; writes docs/benchmarks.md.
+
+    python bench/run.py            # the full run (several minutes)
+    python bench/run.py --quick    # a smoke run: tiny sizes, figures meaningless
+
+Each figure is a ratio or a side-by-side pair from this one run on this
+machine: commands alternate and medians are taken, with min and max.
+Needs `requests` in the venv (the start-up baseline) and Debian's `tini`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import startup
+import supervisor
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except OSError:
+        return "not installed"
+    return (done.stdout or done.stderr).strip().splitlines()[0] if done.returncode == 0 else "not installed"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the harness runs")
+    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
+    args = parser.parse_args()
+    quick = args.quick
+    lines: list[str] = []
+
+    def emit(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+
+    emit("# Benchmarks")
+    emit()
+    emit(f"Written by `python bench/run.py{' --quick' if quick else ''}` on {datetime.date.today().isoformat()}.")
+    emit(
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}, "
+        f"Python {platform.python_version()}."
+    )
+    emit(
+        f"Versions: {_version([startup.stronghold_binary(), '--version'])}; "
+        f"tini: {_version(['tini', '--version'])}."
+    )
+    if quick:
+        emit()
+        emit("**Quick run: sizes are tiny and the figures mean nothing.**")
+
+    emit()
+    emit("## Start-up: `stronghold-init --no-refresh -- true`, 3 references, loopback dev proxy")
+    emit()
+    samples = startup.measure(3 if quick else 40)
+    emit("| command | median ms | min | max |")
+    emit("| --- | --- | --- | --- |")
+    for name, values in samples.items():
+        median, low, high = (1000 * f(values) for f in (statistics.median, min, max))
+        emit(f"| `{name}` | {median:.1f} | {low:.1f} | {high:.1f} |")
+    ours, baseline = (statistics.median(v) for v in samples.values())
+    emit()
+    emit(f"Ratio to `import requests`: **{ours / baseline:.2f}** (goal <= 0.8).")
+
+    emit()
+    emit("## Signal forwarding latency and supervisor memory, side by side with tini")
+    emit()
+    signals = supervisor.signal_latency_and_rss(20 if quick else 500)
+    emit("| supervisor | p50 ms | p99 ms | max ms | RSS MiB | peak RSS MiB |")
+    emit("| --- | --- | --- | --- | --- | --- |")
+    for name, figures in signals.items():
+        emit(
+            f"| {name} | {figures['p50_ms']:.3f} | {figures['p99_ms']:.3f} | {figures['max_ms']:.3f}"
+            f" | {figures['rss_mib']:.1f} | {figures['peak_rss_mib']:.1f} |"
+        )
+    emit()
+    emit("SIGUSR1 sent to the supervisor until the child's handler runs (same Python child for both). Goals:")
+    emit("p99 within tini's + 2 ms; supervisor peak RSS <= 30 MiB.")
+
+    emit()
+    emit("## Idle CPU: 20 references, ttl 300 s")
+    emit()
+    idle = supervisor.idle_cpu(20, 2 if quick else 60)
+    emit(
+        f"{idle['cpu_seconds']:.3f} CPU seconds in {idle['seconds']:.0f} s: "
+        f"**{idle['percent_of_a_core']:.4f}% of a core** (goal <= 0.05%)."
+    )
+
+    emit()
+    emit("## Refresh soak: files at ttl 1-2 s, a reader checking every token it sees")
+    emit()
+    soak = supervisor.rotation_soak(20 if quick else 1000)
+    emit(
+        f"{soak['rotations']} rotations in {soak['seconds']:.0f} s, {soak['reads']} reads: "
+        f"**{soak['expired_moments']} moments with an expired token in place** (goal 0)."
+    )
+
+    Path(args.output).write_text("\n".join(lines) + "\n")
+    print(f"\nwritten to {args.output}")
+
+
+if __name__ == "__main__":
+    main()
