@@ -95,7 +95,7 @@ def main() -> None:
     emit()
     idle = supervisor.idle_cpu(20, 2 if quick else 60)
     emit(
-        f"{idle['cpu_seconds']:.3f} CPU seconds in {idle['seconds']:.0f} s: "
+        f"{idle['cpu_seconds'] * 1000:.1f} ms of CPU in {idle['seconds']:.0f} s: "
         f"**{idle['percent_of_a_core']:.4f}% of a core** (goal <= 0.05%)."
     )
 

@@ -98,8 +98,11 @@ def signal_latency_and_rss(rounds: int) -> dict[str, dict[str, float]]:
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    """CPU time of every thread of `pid`, from schedstat (nanoseconds; /proc/<pid>/stat counts 10 ms ticks)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 def idle_cpu(references: int, seconds: float) -> dict[str, float]:
