@@ -282,4 +282,3 @@ def _stop_cleanly_on_signals() -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, interrupt)
-

@@ -139,6 +139,11 @@ class TokenDirectory:
     def write_credential(self, reference: Reference, credential: Credential) -> str:
         return self.write(reference.target, credential.value.encode())
 
+    def deliver(self, reference: Reference, credential: Credential) -> None:
+        """Write a file-delivered credential; env-delivered ones need no I/O."""
+        if reference.is_file:
+            self.write_credential(reference, credential)
+
     def mark_ready(self) -> None:
         self.write(READY_FILE, b"")
 

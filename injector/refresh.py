@@ -109,6 +109,11 @@ class Refresher:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def stop_and_revoke(self) -> None:
+        """At exit: stop refreshing, then revoke every lease not yet expired, in one request."""
+        self.stop()
+        self._source.revoke(self.ledger.live_lease_ids(self._clock()))
+
     def run(self) -> None:
         while not self._stop.is_set():
             now = self._clock()

@@ -11,8 +11,6 @@ otherwise                supervise it and refresh until it exits,
 
 from __future__ import annotations
 
-import time
-
 from injector.delivery import TokenDirectory, child_environment, scrub_environment
 from injector.errors import ExitCode
 from injector.launch import Command, exec_command, resolve_command
@@ -62,10 +60,10 @@ def prepare_directory(plan: Plan) -> TokenDirectory | None:
 
 
 def write_files(directory: TokenDirectory | None, references: list[Reference], credentials: list[Credential]) -> None:
+    if directory is None:
+        return  # no file references
     for reference, credential in zip(references, credentials, strict=True):
-        if reference.is_file:
-            assert directory is not None
-            directory.write_credential(reference, credential)
+        directory.deliver(reference, credential)
 
 
 def supervise_command(plan, command: Command, base_env, source, directory, credentials) -> int:
@@ -79,10 +77,6 @@ def supervise_command(plan, command: Command, base_env, source, directory, crede
 
     def environment() -> dict[str, str]:
         return child_environment(base_env, references, ledger.values(), directory)
-
-    def deliver(reference: Reference, credential: Credential) -> None:
-        if reference.is_file:
-            directory.write_credential(reference, credential)
 
     supervisor = sv.Supervisor(command, environment, grace=settings.grace)
 
@@ -98,6 +92,7 @@ def supervise_command(plan, command: Command, base_env, source, directory, crede
             log.error("token expired; stopping the command (--on-expiry exit)", names=",".join(names))
             supervisor.request(sv.Stop(ExitCode.UNAVAILABLE))
 
+    deliver = directory.deliver if directory else lambda reference, credential: None
     refresher = Refresher(references, source, ledger, deliver=deliver, on_rotated=on_rotated, on_expired=on_expired)
     try:
         write_files(directory, references, credentials)
@@ -108,8 +103,7 @@ def supervise_command(plan, command: Command, base_env, source, directory, crede
         code = supervisor.run()
         log.debug("command exited", code=code)
     finally:
-        refresher.stop()
-        source.revoke(ledger.live_lease_ids(time.monotonic()))
+        refresher.stop_and_revoke()
     return code
 
 
@@ -118,5 +112,3 @@ def default_on_rotate(references: list[Reference]):  # -> RotateAction
     from injector.config import RotateAction
 
     return RotateAction("restart" if any(not r.is_file for r in references) else "none")
-
-

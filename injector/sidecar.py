@@ -1,29 +1,38 @@
 """`fetch` (one-shot, for init containers) and `sidecar` (keep files fresh).
 
 Both take `_FILE` references only: there is no child whose environment
-could receive a token.
+could receive a token.  `<dir>/.ready` is created only once every file is
+in place.
 """
 
 from __future__ import annotations
 
-from injector.errors import ConfigError
+import json
+import signal
+import threading
+import time
+
+from injector.errors import ConfigError, ExitCode
 from injector.log import log
+from injector.refresh import Ledger, Refresher
 from injector.run import prepare_directory, write_files
 from injector.startup import Plan, issue_all, open_source
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+WAKE = signal.SIGRTMIN  # the refresher asks the main thread to exit (--on-expiry exit)
 
 
 def _file_references_only(plan: Plan, mode: str) -> None:
     if plan.env_references:
         names = ", ".join(r.name for r in plan.env_references)
         raise ConfigError(f"{names}: {mode} delivers files only; name the variable NAME_FILE")
+    if not plan.references:
+        raise ConfigError(f"{mode}: no NAME_FILE=stronghold://... reference found in the environment")
 
 
 def fetch(plan: Plan) -> int:
     """Write every file and <dir>/.ready, leave them in place, exit 0."""
     _file_references_only(plan, "fetch")
-    if not plan.references:
-        log.warning("no references found; nothing to fetch")
-        return 0
     source = open_source(plan.settings)
     directory = prepare_directory(plan)
     assert directory is not None
@@ -39,5 +48,89 @@ def fetch(plan: Plan) -> int:
 
 
 def sidecar(plan: Plan) -> int:
+    """Keep the files fresh until SIGTERM or SIGINT; then revoke, remove them, exit 0."""
     _file_references_only(plan, "sidecar")
-    raise ConfigError("sidecar mode is not implemented yet")
+    settings = plan.settings
+    source = open_source(settings)
+    directory = prepare_directory(plan)
+    assert directory is not None
+    health = None
+    try:
+        credentials = issue_all(source, plan.references, settings)
+        ledger = Ledger(credentials)
+        expired_exit = threading.Event()
+        main_thread = threading.get_ident()
+
+        def on_expired(names: list[str]) -> None:
+            if settings.on_expiry == "exit":
+                log.error("token expired; stopping (--on-expiry exit)", names=",".join(names))
+                expired_exit.set()
+                signal.pthread_kill(main_thread, WAKE)
+
+        refresher = Refresher(
+            plan.references,
+            source,
+            ledger,
+            deliver=directory.deliver,
+            on_rotated=lambda names: log.info("files rotated", names=",".join(names)),
+            on_expired=on_expired,
+        )
+        try:
+            write_files(directory, plan.references, credentials)
+            directory.mark_ready()
+            # Blocked before any thread starts, so only this thread takes them.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {*STOP_SIGNALS, WAKE})
+            if settings.health_listen:
+                health = serve_health(settings.health_listen, ledger)
+            refresher.start()
+            log.info("sidecar ready", dir=directory.path, count=len(credentials))
+            received = signal.sigwaitinfo({*STOP_SIGNALS, WAKE})
+            log.info("stopping", signal=signal.Signals(received.si_signo).name)
+        finally:
+            refresher.stop_and_revoke()
+            if health is not None:
+                health.shutdown()
+    finally:
+        directory.cleanup()
+    return ExitCode.UNAVAILABLE if expired_exit.is_set() else 0
+
+
+def serve_health(listen: str, ledger: Ledger):  # -> http.server.ThreadingHTTPServer
+    """GET /healthz: 200 while every token is unexpired, else 503 naming the expired ones."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--health-listen {listen!r} is not HOST:PORT")
+
+    class HealthHandler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path != "/healthz":
+                self._answer(404, {"error": "not found"})
+                return
+            expired = ledger.expired(time.monotonic())
+            if expired:
+                self._answer(503, {"status": "expired", "expired": expired})
+            else:
+                self._answer(200, {"status": "ok"})
+
+        def _answer(self, status: int, body: dict) -> None:
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # probes every few seconds would flood the log
+
+    try:
+        server = ThreadingHTTPServer((host.strip("[]"), int(port)), HealthHandler)
+    except OSError as exc:
+        raise ConfigError(f"--health-listen {listen}: cannot listen ({exc.strerror})") from None
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="stronghold-health", daemon=True).start()
+    bound_host, bound_port = server.server_address[:2]
+    log.info("health endpoint listening", url=f"http://{bound_host}:{bound_port}/healthz")
+    return server

@@ -225,4 +225,3 @@ class Supervisor:
                 return exc.exit_code
             return None
         return self._exit_code_override if self._exit_code_override is not None else code
-
