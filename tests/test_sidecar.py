@@ -104,7 +104,7 @@ def test_healthz_goes_503_past_expiry_and_recovers(make_proxy, shm_dir, processe
     url = health_url(process, lines)
     assert get_health(url) == (200, {"status": "ok"})
     proxy.down = True
-    status, body = wait_for(lambda: (h := get_health(url))[0] == 503 and h, timeout=20, what="503")  # type: ignore[misc]
+    _, body = wait_for(lambda: (h := get_health(url))[0] == 503 and h, timeout=20, what="503")  # type: ignore[misc]
     assert body == {"status": "expired", "expired": ["A_FILE", "B_FILE"]}
     assert process.poll() is None, "the sidecar keeps running through the outage"
     proxy.down = False
