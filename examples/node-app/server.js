@@ -4,13 +4,15 @@
 const fs = require("fs");
 const http = require("http");
 
-function databasePassword() {
-  // Read on every use: the file is replaced atomically when the token rotates.
-  return fs.readFileSync(process.env.DATABASE_PASSWORD_FILE, "utf8");
+// A credential from NAME_FILE (read on every use: the file is replaced
+// atomically when the token rotates) or, failing that, from NAME.
+function secret(name) {
+  const file = process.env[`${name}_FILE`];
+  return file ? fs.readFileSync(file, "utf8") : process.env[name] || "";
 }
 
 const server = http.createServer((req, res) => {
-  const ready = Boolean(process.env.STRIPE_SECRET_KEY) && databasePassword().length > 0;
+  const ready = secret("STRIPE_SECRET_KEY").length > 0 && secret("DATABASE_PASSWORD").length > 0;
   res.writeHead(ready ? 200 : 503, { "Content-Type": "application/json" });
   res.end(JSON.stringify({ ready }));
 });
