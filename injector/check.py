@@ -25,7 +25,7 @@ def check(plan: Plan) -> int:
         check_memory_fs(directory, allow_disk=plan.settings.allow_disk)
         if os.path.lexists(directory):
             check_existing_dir(directory, {0, os.geteuid()})
-    source = open_source(plan.settings)
+    source = open_source(plan.settings, plan.references)
     credentials = issue_all(source, plan.references, plan.settings)
     source.revoke([c.lease_id for c in credentials if c.lease_id])
     width = max(len(r.name) for r in plan.references)
@@ -35,7 +35,7 @@ def check(plan: Plan) -> int:
             where = f"file {os.path.join(directory or '', reference.target)}"
         else:
             where = f"env  {reference.target}"
-        ttl = max(0, round(credential.expires_at - now))
-        print(f"{reference.name:<{width}}  {where}  (stronghold://{reference.secret}, ttl {ttl}s)")
+        ttl = "static" if credential.ttl is None else f"ttl {max(0, round(credential.expires_at - now))}s"
+        print(f"{reference.name:<{width}}  {where}  ({reference.uri}, {ttl})")
     print(f"ok: {len(credentials)} reference(s) resolved and revoked")
     return 0

@@ -111,6 +111,17 @@ def _common_options() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long start-up retries transient failures (default 30)",
     )
+    group = common.add_argument_group("OpenBao / Vault (see README; settings are STRONGHOLD_VAULT_* variables)")
+    group.add_argument(
+        "--vault-poll",
+        metavar="DURATION",
+        help="re-read static values (KV) this often [STRONGHOLD_VAULT_POLL] (default 5m)",
+    )
+    group.add_argument(
+        "--vault-remove-secret-id-file",
+        action="store_true",
+        help="delete the AppRole secret id file once read [STRONGHOLD_VAULT_REMOVE_SECRET_ID_FILE]",
+    )
     group = common.add_argument_group("delivery")
     group.add_argument(
         "--dir", metavar="PATH", help="where _FILE tokens are written [STRONGHOLD_DIR] (default /run/stronghold)"

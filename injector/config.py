@@ -17,6 +17,8 @@ from injector.log import LEVELS, LOG_FORMATS
 DEFAULT_DIR = "/run/stronghold"
 DEFAULT_K8S_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 AUTH_METHODS = ("bootstrap_token", "kubernetes")
+VAULT_AUTH_METHODS = ("token", "approle", "jwt")
+DEFAULT_VAULT_POLL = 300.0  # SPEC section 9: static values are re-read every 5 minutes
 ON_EXPIRY = ("keep", "exit")
 
 
@@ -81,6 +83,19 @@ class Settings:
     on_expiry: str = "keep"
     grace: float = 10.0
     health_listen: str | None = None
+    # OpenBao / Vault (SPEC section 9)
+    vault_addrs: tuple[str, ...] = ()
+    vault_token_file: str | None = None
+    vault_token: str | None = None
+    vault_auth: str = "token"
+    vault_role_id: str | None = None
+    vault_secret_id_file: str | None = None
+    vault_remove_secret_id_file: bool = False
+    vault_jwt_file: str | None = None
+    vault_role: str | None = None
+    vault_auth_mount: str | None = None
+    vault_namespace: str | None = None
+    vault_poll: float = DEFAULT_VAULT_POLL
 
 
 # flag attribute -> environment variable twin (SPEC section 3)
@@ -138,7 +153,46 @@ def build_settings(options: Mapping[str, object], environ: Mapping[str, str]) ->
         settings.on_expiry = str(options["on_expiry"])
     if options.get("health_listen") is not None:
         settings.health_listen = str(options["health_listen"])
+    _vault_settings(settings, options, environ)
     return settings
+
+
+def _first(environ: Mapping[str, str], *names: str) -> str | None:
+    for name in names:
+        if environ.get(name):
+            return environ[name]
+    return None
+
+
+def _vault_settings(settings: Settings, options: Mapping[str, object], environ: Mapping[str, str]) -> None:
+    addrs = _first(environ, "STRONGHOLD_VAULT_ADDR", "BAO_ADDR", "VAULT_ADDR")
+    settings.vault_addrs = tuple(a.strip() for a in addrs.split(",") if a.strip()) if addrs else ()
+    settings.vault_token_file = environ.get("STRONGHOLD_VAULT_TOKEN_FILE") or None
+    settings.vault_token = _first(environ, "STRONGHOLD_VAULT_TOKEN", "BAO_TOKEN", "VAULT_TOKEN")
+    auth = _choice(environ.get("STRONGHOLD_VAULT_AUTH") or None, VAULT_AUTH_METHODS, "STRONGHOLD_VAULT_AUTH")
+    settings.vault_auth = auth or "token"
+    settings.vault_role_id = environ.get("STRONGHOLD_VAULT_ROLE_ID") or None
+    settings.vault_secret_id_file = environ.get("STRONGHOLD_VAULT_SECRET_ID_FILE") or None
+    remove = options.get("vault_remove_secret_id_file") or _truthy(
+        environ.get("STRONGHOLD_VAULT_REMOVE_SECRET_ID_FILE")
+    )
+    settings.vault_remove_secret_id_file = bool(remove)
+    settings.vault_jwt_file = environ.get("STRONGHOLD_VAULT_JWT_FILE") or None
+    settings.vault_role = environ.get("STRONGHOLD_VAULT_ROLE") or None
+    settings.vault_auth_mount = environ.get("STRONGHOLD_VAULT_AUTH_MOUNT") or None
+    settings.vault_namespace = environ.get("STRONGHOLD_VAULT_NAMESPACE") or None
+    poll = options.get("vault_poll") or environ.get("STRONGHOLD_VAULT_POLL")
+    if poll:
+        from injector.references import parse_duration
+
+        try:
+            settings.vault_poll = float(parse_duration(str(poll)))
+        except ValueError as exc:
+            raise ConfigError(f"--vault-poll: {exc}") from None
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def check_proxy_url(url: str, *, insecure_http: bool, what: str = "proxy URL") -> str:

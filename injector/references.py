@@ -1,4 +1,8 @@
-"""Parse `stronghold://` references (SPEC section 2).  Pure: no I/O.
+"""Parse references (SPEC sections 2 and 9).  Pure: no I/O.
+
+    stronghold://<secret>[?scope=a,b&ttl=15m]     the credential proxy
+    vault://<api-path>[?ttl=15m]#<field>          a field read from OpenBao/Vault
+    vault-token://?policies=a,b[&ttl=15m]         a token minted for the app
 
 A reference is any variable whose value starts with a known scheme.  The
 variable's name decides the delivery: `NAME` goes to the child's environment,
@@ -14,28 +18,37 @@ from collections.abc import Mapping
 from injector.errors import ConfigError
 
 STRONGHOLD_SCHEME = "stronghold://"
-SCHEMES = (STRONGHOLD_SCHEME,)
-CONFIG_PREFIXES = ("STRONGHOLD_",)
+VAULT_SCHEME = "vault://"
+VAULT_TOKEN_SCHEME = "vault-token://"
+SCHEMES = (STRONGHOLD_SCHEME, VAULT_SCHEME, VAULT_TOKEN_SCHEME)
+# Configuration, never references, and never passed to the child: ours, and
+# OpenBao's and Vault's (their tokens and addresses are credentials too).
+CONFIG_PREFIXES = ("STRONGHOLD_", "BAO_", "VAULT_")
 FILE_SUFFIX = "_FILE"
 
 _SECRET = re.compile(r"[A-Za-z0-9._/-]+")
 _SCOPE = re.compile(r"[A-Za-z0-9._:/*+-]+")
+_FIELD = re.compile(r"[A-Za-z0-9._-]+")
+_POLICY = re.compile(r"[A-Za-z0-9._-]+")
 # The file name under --dir comes from the variable's name, so it must be a
 # plain name: no path separators, nothing hidden (.ready lives there too).
 _FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _DURATION = re.compile(r"([0-9]{1,9})([smh]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
 
-
 # Value types are namedtuples rather than dataclasses: importing dataclasses
 # (and inspect, which it pulls in) costs ~9 ms that every start would pay.
 
 
-class Reference(namedtuple("Reference", "name secret scopes ttl", defaults=((), None))):
+class Reference(
+    namedtuple("Reference", "name secret scopes ttl scheme field", defaults=((), None, "stronghold", None))
+):
     """One declared credential: where it comes from and where it goes.
 
     name: the declared variable, e.g. STRIPE_KEY or DB_PASSWORD_FILE
-    secret: the secret's path; scopes: tuple of scopes; ttl: seconds asked for, or None
+    secret: the secret's path (for vault://, the API path; "" for vault-token://)
+    scopes: tuple of scopes (for vault-token://, the policies); ttl: seconds asked for, or None
+    scheme: "stronghold", "vault" or "vault-token"; field: the field to take (vault:// only)
     """
 
     __slots__ = ()
@@ -48,6 +61,15 @@ class Reference(namedtuple("Reference", "name secret scopes ttl", defaults=((), 
     def target(self) -> str:
         """The environment variable (env delivery) or file name (file delivery)."""
         return self.name[: -len(FILE_SUFFIX)] if self.is_file else self.name
+
+    @property
+    def uri(self) -> str:
+        """Where it comes from, without options: safe to show (it names a secret, never holds one)."""
+        if self.scheme == "vault":
+            return f"vault://{self.secret}#{self.field}"
+        if self.scheme == "vault-token":
+            return f"vault-token://?policies={','.join(self.scopes)}"
+        return f"stronghold://{self.secret}"
 
 
 def is_reference(value: str) -> bool:
@@ -70,39 +92,76 @@ def parse_duration(text: str) -> int:
 
 
 def parse_reference(name: str, value: str) -> Reference:
-    """Parse one `stronghold://` value declared as variable `name`."""
+    """Parse one reference value declared as variable `name`."""
     try:
-        return _parse(name, value)
+        _check_target(name)
+        for scheme, parse in (
+            (STRONGHOLD_SCHEME, _parse_stronghold),
+            (VAULT_SCHEME, _parse_vault),
+            (VAULT_TOKEN_SCHEME, _parse_vault_token),
+        ):
+            if value.startswith(scheme):
+                return parse(name, value[len(scheme) :])
+        raise ValueError("not a reference")
     except ValueError as exc:
         raise ConfigError(f"{name}: {exc}") from None
 
 
-def _parse(name: str, value: str) -> Reference:
-    if not value.startswith(STRONGHOLD_SCHEME):
-        raise ValueError("not a stronghold:// reference")
-    body = value[len(STRONGHOLD_SCHEME) :]
+def _parse_stronghold(name: str, body: str) -> Reference:
     if "#" in body:
         raise ValueError("stronghold:// references take no #fragment")
     secret, _, query = body.partition("?")
     _check_secret(secret)
-    scopes: tuple[str, ...] = ()
-    ttl: int | None = None
-    seen: set[str] = set()
+    items = _parse_query(query, ("scope", "ttl"))
+    scopes = _parse_list(items["scope"], _SCOPE, "scope") if "scope" in items else ()
+    ttl = parse_duration(items["ttl"]) if "ttl" in items else None
+    return Reference(name=name, secret=secret, scopes=scopes, ttl=ttl)
+
+
+def _parse_vault(name: str, body: str) -> Reference:
+    rest, hashmark, field_name = body.partition("#")
+    if not hashmark or not field_name:
+        raise ValueError("vault:// references need #<field>, e.g. vault://secret/data/app#STRIPE_KEY")
+    if not _FIELD.fullmatch(field_name):
+        raise ValueError("the #field may hold only A-Z a-z 0-9 . _ -")
+    path, _, query = rest.partition("?")
+    _check_secret(path)
+    items = _parse_query(query, ("ttl",))
+    ttl = parse_duration(items["ttl"]) if "ttl" in items else None
+    return Reference(name=name, secret=path, ttl=ttl, scheme="vault", field=field_name)
+
+
+def _parse_vault_token(name: str, body: str) -> Reference:
+    if not body.startswith("?"):
+        raise ValueError("vault-token:// takes only a query: vault-token://?policies=a,b&ttl=15m")
+    items = _parse_query(body[1:], ("policies", "ttl"))
+    if "policies" not in items:
+        raise ValueError("vault-token:// needs policies=<p1>,<p2>")
+    policies = _parse_list(items["policies"], _POLICY, "policy")
+    ttl = parse_duration(items["ttl"]) if "ttl" in items else None
+    return Reference(name=name, secret="", scopes=policies, ttl=ttl, scheme="vault-token")
+
+
+def _parse_query(query: str, known: tuple[str, ...]) -> dict[str, str]:
+    items: dict[str, str] = {}
     for item in query.split("&") if query else ():
         key, equals, raw = item.partition("=")
         if not equals:
             raise ValueError(f"query item {key!r} has no value")
-        if key in seen:
+        if key in items:
             raise ValueError(f"query key {key!r} given twice")
-        seen.add(key)
-        if key == "scope":
-            scopes = _parse_scopes(raw)
-        elif key == "ttl":
-            ttl = parse_duration(raw)
-        else:
-            raise ValueError(f"unknown query key {key!r} (known: scope, ttl)")
-    _check_target(name)
-    return Reference(name=name, secret=secret, scopes=scopes, ttl=ttl)
+        if key not in known:
+            raise ValueError(f"unknown query key {key!r} (known: {', '.join(known)})")
+        items[key] = raw
+    return items
+
+
+def _parse_list(raw: str, pattern: re.Pattern[str], what: str) -> tuple[str, ...]:
+    items = tuple(raw.split(","))
+    for item in items:
+        if not pattern.fullmatch(item):
+            raise ValueError(f"bad {what} {item!r}")
+    return items
 
 
 def _check_secret(secret: str) -> None:
@@ -112,14 +171,6 @@ def _check_secret(secret: str) -> None:
         raise ValueError("secret name may hold only A-Z a-z 0-9 . _ / -")
     if secret.startswith("/") or secret.endswith("/"):
         raise ValueError("secret name must not start or end with /")
-
-
-def _parse_scopes(raw: str) -> tuple[str, ...]:
-    scopes = tuple(raw.split(","))
-    for scope in scopes:
-        if not _SCOPE.fullmatch(scope):
-            raise ValueError(f"bad scope {scope!r}")
-    return scopes
 
 
 def _check_target(name: str) -> None:
@@ -161,7 +212,8 @@ class Credential(namedtuple("Credential", "name value ttl issued_at lease_id", d
 
     name: the reference's declared variable; value: the token;
     ttl: seconds granted, counted from issued_at (time.monotonic() when the
-    request was sent); lease_id: the proxy's lease, or None
+    request was sent), or None for a static value that never expires (a KV
+    secret), which is re-read on a poll instead; lease_id: the lease, or None
     """
 
     __slots__ = ()
@@ -171,4 +223,4 @@ class Credential(namedtuple("Credential", "name value ttl issued_at lease_id", d
 
     @property
     def expires_at(self) -> float:
-        return self.issued_at + self.ttl
+        return float("inf") if self.ttl is None else self.issued_at + self.ttl

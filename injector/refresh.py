@@ -14,6 +14,7 @@ of its own and is tested with fakes on an injected clock.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -23,6 +24,8 @@ from injector.errors import StrongholdError, TransientError
 from injector.log import log
 from injector.references import Credential, Reference
 from injector.schedule import refresh_due, refresh_window_open, retry_delay
+
+MAX_SLEEP = 3600.0  # wake at least hourly, even with nothing due (static values, eternal sessions)
 
 
 class Ledger:
@@ -77,6 +80,7 @@ class Refresher:
         on_expired: Callable[[list[str]], None],
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
+        poll_interval: float = 300.0,
     ) -> None:
         self._references = {reference.name: reference for reference in references}
         self._source = source
@@ -86,13 +90,13 @@ class Refresher:
         self._on_expired = on_expired
         self._clock = clock
         self._rand = rand
+        self._poll_interval = poll_interval  # static values (no ttl) are re-read this often
         self._stop = threading.Event()
         self._due: dict[str, float] = {}
         self._failures: dict[str, int] = {}
         self._expired: set[str] = set()
         for name in self._references:
-            credential = ledger.current(name)
-            self._due[name] = refresh_due(credential.issued_at, credential.ttl, rand)
+            self._due[name] = self._due_for(ledger.current(name))
             self._failures[name] = 0
         self._session_failures = 0
         self._session_due = self._session_refresh_due()
@@ -119,7 +123,7 @@ class Refresher:
             now = self._clock()
             wake = self.next_wake()
             if wake > now:
-                self._stop.wait(wake - now)
+                self._stop.wait(min(wake - now, MAX_SLEEP))
                 continue
             self.tick(now)
 
@@ -143,7 +147,11 @@ class Refresher:
         batch = set(due)
         for name in self._references:
             credential = self.ledger.current(name)
-            if self._failures[name] == 0 and refresh_window_open(credential.issued_at, credential.ttl, now):
+            if (
+                self._failures[name] == 0
+                and credential.ttl is not None
+                and refresh_window_open(credential.issued_at, credential.ttl, now)
+            ):
                 batch.add(name)
         return sorted(batch)
 
@@ -161,7 +169,7 @@ class Refresher:
         for credential in credentials:
             self._failures[credential.name] = 0
             self._expired.discard(credential.name)
-            self._due[credential.name] = refresh_due(credential.issued_at, credential.ttl, self._rand)
+            self._due[credential.name] = self._due_for(credential)
         log.debug("credentials refreshed", names=",".join(names), rotated=len(rotated))
         if rotated:
             self._on_rotated(rotated)
@@ -184,9 +192,16 @@ class Refresher:
             self._expired.update(newly)
             self._on_expired(newly)
 
+    def _due_for(self, credential: Credential) -> float:
+        if credential.ttl is None:
+            return credential.issued_at + self._poll_interval
+        return refresh_due(credential.issued_at, credential.ttl, self._rand)
+
     def _session_refresh_due(self) -> float:
-        issued_at = self._source.session_expires_at - self._source.session_ttl
-        return refresh_due(issued_at, self._source.session_ttl, self._rand)
+        ttl = self._source.session_ttl
+        if not math.isfinite(ttl) or ttl <= 0:
+            return math.inf  # a session that never expires (e.g. a root token) is never renewed
+        return refresh_due(self._source.session_expires_at - ttl, ttl, self._rand)
 
     def _renew_session(self, now: float) -> None:
         try:

@@ -26,7 +26,7 @@ def run(plan: Plan, argv: list[str]) -> int:
         log.debug("no references; exec'ing the command")
         exec_command(command, base_env)
     settings = plan.settings
-    source = open_source(settings)
+    source = open_source(settings, plan.references)
     directory = prepare_directory(plan)
     supervise = not settings.no_refresh
     if supervise:
@@ -93,7 +93,15 @@ def supervise_command(plan, command: Command, base_env, source, directory, crede
             supervisor.request(sv.Stop(ExitCode.UNAVAILABLE))
 
     deliver = directory.deliver if directory else lambda reference, credential: None
-    refresher = Refresher(references, source, ledger, deliver=deliver, on_rotated=on_rotated, on_expired=on_expired)
+    refresher = Refresher(
+        references,
+        source,
+        ledger,
+        deliver=deliver,
+        on_rotated=on_rotated,
+        on_expired=on_expired,
+        poll_interval=settings.vault_poll,
+    )
     try:
         write_files(directory, references, credentials)
         sv.block_signals()  # before the refresher thread exists, so it inherits the mask

@@ -33,7 +33,7 @@ def _file_references_only(plan: Plan, mode: str) -> None:
 def fetch(plan: Plan) -> int:
     """Write every file and <dir>/.ready, leave them in place, exit 0."""
     _file_references_only(plan, "fetch")
-    source = open_source(plan.settings)
+    source = open_source(plan.settings, plan.references)
     directory = prepare_directory(plan)
     assert directory is not None
     try:
@@ -51,7 +51,7 @@ def sidecar(plan: Plan) -> int:
     """Keep the files fresh until SIGTERM or SIGINT; then revoke, remove them, exit 0."""
     _file_references_only(plan, "sidecar")
     settings = plan.settings
-    source = open_source(settings)
+    source = open_source(settings, plan.references)
     directory = prepare_directory(plan)
     assert directory is not None
     health = None
@@ -74,6 +74,7 @@ def sidecar(plan: Plan) -> int:
             deliver=directory.deliver,
             on_rotated=lambda names: log.info("files rotated", names=",".join(names)),
             on_expired=on_expired,
+            poll_interval=settings.vault_poll,
         )
         try:
             write_files(directory, plan.references, credentials)

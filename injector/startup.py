@@ -91,19 +91,55 @@ def login_body_factory(settings: Settings):  # -> Callable[[], dict[str, str]]
     )
 
 
-def open_source(settings: Settings):  # -> ProxySource
+def open_source(settings: Settings, references: Sequence[Reference]):  # -> a source (see sources/)
+    """The source for these references' schemes, configuration checked (no network yet)."""
+    schemes = {reference.scheme for reference in references}
+    by_scheme = {}
+    if "stronghold" in schemes:
+        by_scheme["stronghold"] = open_proxy_source(settings)
+    if schemes & {"vault", "vault-token"}:
+        bao = open_openbao_source(settings)
+        by_scheme.update({"vault": bao, "vault-token": bao})
+    if len(set(by_scheme.values())) == 1:
+        return next(iter(by_scheme.values()))
+    from injector.sources import Combined
+
+    return Combined(by_scheme)
+
+
+def _tls(settings: Settings):  # -> TLSOptions
+    if settings.ca_bundle and not os.path.isfile(settings.ca_bundle):
+        raise ConfigError(f"--ca-bundle {settings.ca_bundle}: no such file")
+    from injector.transport import TLSOptions
+
+    return TLSOptions(ca_bundle=settings.ca_bundle)
+
+
+def open_openbao_source(settings: Settings):  # -> OpenBaoSource
+    if not settings.vault_addrs:
+        raise ConfigError("a vault:// reference needs STRONGHOLD_VAULT_ADDR (or BAO_ADDR, VAULT_ADDR)")
+    addrs = [
+        check_proxy_url(a, insecure_http=settings.insecure_http, what="OpenBao address") for a in settings.vault_addrs
+    ]
+    from injector.sources.openbao import OpenBaoSource, vault_login_from
+    from injector.transport import Transport
+
+    login = vault_login_from(settings, read_secret_file)
+    tls = _tls(settings)
+    return OpenBaoSource([Transport(a, tls=tls) for a in addrs], login, namespace=settings.vault_namespace)
+
+
+def open_proxy_source(settings: Settings):  # -> ProxySource
     """Check the proxy configuration and build the client (no network yet)."""
     if not settings.proxy_url:
         raise ConfigError("STRONGHOLD_PROXY_URL (--proxy) is required when there is a reference")
     url = check_proxy_url(settings.proxy_url, insecure_http=settings.insecure_http)
     login_body = login_body_factory(settings)
-    if settings.ca_bundle and not os.path.isfile(settings.ca_bundle):
-        raise ConfigError(f"--ca-bundle {settings.ca_bundle}: no such file")
+    tls = _tls(settings)
     from injector.sources.proxy import ProxySource
-    from injector.transport import TLSOptions, Transport
+    from injector.transport import Transport
 
-    transport = Transport(url, tls=TLSOptions(ca_bundle=settings.ca_bundle))
-    return ProxySource(transport, login_body)
+    return ProxySource(Transport(url, tls=tls), login_body)
 
 
 def issue_all(source, references: Sequence[Reference], settings: Settings) -> list[Credential]:

@@ -238,12 +238,37 @@ def wait_for(
         time.sleep(interval)
 
 
-def read_line(process: subprocess.Popen[str], timeout: float = 20.0) -> str:
-    """One line of the process's stdout, with a deadline (no fixed sleeps)."""
+def read_line(process: subprocess.Popen[str], timeout: float = 20.0, stream: str = "stdout") -> str:
+    """One line of the process's stdout (or stderr), with a deadline (no fixed sleeps)."""
     result: list[str] = []
-    reader = threading.Thread(target=lambda: result.append(process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    pipe = getattr(process, stream)
+    reader = threading.Thread(target=lambda: result.append(pipe.readline()), daemon=True)
     reader.start()
     reader.join(timeout)
     if not result:
         raise AssertionError("timed out waiting for a line from the process")
     return result[0]
+
+
+def wait_for_log(process: subprocess.Popen[str], fragment: str, timeout: float = 20.0) -> str:
+    """Read stderr lines until one contains `fragment`; fail at the deadline or at EOF."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"timed out waiting for a log line with {fragment!r}")
+        line = read_line(process, left, stream="stderr")
+        if fragment in line:
+            return line
+        if not line:
+            raise AssertionError(f"stderr closed before a line with {fragment!r}")
+
+
+@pytest.fixture(scope="session")
+def bao(tmp_path_factory):  # -> openbao.OpenBao
+    """One real OpenBao dev server for the session; tests use their own paths in it."""
+    from openbao import OpenBao
+
+    server = OpenBao(tmp_path_factory.mktemp("openbao"))
+    yield server
+    server.stop()

