@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import openbao
 import startup
 import supervisor
 
@@ -54,10 +55,7 @@ def main() -> None:
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}, "
         f"Python {platform.python_version()}."
     )
-    emit(
-        f"Versions: {_version([startup.stronghold_binary(), '--version'])}; "
-        f"tini: {_version(['tini', '--version'])}."
-    )
+    emit(f"Versions: {_version([startup.stronghold_binary(), '--version'])}; tini: {_version(['tini', '--version'])}.")
     if quick:
         emit()
         emit("**Quick run: sizes are tiny and the figures mean nothing.**")
@@ -74,6 +72,27 @@ def main() -> None:
     ours, baseline = (statistics.median(v) for v in samples.values())
     emit()
     emit(f"Ratio to `import requests`: **{ours / baseline:.2f}** (goal <= 0.8).")
+
+    emit()
+    emit("## Beside `bao agent`: 3 KV secrets from a `bao server -dev`")
+    emit()
+    agent = openbao.compare(2 if quick else 20)
+    emit("| command | start -> child runs, median ms | start -> exit, median ms | min | max | peak RSS MiB |")
+    emit("| --- | --- | --- | --- | --- | --- |")
+    for name, figures in agent.items():
+        emit(
+            f"| {name} | {figures['child_median_ms']:.1f} | {figures['exit_median_ms']:.1f}"
+            f" | {figures['exit_min_ms']:.1f} | {figures['exit_max_ms']:.1f} | {figures['peak_rss_mib']:.1f} |"
+        )
+    ours_exec = agent["stronghold-init exec (--no-refresh)"]["child_median_ms"]
+    theirs_exec = agent["bao agent exec (env_template)"]["child_median_ms"]
+    ours_files = agent["stronghold-init fetch (files)"]["exit_median_ms"]
+    theirs_files = agent["bao agent template (files)"]["exit_median_ms"]
+    emit()
+    emit(
+        f"Exec mode, start -> child: stronghold-init is **{theirs_exec / ours_exec:.1f}x** faster than `bao agent`"
+        f" (goal >= 5x). Files: **{theirs_files / ours_files:.1f}x**."
+    )
 
     emit()
     emit("## Signal forwarding latency and supervisor memory, side by side with tini")

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from injector.devproxy import Answer, DevProxy, Handler, make_server, server_url
+from servers import free_port  # noqa: F401 - re-exported for the tests
 
 BIN_DIR = Path(sys.executable).parent
 STRONGHOLD = shutil.which("stronghold-init", path=str(BIN_DIR)) or shutil.which("stronghold-init")
@@ -134,13 +135,6 @@ def shm_dir() -> Iterator[Path]:
     path = Path("/dev/shm") / f"stronghold-test-{uuid.uuid4().hex[:12]}"
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def free_port() -> int:
-    """A loopback port with nothing listening (for 'connection refused')."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def base_env(proxy: TestProxy | None = None, **extra: str) -> dict[str, str]:
@@ -267,7 +261,7 @@ def wait_for_log(process: subprocess.Popen[str], fragment: str, timeout: float =
 @pytest.fixture(scope="session")
 def bao(tmp_path_factory):  # -> openbao.OpenBao
     """One real OpenBao dev server for the session; tests use their own paths in it."""
-    from openbao import OpenBao
+    from servers import OpenBao
 
     server = OpenBao(tmp_path_factory.mktemp("openbao"))
     yield server

