@@ -96,6 +96,11 @@ def _common_options() -> argparse.ArgumentParser:
         help="file holding the bootstrap token [STRONGHOLD_BOOTSTRAP_TOKEN_FILE]",
     )
     group.add_argument(
+        "--remove-bootstrap-token-file",
+        action="store_true",
+        help="delete the bootstrap token file once read (a one-time token; kept in memory for re-login)",
+    )
+    group.add_argument(
         "--auth",
         choices=("bootstrap_token", "kubernetes"),
         help="login method [STRONGHOLD_AUTH] (default bootstrap_token)",
@@ -104,6 +109,10 @@ def _common_options() -> argparse.ArgumentParser:
     group.add_argument(
         "--ca-bundle", metavar="PATH", help="CA certificates for TLS to the proxy [STRONGHOLD_CA_BUNDLE]"
     )
+    group.add_argument(
+        "--client-cert", metavar="PATH", help="client certificate for mutual TLS [STRONGHOLD_CLIENT_CERT]"
+    )
+    group.add_argument("--client-key", metavar="PATH", help="its private key [STRONGHOLD_CLIENT_KEY]")
     group.add_argument("--insecure-http", action="store_true", help="allow plain http:// to a non-loopback proxy")
     group.add_argument(
         "--startup-timeout",
@@ -123,6 +132,9 @@ def _common_options() -> argparse.ArgumentParser:
         help="delete the AppRole secret id file once read [STRONGHOLD_VAULT_REMOVE_SECRET_ID_FILE]",
     )
     group = common.add_argument_group("delivery")
+    group.add_argument(
+        "--user", metavar="USER[:GROUP]", help="run the command as this user; files are owned by it [STRONGHOLD_USER]"
+    )
     group.add_argument(
         "--dir", metavar="PATH", help="where _FILE tokens are written [STRONGHOLD_DIR] (default /run/stronghold)"
     )

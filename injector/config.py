@@ -72,12 +72,15 @@ class Settings:
     dir: str = DEFAULT_DIR
     dir_given: bool = False
     ca_bundle: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
     user: str | None = None
     log_format: str = "text"
     log_level: str = "info"
     startup_timeout: float = 30.0
     insecure_http: bool = False
     allow_disk: bool = False
+    remove_bootstrap_token_file: bool = False
     no_refresh: bool = False
     on_rotate: RotateAction | None = None  # None: the default that follows from the references
     on_expiry: str = "keep"
@@ -106,6 +109,8 @@ ENV_TWINS = {
     "role": "STRONGHOLD_ROLE",
     "dir": "STRONGHOLD_DIR",
     "ca_bundle": "STRONGHOLD_CA_BUNDLE",
+    "client_cert": "STRONGHOLD_CLIENT_CERT",
+    "client_key": "STRONGHOLD_CLIENT_KEY",
     "user": "STRONGHOLD_USER",
     "log_format": "STRONGHOLD_LOG_FORMAT",
     "log_level": "STRONGHOLD_LOG_LEVEL",
@@ -139,13 +144,15 @@ def build_settings(options: Mapping[str, object], environ: Mapping[str, str]) ->
     settings.dir_given = directory is not None
     settings.dir = directory or DEFAULT_DIR
     settings.ca_bundle = _pick(options, environ, "ca_bundle")
+    settings.client_cert = _pick(options, environ, "client_cert")
+    settings.client_key = _pick(options, environ, "client_key")
     settings.user = _pick(options, environ, "user")
     settings.log_format = _choice(_pick(options, environ, "log_format"), LOG_FORMATS, "STRONGHOLD_LOG_FORMAT") or "text"
     settings.log_level = _choice(_pick(options, environ, "log_level"), list(LEVELS), "STRONGHOLD_LOG_LEVEL") or "info"
     for key in ("startup_timeout", "grace"):
         if options.get(key) is not None:
             setattr(settings, key, float(options[key]))  # type: ignore[arg-type]
-    for key in ("insecure_http", "allow_disk", "no_refresh"):
+    for key in ("insecure_http", "allow_disk", "no_refresh", "remove_bootstrap_token_file"):
         setattr(settings, key, bool(options.get(key)))
     if options.get("on_rotate") is not None:
         settings.on_rotate = options["on_rotate"]  # type: ignore[assignment]

@@ -76,16 +76,23 @@ def reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
-def exec_command(command: Command, environ: Mapping[str, str]) -> None:
-    """Replace this process with the command (never returns)."""
+def exec_command(command: Command, environ: Mapping[str, str], identity=None) -> None:
+    """Replace this process with the command (never returns).
+
+    `identity` (users.Identity) drops to that user first; None keeps ours.
+    """
     reset_signals()
     try:
+        if identity is not None:
+            from injector.users import drop_privileges
+
+            drop_privileges(identity)
         os.execve(command.path, list(command.argv), dict(environ))
     except OSError as exc:
         raise exec_error(command.argv[0], exc) from None
 
 
-def spawn(command: Command, environ: Mapping[str, str]) -> int:
+def spawn(command: Command, environ: Mapping[str, str], identity=None) -> int:
     """Fork and exec the command; returns its pid once exec has succeeded.
 
     A close-on-exec pipe reports an exec failure's errno back to the parent,
@@ -93,12 +100,17 @@ def spawn(command: Command, environ: Mapping[str, str]) -> int:
     """
     argv = list(command.argv)
     env = dict(environ)
+    groups = list(identity.groups) if identity is not None else None
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # child: no allocation-heavy work, no locks, exec or _exit
         try:
             os.close(read_end)
             reset_signals()
+            if identity is not None:  # groups, then gid, then uid: the order that works
+                os.setgroups(groups)
+                os.setgid(identity.gid)
+                os.setuid(identity.uid)
             os.execve(command.path, argv, env)
         except OSError as exc:
             os.write(write_end, str(exc.errno or errno.EIO).encode())

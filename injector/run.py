@@ -20,14 +20,17 @@ from injector.startup import Plan, issue_all, open_source
 
 
 def run(plan: Plan, argv: list[str]) -> int:
+    identity = child_identity(plan)
     base_env = scrub_environment(plan.environ)
+    if identity is not None:
+        base_env["HOME"] = identity.home
     command = resolve_command(argv, base_env)
     if not plan.references:
         log.debug("no references; exec'ing the command")
-        exec_command(command, base_env)
+        exec_command(command, base_env, identity)
     settings = plan.settings
     source = open_source(settings, plan.references)
-    directory = prepare_directory(plan)
+    directory = prepare_directory(plan, identity)
     supervise = not settings.no_refresh
     if supervise:
         from injector.supervisor import make_undumpable
@@ -36,11 +39,11 @@ def run(plan: Plan, argv: list[str]) -> int:
     try:
         credentials = issue_all(source, plan.references, settings)
         if supervise:
-            return supervise_command(plan, command, base_env, source, directory, credentials)
+            return supervise_command(plan, command, base_env, source, directory, credentials, identity)
         try:
             write_files(directory, plan.references, credentials)
             values = {c.name: c.value for c in credentials}
-            exec_command(command, child_environment(base_env, plan.references, values, directory))
+            exec_command(command, child_environment(base_env, plan.references, values, directory), identity)
         except BaseException:  # the command never ran: its leases are of no use to anyone
             source.revoke([c.lease_id for c in credentials if c.lease_id])
             raise
@@ -50,13 +53,23 @@ def run(plan: Plan, argv: list[str]) -> int:
             directory.cleanup()
 
 
-def prepare_directory(plan: Plan) -> TokenDirectory | None:
+def child_identity(plan: Plan):  # -> users.Identity | None
+    """Who the command runs as and owns the files (--user), checked before any request."""
+    if not plan.settings.user:
+        return None
+    from injector.users import resolve_user
+
+    return resolve_user(plan.settings.user)
+
+
+def prepare_directory(plan: Plan, identity=None) -> TokenDirectory | None:
     if not plan.file_references:
         return None
     from injector.dirs import choose_directory
 
     settings = plan.settings
-    return TokenDirectory.prepare(choose_directory(settings), allow_disk=settings.allow_disk)
+    uid, gid = (identity.uid, identity.gid) if identity is not None else (-1, -1)
+    return TokenDirectory.prepare(choose_directory(settings), allow_disk=settings.allow_disk, uid=uid, gid=gid)
 
 
 def write_files(directory: TokenDirectory | None, references: list[Reference], credentials: list[Credential]) -> None:
@@ -66,7 +79,7 @@ def write_files(directory: TokenDirectory | None, references: list[Reference], c
         directory.deliver(reference, credential)
 
 
-def supervise_command(plan, command: Command, base_env, source, directory, credentials) -> int:
+def supervise_command(plan, command: Command, base_env, source, directory, credentials, identity) -> int:
     from injector import supervisor as sv
     from injector.refresh import Ledger, Refresher
 
@@ -78,7 +91,7 @@ def supervise_command(plan, command: Command, base_env, source, directory, crede
     def environment() -> dict[str, str]:
         return child_environment(base_env, references, ledger.values(), directory)
 
-    supervisor = sv.Supervisor(command, environment, grace=settings.grace)
+    supervisor = sv.Supervisor(command, environment, grace=settings.grace, identity=identity)
 
     def on_rotated(names: list[str]) -> None:
         log.info("credentials rotated", names=",".join(names), action=str(rotate))

@@ -15,7 +15,7 @@ import time
 from injector.errors import ConfigError, ExitCode
 from injector.log import log
 from injector.refresh import Ledger, Refresher
-from injector.run import prepare_directory, write_files
+from injector.run import child_identity, prepare_directory, write_files
 from injector.startup import Plan, issue_all, open_source
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -34,7 +34,7 @@ def fetch(plan: Plan) -> int:
     """Write every file and <dir>/.ready, leave them in place, exit 0."""
     _file_references_only(plan, "fetch")
     source = open_source(plan.settings, plan.references)
-    directory = prepare_directory(plan)
+    directory = prepare_directory(plan, child_identity(plan))
     assert directory is not None
     try:
         credentials = issue_all(source, plan.references, plan.settings)
@@ -52,7 +52,7 @@ def sidecar(plan: Plan) -> int:
     _file_references_only(plan, "sidecar")
     settings = plan.settings
     source = open_source(settings, plan.references)
-    directory = prepare_directory(plan)
+    directory = prepare_directory(plan, child_identity(plan))
     assert directory is not None
     health = None
     try:

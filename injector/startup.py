@@ -77,7 +77,15 @@ def login_body_factory(settings: Settings):  # -> Callable[[], dict[str, str]]
         }
     if settings.bootstrap_token_file:
         token_file = settings.bootstrap_token_file
-        read_secret_file(token_file, "bootstrap token file")
+        token = read_secret_file(token_file, "bootstrap token file")
+        os.environ.pop("STRONGHOLD_BOOTSTRAP_TOKEN_FILE", None)  # nothing we start learns where it is
+        if settings.remove_bootstrap_token_file:
+            # A one-time token: gone from disk, kept only in this non-dumpable process.
+            try:
+                os.unlink(token_file)
+            except OSError as exc:
+                raise ConfigError(f"cannot remove the bootstrap token file {token_file}: {exc.strerror}") from None
+            return lambda: {"method": "bootstrap_token", "token": token}
         return lambda: {"method": "bootstrap_token", "token": read_secret_file(token_file, "bootstrap token file")}
     if settings.bootstrap_token:
         token = settings.bootstrap_token
@@ -108,11 +116,19 @@ def open_source(settings: Settings, references: Sequence[Reference]):  # -> a so
 
 
 def _tls(settings: Settings):  # -> TLSOptions
-    if settings.ca_bundle and not os.path.isfile(settings.ca_bundle):
-        raise ConfigError(f"--ca-bundle {settings.ca_bundle}: no such file")
+    """TLS settings, files checked now (78).  Verification is never turned off."""
+    for flag, path in (
+        ("--ca-bundle", settings.ca_bundle),
+        ("--client-cert", settings.client_cert),
+        ("--client-key", settings.client_key),
+    ):
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"{flag} {path}: no such file")
+    if settings.client_key and not settings.client_cert:
+        raise ConfigError("--client-key needs --client-cert")
     from injector.transport import TLSOptions
 
-    return TLSOptions(ca_bundle=settings.ca_bundle)
+    return TLSOptions(ca_bundle=settings.ca_bundle, client_cert=settings.client_cert, client_key=settings.client_key)
 
 
 def open_openbao_source(settings: Settings):  # -> OpenBaoSource

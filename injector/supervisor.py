@@ -96,8 +96,11 @@ Request = Restart | Signal | Stop
 
 
 class Supervisor:
-    def __init__(self, command: Command, environment: Callable[[], Mapping[str, str]], *, grace: float) -> None:
+    def __init__(
+        self, command: Command, environment: Callable[[], Mapping[str, str]], *, grace: float, identity=None
+    ) -> None:
         self._command = command
+        self._identity = identity  # users.Identity for the child, or None
         self._environment = environment
         self._grace = grace
         self._requests: deque[Request] = deque()
@@ -118,7 +121,7 @@ class Supervisor:
     # -- main thread -------------------------------------------------------
 
     def start(self) -> int:
-        self.child = spawn(self._command, self._environment())
+        self.child = spawn(self._command, self._environment(), self._identity)
         log.debug("command started", pid=self.child)
         return self.child
 

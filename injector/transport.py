@@ -20,7 +20,7 @@ from collections import namedtuple
 from urllib.parse import urlsplit
 
 from injector import __version__
-from injector.errors import BrokenAnswerError, TransientError, UnavailableError
+from injector.errors import BrokenAnswerError, ConfigError, TransientError, UnavailableError
 
 MAX_BODY = 1024 * 1024  # SPEC section 4: a body over 1 MiB is a broken answer
 USER_AGENT = f"stronghold-init/{__version__}"
@@ -87,11 +87,10 @@ class Transport:
                 status = answer.status
                 if answer.will_close or len(data) > MAX_BODY:
                     self._drop()
-            except _ssl_errors() as exc:
-                self._drop()
-                raise UnavailableError(f"TLS with {self._host} failed: {_describe(exc)}") from None
             except (OSError, http.client.HTTPException) as exc:
                 self._drop()
+                if _fatal_tls(exc):
+                    raise UnavailableError(f"TLS with {self._host} failed: {_describe(exc)}") from None
                 if reused and not fresh:
                     continue
                 raise TransientError(f"cannot reach {self._host}: {_describe(exc)}") from None
@@ -130,18 +129,26 @@ class Transport:
         if self._ssl_context is None:
             import ssl
 
-            context = ssl.create_default_context(cafile=self._tls.ca_bundle)
-            if self._tls.client_cert:
-                context.load_cert_chain(self._tls.client_cert, self._tls.client_key)
+            try:
+                context = ssl.create_default_context(cafile=self._tls.ca_bundle)
+                if self._tls.client_cert:
+                    context.load_cert_chain(self._tls.client_cert, self._tls.client_key)
+            except (OSError, ssl.SSLError) as exc:  # unreadable or not PEM: a configuration error
+                raise ConfigError(f"cannot load the TLS files (CA bundle or client certificate): {exc}") from None
             self._ssl_context = context
         return self._ssl_context
 
 
-def _ssl_errors() -> tuple[type[BaseException], ...]:
+def _fatal_tls(exc: BaseException) -> bool:
+    """A TLS failure that retrying cannot fix: a certificate not trusted, a
+    handshake refused (e.g. the server requires a client certificate).  An
+    abrupt EOF stays a connection problem (transient)."""
     import sys
 
-    ssl = sys.modules.get("ssl")  # only loaded when https was used
-    return (ssl.SSLCertVerificationError,) if ssl else ()
+    ssl = sys.modules.get("ssl")  # only loaded once https was used
+    if ssl is None or not isinstance(exc, ssl.SSLError):
+        return False
+    return not isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError))
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,0 +1,232 @@
+"""Hardening (docs/threat-model.md): the app reaches its tokens and nothing more;
+bad input and a hostile file system cannot hurt.
+
+Tests that switch users or mount file systems need root and skip otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import STRONGHOLD, TestProxy, base_env, read_line, run, start, wait_for, wait_for_log
+from injector.devproxy import Answer
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+# A child (run as `sh`, which any user can execute) that reports who it is,
+# whether it can read its parent's environ and its token file, and waits.
+IDENTITY_CHILD = textwrap.dedent(
+    """
+    echo "id $(id -u) $(id -g) $(id -G | tr ' ' ,)"
+    echo "home $HOME"
+    if cat /proc/$PPID/environ > /dev/null 2>&1; then echo "parent-environ readable"
+    else echo "parent-environ denied"; fi
+    if [ -n "$K_FILE" ] && cat "$K_FILE" > /dev/null 2>&1; then echo "token readable"; else echo "token unreadable"; fi
+    echo "stronghold-vars $(env | grep -c '^STRONGHOLD_')"
+    read line
+    """
+)
+
+
+def identity_report(process) -> dict[str, str]:
+    lines = [read_line(process).strip() for _ in range(5)]
+    return {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in lines}
+
+
+@needs_root
+def test_child_runs_as_nobody_and_cannot_read_the_supervisor(proxy: TestProxy, shm_dir, processes) -> None:
+    env = base_env(proxy, K_FILE="stronghold://stripe/live")
+    process = subprocess.Popen(
+        [
+            STRONGHOLD,
+            "--user",
+            "nobody",
+            "--dir",
+            str(shm_dir),
+            "--",
+            "sh",
+            "-c",
+            IDENTITY_CHILD,
+        ],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    processes.append(process)
+    report = identity_report(process)
+    nobody = __import__("pwd").getpwnam("nobody")
+    assert report["id"].split()[:2] == [str(nobody.pw_uid), str(nobody.pw_gid)]
+    assert report["home"] == nobody.pw_dir
+    assert report["parent-environ"] == "denied"
+    assert report["token"] == "readable"
+    assert report["stronghold-vars"] == "0"
+    info = (shm_dir / "K").stat()
+    assert (info.st_uid, info.st_gid, oct(info.st_mode & 0o777)) == (nobody.pw_uid, nobody.pw_gid, "0o400")
+    assert shm_dir.stat().st_uid == nobody.pw_uid and oct(shm_dir.stat().st_mode & 0o777) == "0o700"
+    process.stdin.write("\n")  # type: ignore[union-attr]
+    process.stdin.flush()  # type: ignore[union-attr]
+    assert process.wait(timeout=20) == 0
+    assert not shm_dir.exists()
+
+
+@needs_root
+def test_numeric_user_without_entry_uses_its_number_as_group(proxy: TestProxy) -> None:
+    result = run(
+        ["--user", "54321", "--", "sh", "-c", 'echo "$(id -u) $(id -g) $(id -G) $HOME"'],
+        base_env(proxy, K="stronghold://stripe/live"),
+    )
+    assert result.code == 0, result.stderr
+    assert result.stdout.split() == ["54321", "54321", "54321", "/"]
+
+
+@needs_root
+def test_user_and_group_in_exec_mode(proxy: TestProxy) -> None:
+    result = run(
+        ["--user", "nobody:daemon", "--no-refresh", "--", "sh", "-c", 'echo "$(id -un) $(id -gn)"'],
+        base_env(proxy, K="stronghold://stripe/live"),
+    )
+    assert result.code == 0, result.stderr
+    assert result.stdout.split() == ["nobody", "daemon"]
+
+
+@pytest.mark.parametrize("spec", ["no-such-user-xyz", "nobody:no-such-group-xyz", ":root"])
+def test_unknown_user_is_78_before_any_request(proxy: TestProxy, spec: str) -> None:
+    result = run(["--user", spec, "--", "true"], base_env(proxy, K="stronghold://stripe/live"))
+    assert result.code == 78, result.stderr
+    assert "--user" in result.stderr
+    assert proxy.requests == []
+
+
+def test_no_token_in_any_cmdline(proxy: TestProxy, shm_dir, processes) -> None:
+    """While a supervised run is live, no process on the machine has a token in its argv."""
+    env = base_env(proxy, A="stronghold://stripe/live", B_FILE="stronghold://postgres/app")
+    process = start(["--dir", str(shm_dir), "--", "sh", "-c", "echo ready; read line"], env)
+    process.stdin = None
+    processes.append(process)
+    assert read_line(process).strip() == "ready"
+    secrets = [s for s in proxy.secrets_seen() if s]
+    assert len(secrets) >= 4
+    seen = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        seen += 1
+        for secret in secrets:
+            assert secret not in cmdline, f"a token is in the argv of pid {entry.name}"
+    assert seen > 3
+    process.send_signal(signal.SIGTERM)
+
+
+def test_one_time_bootstrap_token_file_is_removed_and_still_logs_in_again(proxy: TestProxy, tmp_path) -> None:
+    token_file = tmp_path / "bootstrap"
+    token_file.write_text(proxy.token)
+    proxy.script("/v1/credentials", Answer(401, {"error": "session expired"}))
+    env = base_env(None, STRONGHOLD_PROXY_URL=proxy.url, STRONGHOLD_BOOTSTRAP_TOKEN_FILE=str(token_file))
+    env["K"] = "stronghold://stripe/live"
+    result = run(["--remove-bootstrap-token-file", "--", "sh", "-c", 'echo "$K"'], env)
+    assert result.code == 0, result.stderr
+    assert not token_file.exists()
+    assert proxy.paths().count("/v1/auth/login") == 2, "logged in again from memory after the 401"
+    assert result.stdout.strip() == proxy.issued_values[-1]
+
+
+def test_dir_that_is_a_file_is_78(proxy: TestProxy, shm_dir) -> None:
+    shm_dir.write_text("I am a file")
+    result = run(["--dir", str(shm_dir), "--", "true"], base_env(proxy, K_FILE="stronghold://stripe/live"))
+    assert result.code == 78 and "not a directory" in result.stderr
+    assert shm_dir.read_text() == "I am a file"
+
+
+@needs_root
+def test_dir_owned_by_another_user_is_78(proxy: TestProxy, shm_dir) -> None:
+    shm_dir.mkdir(mode=0o700)
+    os.chown(shm_dir, 12345, 12345)
+    result = run(["--dir", str(shm_dir), "--", "true"], base_env(proxy, K_FILE="stronghold://stripe/live"))
+    assert result.code == 78 and "owned by uid 12345" in result.stderr
+    assert list(shm_dir.iterdir()) == []
+
+
+def test_existing_file_at_token_path_is_replaced_whole(proxy: TestProxy, shm_dir) -> None:
+    shm_dir.mkdir(mode=0o700)
+    (shm_dir / "K").write_text("stale token from a previous run")
+    result = run(
+        ["--dir", str(shm_dir), "--no-refresh", "--", "cat", str(shm_dir / "K")],
+        base_env(proxy, K_FILE="stronghold://stripe/live"),
+    )
+    assert result.code == 0, result.stderr
+    assert result.stdout == proxy.issued_values[0]
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A real 64 KiB tmpfs mount (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mount_point)])
+    if done.returncode != 0:
+        pytest.skip("mount is not permitted here")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)])
+
+
+def fill(mount_point: Path, leave: int = 0) -> Path:
+    """Fill the file system, leaving about `leave` bytes."""
+    filler = mount_point / ".filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)  # unbuffered: ENOSPC shows here, not at close
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    if leave:
+        os.truncate(filler, max(0, filler.stat().st_size - leave))
+    return filler
+
+
+def test_full_tmpfs_at_start_is_a_clear_error_and_leaves_nothing(make_proxy, tiny_tmpfs) -> None:
+    proxy = make_proxy()
+    proxy.secrets["big/secret"] = "x" * 16_000
+    fill(tiny_tmpfs, leave=4096)
+    marker = tiny_tmpfs.parent / "ran"
+    result = run(
+        ["--dir", str(tiny_tmpfs), "--", "touch", str(marker)], base_env(proxy, K_FILE="stronghold://big/secret")
+    )
+    assert result.code == 78, result.stderr
+    assert "No space left on device" in result.stderr
+    assert not marker.exists()
+    assert sorted(p.name for p in tiny_tmpfs.iterdir()) == [".filler"], "no token and no temporary file left"
+
+
+def test_full_tmpfs_during_refresh_keeps_the_old_token_whole(make_proxy, tiny_tmpfs, processes) -> None:
+    proxy = make_proxy(ttl=2)
+    proxy.secrets["big/secret"] = "y" * 8_000
+    env = base_env(proxy, K_FILE="stronghold://big/secret")
+    process = start(["sidecar", "--dir", str(tiny_tmpfs)], env)
+    processes.append(process)
+    wait_for(lambda: (tiny_tmpfs / ".ready").exists(), what=".ready")
+    first = (tiny_tmpfs / "K").read_text()
+    filler = fill(tiny_tmpfs)
+    wait_for_log(process, "No space left on device")
+    assert (tiny_tmpfs / "K").read_text() == first, "the old token stays, whole"
+    assert not [p for p in tiny_tmpfs.iterdir() if p.name.endswith(".tmp")], "no temporary file left behind"
+    filler.unlink()
+    wait_for(lambda: (tiny_tmpfs / "K").read_text() != first, timeout=20, what="a rotation once there is room")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
