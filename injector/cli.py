@@ -180,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="what a rotation does to the command (default restart with env references, else none)",
     )
     group.add_argument(
+        "--mask-output",
+        action="store_true",
+        help="replace token values in the command's stdout/stderr with <redacted:NAME> (costs a copy of its output)",
+    )
+    group.add_argument(
         "--grace",
         type=_seconds,
         metavar="SECONDS",
@@ -237,6 +242,8 @@ def parse(argv: Sequence[str]) -> tuple[str, dict[str, object], list[str]]:
         raise UsageError("no command given: put it after --, as in stronghold-init -- node server.js")
     if mode != "run" and command:
         raise UsageError(f"{mode} takes no command")
+    if options.get("mask_output") and options.get("no_refresh"):
+        raise UsageError("--mask-output keeps stronghold-init in the output path; it cannot go with --no-refresh")
     return mode, options, command
 
 

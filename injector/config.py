@@ -81,6 +81,7 @@ class Settings:
     insecure_http: bool = False
     allow_disk: bool = False
     remove_bootstrap_token_file: bool = False
+    mask_output: bool = False
     no_refresh: bool = False
     on_rotate: RotateAction | None = None  # None: the default that follows from the references
     on_expiry: str = "keep"
@@ -152,7 +153,7 @@ def build_settings(options: Mapping[str, object], environ: Mapping[str, str]) ->
     for key in ("startup_timeout", "grace"):
         if options.get(key) is not None:
             setattr(settings, key, float(options[key]))  # type: ignore[arg-type]
-    for key in ("insecure_http", "allow_disk", "no_refresh", "remove_bootstrap_token_file"):
+    for key in ("insecure_http", "allow_disk", "no_refresh", "remove_bootstrap_token_file", "mask_output"):
         setattr(settings, key, bool(options.get(key)))
     if options.get("on_rotate") is not None:
         settings.on_rotate = options["on_rotate"]  # type: ignore[assignment]

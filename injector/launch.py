@@ -92,7 +92,12 @@ def exec_command(command: Command, environ: Mapping[str, str], identity=None) ->
         raise exec_error(command.argv[0], exc) from None
 
 
-def spawn(command: Command, environ: Mapping[str, str], identity=None) -> int:
+def spawn(
+    command: Command,
+    environ: Mapping[str, str],
+    identity=None,
+    stdio: tuple[int, int] | None = None,
+) -> int:
     """Fork and exec the command; returns its pid once exec has succeeded.
 
     A close-on-exec pipe reports an exec failure's errno back to the parent,
@@ -106,6 +111,9 @@ def spawn(command: Command, environ: Mapping[str, str], identity=None) -> int:
     if pid == 0:  # child: no allocation-heavy work, no locks, exec or _exit
         try:
             os.close(read_end)
+            if stdio is not None:  # --mask-output: the child writes into our pipes
+                os.dup2(stdio[0], 1)
+                os.dup2(stdio[1], 2)
             reset_signals()
             if identity is not None:  # groups, then gid, then uid: the order that works
                 os.setgroups(groups)

@@ -91,7 +91,16 @@ def supervise_command(plan, command: Command, base_env, source, directory, crede
     def environment() -> dict[str, str]:
         return child_environment(base_env, references, ledger.values(), directory)
 
-    supervisor = sv.Supervisor(command, environment, grace=settings.grace, identity=identity)
+    masker = masked = None
+    if settings.mask_output:
+        from injector.masking import MaskedOutput, Masker
+
+        masker = Masker()
+        for credential in credentials:
+            masker.add(credential.value, credential.name)
+        masked = MaskedOutput(masker)
+    stdio = (masked.stdout_fd, masked.stderr_fd) if masked is not None else None
+    supervisor = sv.Supervisor(command, environment, grace=settings.grace, identity=identity, stdio=stdio)
 
     def on_rotated(names: list[str]) -> None:
         log.info("credentials rotated", names=",".join(names), action=str(rotate))
@@ -105,7 +114,12 @@ def supervise_command(plan, command: Command, base_env, source, directory, crede
             log.error("token expired; stopping the command (--on-expiry exit)", names=",".join(names))
             supervisor.request(sv.Stop(ExitCode.UNAVAILABLE))
 
-    deliver = directory.deliver if directory else lambda reference, credential: None
+    def deliver(reference: Reference, credential: Credential) -> None:
+        if masker is not None:
+            masker.add(credential.value, credential.name)  # before it can reach the child
+        if directory is not None:
+            directory.deliver(reference, credential)
+
     refresher = Refresher(
         references,
         source,
@@ -119,11 +133,15 @@ def supervise_command(plan, command: Command, base_env, source, directory, crede
         write_files(directory, references, credentials)
         sv.block_signals()  # before the refresher thread exists, so it inherits the mask
         sv.become_subreaper()
+        if masked is not None:
+            masked.start()
         supervisor.start()
         refresher.start()
         code = supervisor.run()
         log.debug("command exited", code=code)
     finally:
+        if masked is not None:
+            masked.finish()
         refresher.stop_and_revoke()
     return code
 

@@ -97,9 +97,16 @@ Request = Restart | Signal | Stop
 
 class Supervisor:
     def __init__(
-        self, command: Command, environment: Callable[[], Mapping[str, str]], *, grace: float, identity=None
+        self,
+        command: Command,
+        environment: Callable[[], Mapping[str, str]],
+        *,
+        grace: float,
+        identity=None,
+        stdio: tuple[int, int] | None = None,
     ) -> None:
         self._command = command
+        self._stdio = stdio  # the child's stdout and stderr, when not ours (--mask-output)
         self._identity = identity  # users.Identity for the child, or None
         self._environment = environment
         self._grace = grace
@@ -121,7 +128,7 @@ class Supervisor:
     # -- main thread -------------------------------------------------------
 
     def start(self) -> int:
-        self.child = spawn(self._command, self._environment(), self._identity)
+        self.child = spawn(self._command, self._environment(), self._identity, self._stdio)
         log.debug("command started", pid=self.child)
         return self.child
 

@@ -1,0 +1,129 @@
+"""--mask-output: token values in the child's stdout and stderr become <redacted:NAME>."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import textwrap
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conftest import PYTHON, TestProxy, base_env, read_line, run, start
+from injector.masking import Masker
+
+TOKEN = "sk_live_ABCDEFGHIJ0123456789"
+
+
+def feed_all(masker: Masker, pieces: list[bytes]) -> bytes:
+    out, carry = b"", b""
+    for piece in pieces:
+        written, carry = masker.feed(carry, piece)
+        out += written
+    return out + carry
+
+
+def test_a_token_split_at_any_point_is_masked() -> None:
+    masker = Masker()
+    masker.add(TOKEN, "STRIPE_KEY")
+    text = f"key={TOKEN};".encode()
+    for cut in range(len(text) + 1):
+        assert feed_all(masker, [text[:cut], text[cut:]]) == b"key=<redacted:STRIPE_KEY>;"
+
+
+@given(st.binary(max_size=300), st.lists(st.integers(0, 300), max_size=4))
+def test_bytes_without_tokens_pass_through_untouched(data: bytes, cuts: list[int]) -> None:
+    masker = Masker()
+    masker.add(TOKEN, "K")
+    if TOKEN.encode() in data:
+        return
+    bounds = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+    pieces = [data[a:b] for a, b in itertools.pairwise(bounds)]
+    assert feed_all(masker, pieces) == data
+
+
+def test_only_a_possible_token_start_is_held_back() -> None:
+    masker = Masker()
+    masker.add(TOKEN, "K")
+    written, carry = masker.feed(b"", b"hello sk_li")
+    assert (written, carry) == (b"hello ", b"sk_li")
+    written, carry = masker.feed(carry, b"ght\n")
+    assert (written, carry) == (b"sk_light\n", b"")
+
+
+def test_longest_token_first_and_every_token_kept() -> None:
+    masker = Masker()
+    masker.add("abcdef", "SHORT")
+    masker.add("abcdefghij", "LONG")
+    masker.add("old-value-1", "K")
+    masker.add("new-value-2", "K")
+    assert feed_all(masker, [b"abcdefghij abcdef old-value-1 new-value-2"]) == (
+        b"<redacted:LONG> <redacted:SHORT> <redacted:K> <redacted:K>"
+    )
+
+
+WRITER = textwrap.dedent(
+    """
+    import os, sys, time
+    token = os.environ["K"].encode()
+    os.write(1, b"ready\\n")
+    os.write(1, b"env: " + token + b"\\n")
+    os.write(2, b"err: " + token + b"\\n")
+    os.write(1, b"split: " + token[:7])
+    time.sleep(0.05)
+    os.write(1, token[7:] + b"\\n")
+    if sys.argv[1:] == ["binary"]:
+        os.write(1, bytes(range(256)) + b"\\n")
+    """
+)
+
+
+def test_child_output_is_masked_in_both_streams(proxy: TestProxy) -> None:
+    result = run(["--mask-output", "--", PYTHON, "-c", WRITER], base_env(proxy, K="stronghold://stripe/live"))
+    assert result.code == 0, result.stderr
+    token = proxy.issued_values[0]
+    assert token not in result.stdout + result.stderr
+    lines = result.stdout.split("\n")
+    assert lines[:3] == ["ready", "env: <redacted:K>", "split: <redacted:K>"]
+    assert "err: <redacted:K>" in result.stderr
+
+
+def test_binary_output_is_passed_through_byte_for_byte(proxy: TestProxy) -> None:
+    import subprocess
+
+    from conftest import STRONGHOLD
+
+    done = subprocess.run(
+        [STRONGHOLD, "--mask-output", "--", PYTHON, "-c", WRITER, "binary"],
+        env=base_env(proxy, K="stronghold://stripe/live"),
+        capture_output=True,
+        timeout=60,
+    )
+    assert bytes(range(256)) + b"\n" in done.stdout
+
+
+def test_lines_arrive_while_the_child_runs_and_rotated_values_are_masked(make_proxy, processes) -> None:
+    proxy = make_proxy(ttl=2)
+    child = textwrap.dedent(
+        """
+        import os, signal, sys
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        os.write(1, ("token " + os.environ["K"] + "\\n").encode())
+        signal.pause()
+        """
+    )
+    process = start(["--mask-output", "--", PYTHON, "-c", child], base_env(proxy, K="stronghold://stripe/live"))
+    processes.append(process)
+    assert read_line(process).strip() == "token <redacted:K>", "line by line, not held until exit"
+    assert read_line(process, timeout=30).strip() == "token <redacted:K>", "after the restart with a new value"
+    assert len(proxy.issued_values) >= 2
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=20)
+    for value in proxy.issued_values:
+        assert value not in out
+
+
+def test_mask_output_cannot_go_with_no_refresh() -> None:
+    result = run(["--mask-output", "--no-refresh", "--", "true"], base_env())
+    assert result.code == 64
+    assert "--mask-output" in result.stderr
