@@ -21,11 +21,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import herd
 import openbao
+import scale
 import startup
 import supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _ms(value: float) -> str:
+    return "—" if value != value else f"{value:.1f}"  # NaN: no child to time
 
 
 def _version(argv: list[str]) -> str:
@@ -74,6 +80,16 @@ def main() -> None:
     emit(f"Ratio to `import requests`: **{ours / baseline:.2f}** (goal <= 0.8).")
 
     emit()
+    emit("## Start-up with 1,000 references")
+    emit()
+    many = scale.many_references(50 if quick else 1000, 2 if quick else 15)
+    emit(
+        f"`--no-refresh -- true` with {many['count']} references: median {many['many_ms']:.1f} ms"
+        f" (min {many['many_min_ms']:.1f}, max {many['many_max_ms']:.1f}) against {many['few_ms']:.1f} ms with 3:"
+        f" **{many['ratio']:.2f}x** (goal <= 2x)."
+    )
+
+    emit()
     emit("## Beside `bao agent`: 3 KV secrets from a `bao server -dev`")
     emit()
     agent = openbao.compare(2 if quick else 20)
@@ -81,7 +97,7 @@ def main() -> None:
     emit("| --- | --- | --- | --- | --- | --- |")
     for name, figures in agent.items():
         emit(
-            f"| {name} | {figures['child_median_ms']:.1f} | {figures['exit_median_ms']:.1f}"
+            f"| {name} | {_ms(figures['child_median_ms'])} | {figures['exit_median_ms']:.1f}"
             f" | {figures['exit_min_ms']:.1f} | {figures['exit_max_ms']:.1f} | {figures['peak_rss_mib']:.1f} |"
         )
     ours_exec = agent["stronghold-init exec (--no-refresh)"]["child_median_ms"]
@@ -125,6 +141,19 @@ def main() -> None:
     emit(
         f"{soak['rotations']} rotations in {soak['seconds']:.0f} s, {soak['reads']} reads: "
         f"**{soak['expired_moments']} moments with an expired token in place** (goal 0)."
+    )
+
+    emit()
+    emit("## Herd: many processes start at once against one dev proxy")
+    emit()
+    crowd = herd.herd(10 if quick else 200, 6 if quick else 30)
+    emit(
+        f"{crowd['started']} of {crowd['processes']} started ({crowd['alive_at_first_refresh']} still running at"
+        f" their first refresh); starts spread over {crowd['start_spread_s']:.1f} s. First refreshes spread over"
+        f" **{crowd['refresh_spread_s']:.1f} s = {crowd['refresh_spread_pct_of_ttl']:.0f}%"
+        f" of the {crowd['ttl']} s ttl**"
+        f" (goal >= 15%), each at {crowd['refresh_at_min_pct']:.1f}-{crowd['refresh_at_max_pct']:.1f}% of its own ttl;"
+        f" at most **{crowd['max_refreshes_in_100ms']}** refreshes in any 100 ms."
     )
 
     Path(args.output).write_text("\n".join(lines) + "\n")
