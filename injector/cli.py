@@ -287,6 +287,9 @@ def dispatch(mode: str, options: dict[str, object], command: list[str]) -> int:
             str(options["secrets"]), listen=str(options["listen"]), token=options["token"], ttl=int(options["ttl"])
         )  # type: ignore[arg-type]
     _stop_cleanly_on_signals()
+    from injector.prctl import make_undumpable
+
+    make_undumpable()  # before reading anything secret: env files, token files, answers
     env_files = list(options.pop("env_file", None) or [])  # type: ignore[arg-type]
     from injector.startup import make_plan
 

@@ -126,6 +126,9 @@ def _bearer(headers: dict[str, str]) -> str | None:
 class Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # Answers are small and written as headers then body: with Nagle's algorithm
+    # on, the body waits for the client's delayed ACK (tens of ms per answer).
+    disable_nagle_algorithm = True
 
     def do_POST(self) -> None:
         self._handle()

@@ -32,10 +32,6 @@ def run(plan: Plan, argv: list[str]) -> int:
     source = open_source(settings, plan.references)
     directory = prepare_directory(plan, identity)
     supervise = not settings.no_refresh
-    if supervise:
-        from injector.supervisor import make_undumpable
-
-        make_undumpable()  # before any credential is in our memory
     try:
         credentials = issue_all(source, plan.references, settings)
         if supervise:
@@ -81,6 +77,7 @@ def write_files(directory: TokenDirectory | None, references: list[Reference], c
 
 def supervise_command(plan, command: Command, base_env, source, directory, credentials, identity) -> int:
     from injector import supervisor as sv
+    from injector.prctl import become_subreaper
     from injector.refresh import Ledger, Refresher
 
     settings = plan.settings
@@ -132,7 +129,7 @@ def supervise_command(plan, command: Command, base_env, source, directory, crede
     try:
         write_files(directory, references, credentials)
         sv.block_signals()  # before the refresher thread exists, so it inherits the mask
-        sv.become_subreaper()
+        become_subreaper()
         if masked is not None:
             masked.start()
         supervisor.start()

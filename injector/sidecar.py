@@ -105,6 +105,8 @@ def serve_health(listen: str, ledger: Ledger):  # -> http.server.ThreadingHTTPSe
         raise ConfigError(f"--health-listen {listen!r} is not HOST:PORT")
 
     class HealthHandler(BaseHTTPRequestHandler):
+        disable_nagle_algorithm = True  # headers and body go out as two writes: do not stall the body
+
         def do_GET(self) -> None:
             if self.path != "/healthz":
                 self._answer(404, {"error": "not found"})

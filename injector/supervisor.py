@@ -39,32 +39,11 @@ WAKE = signal.SIGRTMIN  # internal: "a request is queued"
 WAITED = frozenset(FORWARDED) | {signal.SIGCHLD, WAKE}
 SI_KERNEL = 0x80
 RESTART_DEBOUNCE = 0.25  # rotations landing within this window cause one restart
-PR_SET_CHILD_SUBREAPER = 36
-PR_SET_DUMPABLE = 4
 
 
 def block_signals() -> None:
     """Must run before any thread starts, so every thread inherits the mask."""
     signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
-
-
-def _prctl(option: int, value: int) -> bool:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.prctl(option, value, 0, 0, 0) == 0
-
-
-def make_undumpable() -> None:
-    """No core dumps, no ptrace, no /proc/<pid>/environ or mem for others (SPEC section 6)."""
-    if not _prctl(PR_SET_DUMPABLE, 0):
-        log.warning("could not mark the process non-dumpable")
-
-
-def become_subreaper() -> None:
-    """Orphaned descendants are re-parented to us, so we can reap them."""
-    if os.getpid() != 1 and not _prctl(PR_SET_CHILD_SUBREAPER, 1):
-        log.warning("could not register as child subreaper; orphans will not be reaped")
 
 
 def exit_status(status: int) -> int:

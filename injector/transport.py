@@ -23,6 +23,7 @@ from injector import __version__
 from injector.errors import BrokenAnswerError, ConfigError, TransientError, UnavailableError
 
 MAX_BODY = 1024 * 1024  # SPEC section 4: a body over 1 MiB is a broken answer
+MAX_ERROR_TEXT = 200  # of a server's error message, shown in ours
 USER_AGENT = f"stronghold-init/{__version__}"
 
 
@@ -36,6 +37,28 @@ class Response(namedtuple("Response", "status body retry_after")):
             return json.loads(self.body)
         except (ValueError, UnicodeDecodeError):
             raise BrokenAnswerError(f"answer with status {self.status} is not JSON") from None
+
+    def error_detail(self) -> str:
+        """`: <the server's message>` for an error answer, or "".
+
+        Protocol v1 says `{"error": "..."}`, OpenBao `{"errors": ["...", ...]}`.
+        Cut short and stripped of control characters: it goes into one log line
+        (and through the redactor, in case a server echoes a token).
+        """
+        try:
+            data = self.json()
+        except BrokenAnswerError:
+            return ""
+        if not isinstance(data, dict):
+            return ""
+        text = data.get("error")
+        errors = data.get("errors")
+        if not isinstance(text, str) and isinstance(errors, list) and errors:
+            text = errors[0]
+        if not isinstance(text, str):
+            return ""
+        clean = "".join(c if c.isprintable() else " " for c in text)[:MAX_ERROR_TEXT].strip()
+        return f": {clean}" if clean else ""
 
 
 class TLSOptions(namedtuple("TLSOptions", "ca_bundle client_cert client_key", defaults=(None, None, None))):

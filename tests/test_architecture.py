@@ -17,6 +17,9 @@ FORBIDDEN = {
     "schedule": {"sources", "delivery", "supervisor", "cli", "refresh"},
     "references": {"config", "sources", "delivery", "cli"},
     "errors": {"log", "references", "config", "sources", "delivery", "cli"},
+    "masking": {"references", "sources", "delivery", "refresh", "config", "cli"},
+    "users": {"references", "sources", "delivery", "refresh", "config", "cli"},
+    "prctl": {"references", "sources", "delivery", "refresh", "config", "cli"},
 }
 
 

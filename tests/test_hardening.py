@@ -7,6 +7,7 @@ Tests that switch users or mount file systems need root and skip otherwise.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import textwrap
@@ -230,3 +231,29 @@ def test_full_tmpfs_during_refresh_keeps_the_old_token_whole(make_proxy, tiny_tm
     wait_for(lambda: (tiny_tmpfs / "K").read_text() != first, timeout=20, what="a rotation once there is room")
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+@pytest.mark.parametrize("mode", ["sidecar", "run"])
+def test_every_mode_is_non_dumpable(proxy: TestProxy, processes, mode: str) -> None:
+    """Run as nobody: its /proc files turn root-owned, so no same-user process reads its environ."""
+    directory = f"/dev/shm/stronghold-test-dump-{mode}-{os.getpid()}"
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+    tail = ["sidecar", "--dir", directory] if mode == "sidecar" else ["--dir", directory, "--", "sh", "-c", "read x"]
+    process = subprocess.Popen(
+        [*nobody, STRONGHOLD, *tail],
+        env=base_env(proxy, K_FILE="stronghold://stripe/live"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    processes.append(process)
+    try:
+        wait_for(lambda: os.path.exists(f"{directory}/K"), what="the token file")
+        assert os.stat(f"/proc/{process.pid}/environ").st_uid == 0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+        subprocess.run(["rm", "-rf", directory])

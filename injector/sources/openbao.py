@@ -167,7 +167,7 @@ class OpenBaoSource:
             if not isinstance(data, dict):
                 raise BrokenAnswerError(f"{what}: the answer is not a JSON object")
             return data
-        detail = _errors_text(answer)
+        detail = answer.error_detail()
         if status == 403:
             raise _PermissionDeniedError(f"{names}: permission denied by OpenBao ({what}{detail})")
         if status == 404:
@@ -405,18 +405,6 @@ def _non_negative_int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise BrokenAnswerError(f"{what} is not a non-negative integer")
     return value
-
-
-def _errors_text(answer: Response) -> str:
-    try:
-        data = answer.json()
-    except BrokenAnswerError:
-        return ""
-    errors = data.get("errors") if isinstance(data, dict) else None
-    if not isinstance(errors, list) or not errors or not isinstance(errors[0], str):
-        return ""
-    first = "".join(c if c.isprintable() else " " for c in errors[0])[:200]
-    return f": {first}" if first else ""
 
 
 def vault_login_from(settings, read_file: Callable[[str, str], str]) -> VaultLogin:

@@ -26,7 +26,6 @@ from injector.transport import Response, Transport
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 REVOKE_TIMEOUT = 2.0
-MAX_ERROR_TEXT = 200
 
 LoginBody = Callable[[], dict[str, str]]
 
@@ -52,7 +51,7 @@ class ProxySource:
         sent_at = self._clock()
         answer = self._transport.request("POST", "/v1/auth/login", body)
         if answer.status in (401, 403):
-            raise RefusedError(f"login refused by the proxy ({answer.status}{_error_text(answer)})")
+            raise RefusedError(f"login refused by the proxy ({answer.status}{answer.error_detail()})")
         self._take_session(_check_status(answer, "login", ()), sent_at)
         log.debug("logged in", ttl=self.session_ttl)
 
@@ -158,7 +157,7 @@ def _check_status(answer: Response, what: str, names: Sequence[str]) -> dict:
             raise BrokenAnswerError(f"{what} answer is not a JSON object")
         return data
     failed = _failed_names(answer, names)
-    detail = _error_text(answer)
+    detail = answer.error_detail()
     if status == 401:
         raise SessionExpiredError(f"{what}: session expired")
     if status == 403:
@@ -183,18 +182,6 @@ def _failed_names(answer: Response, names: Sequence[str]) -> str:
     if isinstance(name, str) and name in names:
         return name
     return ", ".join(names) or "request"
-
-
-def _error_text(answer: Response) -> str:
-    try:
-        data = answer.json()
-    except BrokenAnswerError:
-        return ""
-    text = data.get("error") if isinstance(data, dict) else None
-    if not isinstance(text, str) or not text:
-        return ""
-    clean = "".join(c if c.isprintable() else " " for c in text)[:MAX_ERROR_TEXT]
-    return f": {clean}"
 
 
 def _positive_int(value: object, what: str) -> int:
