@@ -140,6 +140,11 @@ def _common_options() -> argparse.ArgumentParser:
     )
     group.add_argument("--allow-disk", action="store_true", help="allow a --dir that is not on tmpfs or ramfs")
     group.add_argument(
+        "--file-group",
+        metavar="GROUP",
+        help="make token files 0440 and --dir 0750 for this group (e.g. an app container's) [STRONGHOLD_FILE_GROUP]",
+    )
+    group.add_argument(
         "--env-file", action="append", metavar="PATH", help="load a dotenv file first (repeatable; set variables win)"
     )
     group = common.add_argument_group("logging")

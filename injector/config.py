@@ -75,6 +75,7 @@ class Settings:
     client_cert: str | None = None
     client_key: str | None = None
     user: str | None = None
+    file_group: str | None = None
     log_format: str = "text"
     log_level: str = "info"
     startup_timeout: float = 30.0
@@ -113,6 +114,7 @@ ENV_TWINS = {
     "client_cert": "STRONGHOLD_CLIENT_CERT",
     "client_key": "STRONGHOLD_CLIENT_KEY",
     "user": "STRONGHOLD_USER",
+    "file_group": "STRONGHOLD_FILE_GROUP",
     "log_format": "STRONGHOLD_LOG_FORMAT",
     "log_level": "STRONGHOLD_LOG_LEVEL",
 }
@@ -148,6 +150,7 @@ def build_settings(options: Mapping[str, object], environ: Mapping[str, str]) ->
     settings.client_cert = _pick(options, environ, "client_cert")
     settings.client_key = _pick(options, environ, "client_key")
     settings.user = _pick(options, environ, "user")
+    settings.file_group = _pick(options, environ, "file_group")
     settings.log_format = _choice(_pick(options, environ, "log_format"), LOG_FORMATS, "STRONGHOLD_LOG_FORMAT") or "text"
     settings.log_level = _choice(_pick(options, environ, "log_level"), list(LEVELS), "STRONGHOLD_LOG_LEVEL") or "info"
     for key in ("startup_timeout", "grace"):

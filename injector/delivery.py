@@ -79,16 +79,25 @@ def check_existing_dir(path: str, allowed_owners: Iterable[int]) -> None:
 class TokenDirectory:
     """The --dir where `_FILE` tokens live, and every file written into it."""
 
-    def __init__(self, path: str, *, uid: int = -1, gid: int = -1, created: bool = False) -> None:
+    def __init__(
+        self, path: str, *, uid: int = -1, gid: int = -1, group_readable: bool = False, created: bool = False
+    ) -> None:
         self.path = path
         self.uid = uid  # owner of the files (-1: leave as the current user)
-        self.gid = gid
+        self.gid = gid  # their group (-1: leave as is)
+        self.file_mode = 0o440 if group_readable else 0o400
         self.created = created  # we made it, so cleanup removes it
         self.written: set[str] = set()
 
     @classmethod
-    def prepare(cls, path: str, *, allow_disk: bool, uid: int = -1, gid: int = -1) -> TokenDirectory:
-        """Check, and create when missing, the directory (SPEC section 3)."""
+    def prepare(
+        cls, path: str, *, allow_disk: bool, uid: int = -1, gid: int = -1, group_readable: bool = False
+    ) -> TokenDirectory:
+        """Check, and create when missing, the directory (SPEC section 3).
+
+        `group_readable` (--file-group): files 0440 and the directory 0750, for
+        `gid`; otherwise 0400 and 0700, for the owner alone.
+        """
         path = os.path.abspath(path)
         check_memory_fs(path, allow_disk=allow_disk)
         owners = {0, os.geteuid()} | ({uid} if uid >= 0 else set())
@@ -98,15 +107,15 @@ class TokenDirectory:
         else:
             try:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                os.mkdir(path, 0o700)
+                os.mkdir(path, 0o700)  # never wider than 0700 while it is being set up
             except OSError as exc:
                 raise ConfigError(f"--dir {path}: cannot create it ({exc.strerror})") from None
             created = True
-            os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
-            if uid >= 0:
+            if uid >= 0 or gid >= 0:
                 os.chown(path, uid, gid)
+            os.chmod(path, 0o750 if group_readable else 0o700)  # mkdir's mode is filtered by the umask
             check_memory_fs(path, allow_disk=allow_disk)
-        return cls(path=path, uid=uid, gid=gid, created=created)
+        return cls(path=path, uid=uid, gid=gid, group_readable=group_readable, created=created)
 
     def file_path(self, reference: Reference) -> str:
         return os.path.join(self.path, reference.target)
@@ -117,13 +126,14 @@ class TokenDirectory:
         temporary = os.path.join(self.path, f".{file_name}.{os.urandom(6).hex()}.tmp")
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o400)
+            # 0400 until owner and group are right; only then, maybe, 0440
             try:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
-                os.fchmod(fd, 0o400)
-                if self.uid >= 0:
+                if self.uid >= 0 or self.gid >= 0:
                     os.fchown(fd, self.uid, self.gid)
+                os.fchmod(fd, self.file_mode)
             finally:
                 os.close(fd)
             if os.path.isdir(final) and not os.path.islink(final):

@@ -65,7 +65,17 @@ def prepare_directory(plan: Plan, identity=None) -> TokenDirectory | None:
 
     settings = plan.settings
     uid, gid = (identity.uid, identity.gid) if identity is not None else (-1, -1)
-    return TokenDirectory.prepare(choose_directory(settings), allow_disk=settings.allow_disk, uid=uid, gid=gid)
+    if settings.file_group:
+        from injector.users import resolve_group
+
+        gid = resolve_group(settings.file_group)
+    return TokenDirectory.prepare(
+        choose_directory(settings),
+        allow_disk=settings.allow_disk,
+        uid=uid,
+        gid=gid,
+        group_readable=bool(settings.file_group),
+    )
 
 
 def write_files(directory: TokenDirectory | None, references: list[Reference], credentials: list[Credential]) -> None:

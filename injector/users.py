@@ -51,6 +51,18 @@ def resolve_user(spec: str) -> Identity:
     return identity
 
 
+def resolve_group(spec: str) -> int:
+    """--file-group: a group name or id -> gid (78 if unknown)."""
+    import grp
+
+    if spec.isdigit():
+        return int(spec)
+    try:
+        return grp.getgrnam(spec).gr_gid
+    except KeyError:
+        raise ConfigError(f"--file-group {spec!r}: no such group") from None
+
+
 def drop_privileges(identity: Identity) -> None:
     """Become `identity` for good: groups first, then gid, then uid (the order that works)."""
     os.setgroups(list(identity.groups))

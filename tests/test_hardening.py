@@ -257,3 +257,46 @@ def test_every_mode_is_non_dumpable(proxy: TestProxy, processes, mode: str) -> N
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=20)
         subprocess.run(["rm", "-rf", directory])
+
+
+READER = 'if cat "$0" > /dev/null 2>&1; then echo readable; else echo denied; fi'
+
+
+def read_as(path: Path, *ids: str) -> str:
+    """Try to read `path` as another user: `setpriv` with the given uid/gid options."""
+    done = subprocess.run(["setpriv", *ids, "--", "sh", "-c", READER, str(path)], capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_file_group_lets_that_group_read_and_nobody_else(proxy: TestProxy, shm_dir) -> None:
+    """The sidecar case: the app runs as another uid that shares a group with the token files."""
+    result = run(
+        ["fetch", "--dir", str(shm_dir), "--file-group", "4242"], base_env(proxy, K_FILE="stronghold://stripe/live")
+    )
+    assert result.code == 0, result.stderr
+    token = shm_dir / "K"
+    info = token.stat()
+    assert (info.st_gid, oct(info.st_mode & 0o777)) == (4242, "0o440")
+    assert (shm_dir.stat().st_gid, oct(shm_dir.stat().st_mode & 0o777)) == (4242, "0o750")
+    in_group = ["--reuid=5000", "--regid=5000", "--groups=4242"]
+    outsider = ["--reuid=5001", "--regid=5001", "--clear-groups"]
+    assert read_as(token, *in_group) == "readable"
+    assert read_as(token, *outsider) == "denied"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_without_file_group_only_the_owner_reads(proxy: TestProxy, shm_dir) -> None:
+    result = run(["fetch", "--dir", str(shm_dir), "--user", "5000"], base_env(proxy, K_FILE="stronghold://stripe/live"))
+    assert result.code == 0, result.stderr
+    assert read_as(shm_dir / "K", "--reuid=5000", "--regid=5000", "--clear-groups") == "readable"
+    assert read_as(shm_dir / "K", "--reuid=5001", "--regid=5000", "--groups=5000") == "denied"
+
+
+def test_unknown_file_group_is_78(proxy: TestProxy, shm_dir) -> None:
+    result = run(
+        ["fetch", "--dir", str(shm_dir), "--file-group", "no-such-group-xyz"],
+        base_env(proxy, K_FILE="stronghold://stripe/live"),
+    )
+    assert result.code == 78 and "--file-group" in result.stderr
+    assert not shm_dir.exists()

@@ -354,3 +354,60 @@ def test_vault_token_from_file(bao: OpenBao, tmp_path) -> None:
     assert result.code == 0, result.stderr
     assert result.stdout.strip() == "file-auth"
     assert os.path.exists(token_file), "a token file is never removed"
+
+
+def reads_of(log_path: Path, api_path: str) -> int:
+    count = 0
+    for line in log_path.read_text().splitlines():
+        entry = json.loads(line)
+        request = entry.get("request", {})
+        if entry.get("type") == "request" and request.get("path") == api_path and request.get("operation") == "read":
+            count += 1
+    return count
+
+
+def test_references_to_one_path_read_it_once(bao: OpenBao) -> None:
+    log_path = bao.audit_log
+    path = unique("once")
+    kv_put(bao, path, {"A": "1", "B": "2", "C": "3"})
+    env = bao_env(bao, **{name: f"vault://secret/data/{path}#{name}" for name in ("A", "B", "C")})
+    result = run(["--no-refresh", "--", "sh", "-c", 'echo "$A$B$C"'], env)
+    assert result.code == 0, result.stderr
+    assert result.stdout.strip() == "123"
+    assert reads_of(log_path, f"secret/data/{path}") == 1
+
+
+def test_login_token_is_renewed_before_it_expires(bao: OpenBao, tmp_path, shm_dir, processes) -> None:
+    """An AppRole token of 3 s stays usable for longer: renew-self, not a new login each time."""
+    log_path = bao.audit_log
+    path, name = unique("renewed"), unique("renewer")
+    kv_put(bao, path, {"K": "v1"})
+    policy(bao, name, f'path "secret/data/{path}" {{ capabilities = ["read"] }}')
+    role_id, secret_id = approle(bao, [name], token_ttl="3s", token_max_ttl="60s")
+    secret_file = tmp_path / "secret-id"
+    secret_file.write_text(secret_id)
+    env = base_env(
+        None,
+        STRONGHOLD_VAULT_ADDR=bao.url,
+        STRONGHOLD_VAULT_AUTH="approle",
+        STRONGHOLD_VAULT_ROLE_ID=role_id,
+        STRONGHOLD_VAULT_SECRET_ID_FILE=str(secret_file),
+        KEY_FILE=f"vault://secret/data/{path}#K",
+    )
+    process = start(["--dir", str(shm_dir), "--vault-poll", "1s", "--", PYTHON, "-c", WAITING_CHILD], env)
+    processes.append(process)
+    assert read_line(process).strip() == "ready"
+    started = time.monotonic()
+    wait_for(lambda: time.monotonic() - started > 5, timeout=20, what="past the login token's 3 s")
+    kv_put(bao, path, {"K": "v2"})
+    wait_for(lambda: (shm_dir / "KEY").read_text() == "v2", timeout=20, what="a read with a live token")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+    renewals = sum(
+        1
+        for line in log_path.read_text().splitlines()
+        if json.loads(line).get("type") == "request"
+        and json.loads(line)["request"].get("path") == "auth/token/renew-self"
+    )
+    assert renewals >= 1
+    assert "logging in again" not in process.stderr.read()  # type: ignore[union-attr]
