@@ -189,10 +189,18 @@ def run(args: list[str], env: dict[str, str], timeout: float = 60, **kwargs: obj
     return Result(done.returncode, done.stdout, done.stderr)
 
 
-def start(args: list[str], env: dict[str, str], **kwargs: object) -> subprocess.Popen[str]:
-    """Start the binary in its own session, so teardown can kill the whole tree."""
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]  # a prefix: run as nobody
+
+
+def start(
+    args: list[str], env: dict[str, str], *, prefix: list[str] | None = None, **kwargs: object
+) -> subprocess.Popen[str]:
+    """Start the binary (after `prefix`, e.g. NOBODY) in its own session, so teardown can kill the whole tree.
+
+    stdout and stderr are pipes; pass stdin=subprocess.PIPE to talk to the command (see `tell`).
+    """
     return subprocess.Popen(
-        [STRONGHOLD, *args],
+        [*(prefix or []), STRONGHOLD, *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -216,6 +224,12 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+
+
+def tell(process: subprocess.Popen[str], line: str = "") -> None:
+    """Write one line to the process's stdin (the test children wait on `read`)."""
+    process.stdin.write(line + "\n")  # type: ignore[union-attr]
+    process.stdin.flush()  # type: ignore[union-attr]
 
 
 def wait_for(

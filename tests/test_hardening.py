@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import STRONGHOLD, TestProxy, base_env, read_line, run, start, wait_for, wait_for_log
+from conftest import NOBODY, TestProxy, base_env, read_line, run, start, tell, wait_for, wait_for_log
 from injector.devproxy import Answer
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -43,25 +43,8 @@ def identity_report(process) -> dict[str, str]:
 @needs_root
 def test_child_runs_as_nobody_and_cannot_read_the_supervisor(proxy: TestProxy, shm_dir, processes) -> None:
     env = base_env(proxy, K_FILE="stronghold://stripe/live")
-    process = subprocess.Popen(
-        [
-            STRONGHOLD,
-            "--user",
-            "nobody",
-            "--dir",
-            str(shm_dir),
-            "--",
-            "sh",
-            "-c",
-            IDENTITY_CHILD,
-        ],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    args = ["--user", "nobody", "--dir", str(shm_dir), "--", "sh", "-c", IDENTITY_CHILD]
+    process = start(args, env, stdin=subprocess.PIPE)
     processes.append(process)
     report = identity_report(process)
     nobody = __import__("pwd").getpwnam("nobody")
@@ -73,8 +56,7 @@ def test_child_runs_as_nobody_and_cannot_read_the_supervisor(proxy: TestProxy, s
     info = (shm_dir / "K").stat()
     assert (info.st_uid, info.st_gid, oct(info.st_mode & 0o777)) == (nobody.pw_uid, nobody.pw_gid, "0o400")
     assert shm_dir.stat().st_uid == nobody.pw_uid and oct(shm_dir.stat().st_mode & 0o777) == "0o700"
-    process.stdin.write("\n")  # type: ignore[union-attr]
-    process.stdin.flush()  # type: ignore[union-attr]
+    tell(process)
     assert process.wait(timeout=20) == 0
     assert not shm_dir.exists()
 
@@ -238,17 +220,8 @@ def test_full_tmpfs_during_refresh_keeps_the_old_token_whole(make_proxy, tiny_tm
 def test_every_mode_is_non_dumpable(proxy: TestProxy, processes, mode: str) -> None:
     """Run as nobody: its /proc files turn root-owned, so no same-user process reads its environ."""
     directory = f"/dev/shm/stronghold-test-dump-{mode}-{os.getpid()}"
-    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
     tail = ["sidecar", "--dir", directory] if mode == "sidecar" else ["--dir", directory, "--", "sh", "-c", "read x"]
-    process = subprocess.Popen(
-        [*nobody, STRONGHOLD, *tail],
-        env=base_env(proxy, K_FILE="stronghold://stripe/live"),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    process = start(tail, base_env(proxy, K_FILE="stronghold://stripe/live"), prefix=NOBODY, stdin=subprocess.PIPE)
     processes.append(process)
     try:
         wait_for(lambda: os.path.exists(f"{directory}/K"), what="the token file")

@@ -144,21 +144,27 @@ def approle(bao: OpenBao, policies: list[str], **role: object) -> tuple[str, str
     return role_id, secret_id
 
 
-def test_approle_login_removes_the_secret_id_file_and_revokes_its_token(bao: OpenBao, tmp_path) -> None:
-    path, name = unique("approle"), unique("reader")
-    kv_put(bao, path, {"K": "via-approle"})
-    policy(bao, name, f'path "secret/data/{path}" {{ capabilities = ["read"] }}')
-    role_id, secret_id = approle(bao, [name])
-    secret_file = tmp_path / "secret-id"
+def approle_env(bao: OpenBao, role: tuple[str, str], secret_file: Path, **references: str) -> dict[str, str]:
+    """The environment of an AppRole login; the secret id goes to `secret_file`."""
+    role_id, secret_id = role
     secret_file.write_text(secret_id + "\n")
-    env = base_env(
+    return base_env(
         None,
         STRONGHOLD_VAULT_ADDR=bao.url,
         STRONGHOLD_VAULT_AUTH="approle",
         STRONGHOLD_VAULT_ROLE_ID=role_id,
         STRONGHOLD_VAULT_SECRET_ID_FILE=str(secret_file),
-        K=f"vault://secret/data/{path}#K",
+        **references,
     )
+
+
+def test_approle_login_removes_the_secret_id_file_and_revokes_its_token(bao: OpenBao, tmp_path) -> None:
+    path, name = unique("approle"), unique("reader")
+    kv_put(bao, path, {"K": "via-approle"})
+    policy(bao, name, f'path "secret/data/{path}" {{ capabilities = ["read"] }}')
+    secret_file = tmp_path / "secret-id"
+    role_id, secret_id = approle(bao, [name])
+    env = approle_env(bao, (role_id, secret_id), secret_file, K=f"vault://secret/data/{path}#K")
     result = run(["--vault-remove-secret-id-file", "--", "sh", "-c", 'echo "$K"'], env)
     assert result.code == 0, result.stderr
     assert result.stdout.strip() == "via-approle"
@@ -383,17 +389,9 @@ def test_login_token_is_renewed_before_it_expires(bao: OpenBao, tmp_path, shm_di
     path, name = unique("renewed"), unique("renewer")
     kv_put(bao, path, {"K": "v1"})
     policy(bao, name, f'path "secret/data/{path}" {{ capabilities = ["read"] }}')
-    role_id, secret_id = approle(bao, [name], token_ttl="3s", token_max_ttl="60s")
     secret_file = tmp_path / "secret-id"
-    secret_file.write_text(secret_id)
-    env = base_env(
-        None,
-        STRONGHOLD_VAULT_ADDR=bao.url,
-        STRONGHOLD_VAULT_AUTH="approle",
-        STRONGHOLD_VAULT_ROLE_ID=role_id,
-        STRONGHOLD_VAULT_SECRET_ID_FILE=str(secret_file),
-        KEY_FILE=f"vault://secret/data/{path}#K",
-    )
+    role = approle(bao, [name], token_ttl="3s", token_max_ttl="60s")
+    env = approle_env(bao, role, secret_file, KEY_FILE=f"vault://secret/data/{path}#K")
     process = start(["--dir", str(shm_dir), "--vault-poll", "1s", "--", PYTHON, "-c", WAITING_CHILD], env)
     processes.append(process)
     assert read_line(process).strip() == "ready"

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import PYTHON, STRONGHOLD, TestProxy, base_env, read_line, run, start, wait_for
+from conftest import NOBODY, PYTHON, STRONGHOLD, TestProxy, base_env, read_line, run, start, tell, wait_for
 
 FORWARDED = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH"]
 
@@ -102,22 +102,17 @@ def test_supervisor_is_not_dumpable(proxy: TestProxy, processes) -> None:
         "if cat /proc/$PPID/environ > /dev/null 2>&1; then echo read; "
         "else echo denied $(stat -c %u /proc/$PPID/environ); fi; read line"
     )
-    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
-    process = subprocess.Popen(
-        [*nobody, STRONGHOLD, "--", "sh", "-c", reader],
-        env=supervised(proxy),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    process = start(["--", "sh", "-c", reader], supervised(proxy), prefix=NOBODY, stdin=subprocess.PIPE)
     processes.append(process)
     assert read_line(process).strip() == "denied 0"
     assert os.stat(f"/proc/{process.pid}/environ").st_uid == 0
-    process.stdin.write("\n")  # type: ignore[union-attr]
-    process.stdin.flush()  # type: ignore[union-attr]
+    tell(process)
     assert process.wait(timeout=20) == 0
+
+
+def take_terminal() -> None:
+    """preexec_fn, in the child's new session: make its stdin (a pty) the controlling terminal."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def test_ctrl_c_on_a_terminal_reaches_the_child_once(proxy: TestProxy, processes) -> None:
@@ -143,19 +138,7 @@ def test_ctrl_c_on_a_terminal_reaches_the_child_once(proxy: TestProxy, processes
     )
     master, slave = os.openpty()
 
-    def take_terminal() -> None:  # runs in the new session: make the pty its controlling terminal
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-    process = subprocess.Popen(
-        [STRONGHOLD, "--", PYTHON, "-c", counter],
-        env=supervised(proxy),
-        stdin=slave,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=take_terminal,
-    )
+    process = start(["--", PYTHON, "-c", counter], supervised(proxy), stdin=slave, preexec_fn=take_terminal)
     processes.append(process)
     os.close(slave)
     try:
@@ -174,15 +157,8 @@ def test_ctrl_c_on_a_terminal_reaches_the_child_once(proxy: TestProxy, processes
 def test_kill_to_supervisor_still_forwards_sigint_with_a_terminal(proxy: TestProxy, processes) -> None:
     """Only terminal-generated signals are skipped; `kill -INT <pid>` is forwarded."""
     master, slave = os.openpty()
-    process = subprocess.Popen(
-        [STRONGHOLD, "--", PYTHON, "-c", SIGNAL_CHILD, "SIGINT"],
-        env=supervised(proxy),
-        stdin=slave,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+    process = start(
+        ["--", PYTHON, "-c", SIGNAL_CHILD, "SIGINT"], supervised(proxy), stdin=slave, preexec_fn=take_terminal
     )
     processes.append(process)
     os.close(slave)
@@ -232,25 +208,15 @@ def proc_state(pid: int) -> tuple[str, int] | None:
 
 
 def test_orphans_are_reaped_as_subreaper(proxy: TestProxy, processes) -> None:
-    process = subprocess.Popen(
-        [STRONGHOLD, "--", PYTHON, "-c", ORPHAN_MAKER],
-        env=supervised(proxy),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    process = start(["--", PYTHON, "-c", ORPHAN_MAKER], supervised(proxy), stdin=subprocess.PIPE)
     processes.append(process)
     orphan = int(read_line(process).split()[1])
     state = proc_state(orphan)
     assert state is not None and state[1] == process.pid, "the orphan is re-parented to stronghold-init"
-    process.stdin.write("\n")  # type: ignore[union-attr]
-    process.stdin.flush()  # type: ignore[union-attr]
+    tell(process)
     assert read_line(process).strip() == "released"
     wait_for(lambda: proc_state(orphan) is None, what="the orphan to be reaped, not left a zombie")
-    process.stdin.write("\n")  # type: ignore[union-attr]
-    process.stdin.flush()  # type: ignore[union-attr]
+    tell(process)
     assert process.wait(timeout=20) == 0
 
 
