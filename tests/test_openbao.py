@@ -409,3 +409,31 @@ def test_login_token_is_renewed_before_it_expires(bao: OpenBao, tmp_path, shm_di
     )
     assert renewals >= 1
     assert "logging in again" not in process.stderr.read()  # type: ignore[union-attr]
+
+
+@pytest.fixture(scope="module")
+def raft(tmp_path_factory):
+    from servers import RaftCluster
+
+    cluster = RaftCluster(tmp_path_factory.mktemp("raft"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.mark.slow
+def test_refresh_continues_through_another_node_when_one_dies(raft, shm_dir, processes) -> None:
+    """A 3-node Raft cluster: kill the node stronghold-init talks to; the next address takes over."""
+    raft.put("app", {"K": "before"})
+    env = base_env(None, STRONGHOLD_VAULT_ADDR=",".join(raft.urls), BAO_TOKEN=raft.root_token)
+    env["KEY_FILE"] = "vault://secret/data/app#K"
+    process = start(["--dir", str(shm_dir), "--vault-poll", "1s", "--", PYTHON, "-c", WAITING_CHILD], env)
+    processes.append(process)
+    assert read_line(process).strip() == "ready"
+    assert (shm_dir / "KEY").read_text() == "before"
+    raft.kill(0)  # the first address: the one in use, and the active node
+    raft.put("app", {"K": "after"}, via=1)  # waits for a new leader to be elected
+    wait_for(lambda: (shm_dir / "KEY").read_text() == "after", timeout=30, what="a refresh through node 1 or 2")
+    assert process.poll() is None, "the command kept running throughout"
+    wait_for_log(process, "using another address")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
