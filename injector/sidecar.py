@@ -52,9 +52,11 @@ def sidecar(plan: Plan) -> int:
     _file_references_only(plan, "sidecar")
     settings = plan.settings
     source = open_source(settings, plan.references)
+    # Bound now, so a bad or busy address fails before any credential is issued;
+    # served once the files are in place.
+    health = bind_health(settings.health_listen) if settings.health_listen else None
     directory = prepare_directory(plan, child_identity(plan))
     assert directory is not None
-    health = None
     try:
         credentials = issue_all(source, plan.references, settings)
         ledger = Ledger(credentials)
@@ -81,26 +83,29 @@ def sidecar(plan: Plan) -> int:
             directory.mark_ready()
             # Blocked before any thread starts, so only this thread takes them.
             signal.pthread_sigmask(signal.SIG_BLOCK, {*STOP_SIGNALS, WAKE})
-            if settings.health_listen:
-                health = serve_health(settings.health_listen, ledger)
+            if health is not None:
+                serve_health(health, ledger)
             refresher.start()
             log.info("sidecar ready", dir=directory.path, count=len(credentials))
             received = signal.sigwaitinfo({*STOP_SIGNALS, WAKE})
             log.info("stopping", signal=signal.Signals(received.si_signo).name)
         finally:
             refresher.stop_and_revoke()
-            if health is not None:
-                health.shutdown()
     finally:
+        if health is not None:
+            if getattr(health, "ledger", None) is not None:
+                health.shutdown()  # only once serving: shutdown() waits for serve_forever to return
+            health.server_close()
         directory.cleanup()
     return ExitCode.UNAVAILABLE if expired_exit.is_set() else 0
 
 
-def serve_health(listen: str, ledger: Ledger):  # -> http.server.ThreadingHTTPServer
-    """GET /healthz: 200 while every token is unexpired, else 503 naming the expired ones."""
+def bind_health(listen: str):  # -> http.server.ThreadingHTTPServer, listening but not serving yet
+    """Bind --health-listen (HOST:PORT, [IPv6]:PORT; port 0 picks one); 78 if it cannot."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
     if not host or not port.isdigit():
         raise ConfigError(f"--health-listen {listen!r} is not HOST:PORT")
 
@@ -111,7 +116,7 @@ def serve_health(listen: str, ledger: Ledger):  # -> http.server.ThreadingHTTPSe
             if self.path != "/healthz":
                 self._answer(404, {"error": "not found"})
                 return
-            expired = ledger.expired(time.monotonic())
+            expired = self.server.ledger.expired(time.monotonic())  # type: ignore[attr-defined]
             if expired:
                 self._answer(503, {"status": "expired", "expired": expired})
             else:
@@ -128,12 +133,28 @@ def serve_health(listen: str, ledger: Ledger):  # -> http.server.ThreadingHTTPSe
         def log_message(self, format: str, *args: object) -> None:
             pass  # probes every few seconds would flood the log
 
+    server_class = ThreadingHTTPServer
+    if ":" in host:  # an IPv6 address, e.g. [::] or [::1]
+        import socket
+
+        class ServerV6(ThreadingHTTPServer):
+            address_family = socket.AF_INET6
+
+        server_class = ServerV6
     try:
-        server = ThreadingHTTPServer((host.strip("[]"), int(port)), HealthHandler)
-    except OSError as exc:
-        raise ConfigError(f"--health-listen {listen}: cannot listen ({exc.strerror})") from None
+        server = server_class((host, int(port)), HealthHandler)
+    except (OSError, OverflowError) as exc:
+        raise ConfigError(
+            f"--health-listen {listen}: cannot listen ({getattr(exc, 'strerror', None) or exc})"
+        ) from None
     server.daemon_threads = True
+    return server
+
+
+def serve_health(server, ledger: Ledger) -> None:
+    """GET /healthz from now on: 200 while every token is unexpired, else 503 naming the expired ones."""
+    server.ledger = ledger
     threading.Thread(target=server.serve_forever, name="stronghold-health", daemon=True).start()
     bound_host, bound_port = server.server_address[:2]
-    log.info("health endpoint listening", url=f"http://{bound_host}:{bound_port}/healthz")
-    return server
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    log.info("health endpoint listening", url=f"http://{shown}:{bound_port}/healthz")

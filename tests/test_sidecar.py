@@ -151,3 +151,26 @@ def test_fetch_refused_login_is_77_and_leaves_nothing(proxy: TestProxy, shm_dir)
     assert result.code == 77
     assert not shm_dir.exists()
     assert not os.path.exists(shm_dir / ".ready")
+
+
+def test_health_endpoint_on_ipv6_loopback(proxy: TestProxy, shm_dir, processes) -> None:
+    import socket
+
+    try:
+        socket.socket(socket.AF_INET6).bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    process = start(["sidecar", "--dir", str(shm_dir), "--health-listen", "[::1]:0"], base_env(proxy, **REFS))
+    processes.append(process)
+    url = health_url(process, [])
+    assert url.startswith("http://[::1]:")
+    assert get_health(url) == (200, {"status": "ok"})
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+
+
+def test_bad_health_listen_is_78(proxy: TestProxy, shm_dir) -> None:
+    result = run(["sidecar", "--dir", str(shm_dir), "--health-listen", "nonsense"], base_env(proxy, **REFS))
+    assert result.code == 78 and "--health-listen" in result.stderr
+    assert not shm_dir.exists()
+    assert proxy.requests == [], "checked before any credential is asked for"
