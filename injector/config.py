@@ -212,9 +212,10 @@ def check_proxy_url(url: str, *, insecure_http: bool, what: str = "proxy URL") -
     Plain HTTP is allowed only to a loopback host: anything else would send the
     bootstrap token and every credential in clear text.
     """
+    # The URL itself is never echoed: it could carry a user:password@.
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{what} {url!r} is not an http(s) URL")
+        raise ConfigError(f"{what} is not an http(s):// URL with a host")
     if parts.username or parts.password:
         raise ConfigError(f"{what} must not carry a user name or password")
     if parts.query or parts.fragment:
@@ -222,7 +223,7 @@ def check_proxy_url(url: str, *, insecure_http: bool, what: str = "proxy URL") -
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        raise ConfigError(f"{what} {url!r} has a bad port") from None
+        raise ConfigError(f"{what} has a bad port") from None
     if parts.scheme == "http" and not insecure_http and not is_loopback(parts.hostname):
         raise ConfigError(
             f"{what} uses plain http:// to {parts.hostname}, which is not loopback; "

@@ -190,3 +190,14 @@ def test_delivery_failure_after_issue_revokes_and_leaves_nothing(proxy: TestProx
     assert not marker.exists()
     assert sorted(p.name for p in shm_dir.iterdir()) == ["B"], "the A file written first is removed again"
     assert proxy.bodies("/v1/leases/revoke") == [{"lease_ids": proxy.leases_issued}]
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://user:hunter2secret@proxy.example", "http://user:hunter2secret@127.0.0.1:1", "https://h:99999999"]
+)
+def test_bad_proxy_url_is_78_and_never_echoed(url: str) -> None:
+    env = base_env(STRONGHOLD_PROXY_URL=url, STRONGHOLD_BOOTSTRAP_TOKEN="b", K="stronghold://a")
+    result = run(["--", "true"], env)
+    assert result.code == 78
+    assert "proxy URL" in result.stderr
+    assert "hunter2secret" not in result.stderr and url not in result.stderr
