@@ -82,20 +82,7 @@ class OpenBao:
         self, method: str, path: str, body: object | None = None, token: str | bool | None = True
     ) -> tuple[int, dict]:
         """Call the HTTP API (as root unless told otherwise); -> (status, JSON body or {})."""
-        headers = {"Content-Type": "application/json"}
-        if token is True:
-            token = self.root_token
-        if token:
-            headers["X-Vault-Token"] = str(token)
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.url}/v1/{path}", data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=10) as answer:
-                raw = answer.read()
-                return answer.status, json.loads(raw) if raw else {}
-        except urllib.error.HTTPError as error:
-            raw = error.read()
-            return error.code, json.loads(raw) if raw else {}
+        return _call(self.url, method, path, body, self.root_token if token is True else token or None)
 
     def ok(self, method: str, path: str, body: object | None = None) -> dict:
         status, data = self.api(method, path, body)
@@ -291,6 +278,7 @@ class RaftCluster:
 
 
 def _call(url: str, method: str, path: str, body: object | None, token: str | None) -> tuple[int, dict]:
+    """One OpenBao API call -> (status, JSON body or {}); an HTTP error status is an answer, not an exception."""
     headers = {"Content-Type": "application/json"}
     if token:
         headers["X-Vault-Token"] = token
