@@ -27,6 +27,7 @@ class Logger:
         self.level = LEVELS["info"]
         self.format = "text"
         self._protected: set[str] = set()
+        self._ordered: list[str] | None = []  # longest first; rebuilt on first use after an add
 
     def configure(self, *, level: str | None = None, fmt: str | None = None) -> None:
         if level is not None:
@@ -36,12 +37,15 @@ class Logger:
 
     def protect(self, secret: str) -> None:
         """Never let `secret` appear in a log line from now on."""
-        if len(secret) >= MIN_REDACTED_LENGTH:
+        if len(secret) >= MIN_REDACTED_LENGTH and secret not in self._protected:
             self._protected.add(secret)
+            self._ordered = None
 
     def redact(self, text: str) -> str:
-        # Longest first, so a secret that contains another is removed whole.
-        for secret in sorted(self._protected, key=len, reverse=True):
+        if self._ordered is None:
+            # Longest first, so a secret that contains another is removed whole.
+            self._ordered = sorted(self._protected, key=len, reverse=True)
+        for secret in self._ordered:
             if secret in text:
                 text = text.replace(secret, REDACTED)
         return text

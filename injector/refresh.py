@@ -165,6 +165,9 @@ class Refresher:
         except StrongholdError as exc:
             self._refresh_failed(names, now, exc)
             return
+        except Exception as exc:  # a bug must not end refreshing for good: retry as after any failure
+            self._refresh_failed(names, now, StrongholdError(f"internal error: {type(exc).__name__}"))
+            return
         rotated = [c.name for c in credentials if self.ledger.replace(c)]
         for credential in credentials:
             self._failures[credential.name] = 0
@@ -184,8 +187,9 @@ class Refresher:
         emit(f"refresh failed, keeping the current tokens: {exc.message}", names=",".join(names))
 
     def _notice_expiry(self, now: float) -> None:
-        newly = [name for name in self.ledger.expired(now) if name not in self._expired]
-        for name in self.ledger.expired(now):
+        expired = self.ledger.expired(now)
+        newly = [name for name in expired if name not in self._expired]
+        for name in expired:
             if name in newly or self._failures[name]:
                 log.error("token expired without a successful refresh", name=name)
         if newly:
@@ -206,13 +210,14 @@ class Refresher:
     def _renew_session(self, now: float) -> None:
         try:
             self._source.renew_session()
-        except StrongholdError as exc:
+        except Exception as exc:  # StrongholdError, or a bug: either way retry, never end the thread
             self._session_failures += 1
             expires_at = self._source.session_expires_at
             self._session_due = now + retry_delay(
                 self._session_failures, now, expires_at, self._rand, getattr(exc, "retry_after", None)
             )
-            log.warning(f"session renewal failed: {exc.message}")
+            reason = exc.message if isinstance(exc, StrongholdError) else f"internal error: {type(exc).__name__}"
+            log.warning(f"session renewal failed: {reason}")
             return
         self._session_failures = 0
         self._session_due = self._session_refresh_due()

@@ -183,3 +183,32 @@ def test_ledger_keeps_superseded_leases_until_they_expire() -> None:
     refresher.tick(clock.now)
     assert ledger.live_lease_ids(clock.now) == ["lease-A-1", "lease-A-2"]
     assert ledger.live_lease_ids(1000.0 + 100.0) == ["lease-A-2"]
+
+
+def test_an_unexpected_error_is_a_failed_refresh_not_the_end_of_refreshing() -> None:
+    clock = Clock()
+    refresher, source, ledger, events = make(clock, ttl=100.0)
+    original = ledger.current("A")
+    source.failure = RuntimeError("a bug somewhere below")
+    clock.now = refresher.next_wake()
+    refresher.tick(clock.now)  # must not raise: in the thread, that would end refreshing for good
+    assert ledger.current("A") is original
+    assert clock.now < refresher.next_wake() < original.expires_at, "retried before the token expires"
+    source.failure = None
+    clock.now = refresher.next_wake()
+    refresher.tick(clock.now)
+    assert ledger.current("A").value != original.value
+    assert events["rotated"] == [["A"]]
+
+
+def test_an_unexpected_error_in_session_renewal_is_retried() -> None:
+    clock = Clock()
+    refresher, source, _, _ = make(clock, ttl=10_000.0)
+
+    def broken() -> None:
+        raise RuntimeError("a bug")
+
+    source.renew_session = broken  # type: ignore[method-assign]
+    clock.now = refresher.next_wake()
+    refresher.tick(clock.now)  # must not raise
+    assert refresher.next_wake() < source.session_expires_at
