@@ -109,12 +109,15 @@ class ScriptedHandler(Handler):
 def make_proxy() -> Iterator[Callable[..., TestProxy]]:
     servers = []
 
-    def factory(**kwargs: object) -> TestProxy:
+    def factory(*, tls=None, **kwargs: object) -> TestProxy:
+        """A TestProxy served in a thread on port 0; with `tls`, over HTTPS as https://localhost."""
         proxy = TestProxy(**kwargs)
         server = make_server(proxy, "127.0.0.1:0", handler=ScriptedHandler)
+        if tls is not None:
+            server.socket = tls.wrap_socket(server.socket, server_side=True)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
-        proxy.url = server_url(server)
+        proxy.url = server_url(server) if tls is None else f"https://localhost:{server.server_address[1]}"
         servers.append(server)
         return proxy
 

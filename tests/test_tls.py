@@ -8,14 +8,12 @@ it, so it is not retried.
 from __future__ import annotations
 
 import ssl
-import threading
 import time
 
 import pytest
 import trustme
 
-from conftest import ScriptedHandler, TestProxy, base_env, run
-from injector.devproxy import make_server
+from conftest import TestProxy, base_env, run
 
 
 @pytest.fixture
@@ -23,33 +21,19 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-def tls_proxy(ca: trustme.CA, *, require_client_cert: bool = False):
-    proxy = TestProxy()
-    server = make_server(proxy, "127.0.0.1:0", handler=ScriptedHandler)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    if require_client_cert:
-        context.verify_mode = ssl.CERT_REQUIRED
-        ca.configure_trust(context)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    proxy.url = f"https://localhost:{server.server_address[1]}"
-    return proxy, server
-
-
 @pytest.fixture
-def served(ca):
-    servers = []
+def served(ca, make_proxy):
+    """TLS test proxies with a certificate from `ca`, optionally requiring a client certificate."""
 
-    def factory(**kwargs: bool) -> TestProxy:
-        proxy, server = tls_proxy(ca, **kwargs)
-        servers.append(server)
-        return proxy
+    def factory(*, require_client_cert: bool = False) -> TestProxy:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+        if require_client_cert:
+            context.verify_mode = ssl.CERT_REQUIRED
+            ca.configure_trust(context)
+        return make_proxy(tls=context)
 
-    yield factory
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    return factory
 
 
 def test_valid_chain_with_ca_bundle_is_accepted(ca, served, tmp_path) -> None:
