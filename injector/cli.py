@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from injector import __version__
-from injector.config import ON_EXPIRY, parse_on_rotate
+from injector.config import ON_EXPIRY, parse_on_rotate, parse_remap_exit, parse_rewrite_signal
 from injector.errors import StrongholdError, UsageError
 from injector.log import LEVELS, LOG_FORMATS, log
 
@@ -80,6 +80,20 @@ def _seconds(text: str) -> float:
 def _on_rotate(text: str):  # -> RotateAction
     try:
         return parse_on_rotate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _rewrite_signal(text: str) -> tuple[int, int]:
+    try:
+        return parse_rewrite_signal(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _remap_exit(text: str) -> tuple[int, int]:
+    try:
+        return parse_remap_exit(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -193,7 +207,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace",
         type=_seconds,
         metavar="SECONDS",
-        help="SIGTERM-to-SIGKILL wait when restarting or stopping (default 10)",
+        help="SIGTERM-to-SIGKILL wait when restarting or stopping, also after a SIGTERM to us (default 10)",
+    )
+    group.add_argument(
+        "--signal-group",
+        action="store_true",
+        help="forward signals to the command's whole process group, and SIGTERM the rest of it when "
+        "the command exits (dumb-init's setsid mode)",
+    )
+    group.add_argument(
+        "--rewrite-signal",
+        action="append",
+        type=_rewrite_signal,
+        metavar="FROM:TO",
+        help="forward signal FROM as TO, e.g. TERM:QUIT for a graceful nginx stop; TO 0 drops it (repeatable)",
+    )
+    group.add_argument(
+        "--remap-exit",
+        action="append",
+        type=_remap_exit,
+        metavar="CODE:CODE",
+        help="exit with the second code when the command exits with the first, e.g. 143:0 (repeatable)",
     )
     _refresh_options(parser)
 

@@ -57,6 +57,56 @@ def parse_signal(name: str) -> int:
         raise ValueError(f"unknown signal {name!r}") from None
 
 
+def parse_signal_number(text: str) -> int:
+    """A signal as a user writes it: 15, TERM, SIGTERM, RTMIN+3, SIGRTMAX-1."""
+    import signal
+
+    upper = text.strip().upper()
+    if upper.isdigit():
+        number = int(upper)
+    else:
+        name = upper.removeprefix("SIG")
+        for base, sign in (("RTMIN", 1), ("RTMAX", -1)):
+            if name.startswith(base):
+                offset = name[len(base) :]
+                step = offset[1:] if offset[:1] in ("+", "-") and offset[1:].isdigit() else None
+                if offset and (step is None or (offset[0] == "+") != (sign == 1)):
+                    raise ValueError(f"unknown signal {text!r}")
+                number = int(getattr(signal, "SIG" + base)) + sign * int(step or 0)
+                break
+        else:
+            return parse_signal(name)
+    if number not in signal.valid_signals():
+        raise ValueError(f"unknown signal {text!r}")
+    return number
+
+
+def parse_rewrite_signal(text: str) -> tuple[int, int]:
+    """--rewrite-signal FROM:TO (dumb-init's -r): TO 0 drops FROM instead of forwarding it."""
+    import signal
+
+    source, sep, target = text.partition(":")
+    if not sep:
+        raise ValueError(f"bad --rewrite-signal {text!r} (use FROM:TO, e.g. TERM:QUIT)")
+    frm = parse_signal_number(source)
+    if frm in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
+        raise ValueError(f"--rewrite-signal: {source} cannot be caught or forwarded, so it cannot be rewritten")
+    to = 0 if target.strip() == "0" else parse_signal_number(target)
+    return frm, to
+
+
+def parse_remap_exit(text: str) -> tuple[int, int]:
+    """--remap-exit CODE:CODE (tini's -e, generalised): the command's exit code FROM becomes TO."""
+    source, sep, target = text.partition(":")
+    try:
+        frm, to = int(source), int(target)
+    except ValueError:
+        frm = to = -1
+    if not sep or not 0 <= frm <= 255 or not 0 <= to <= 255:
+        raise ValueError(f"bad --remap-exit {text!r} (use CODE:CODE, each 0-255, e.g. 143:0)")
+    return frm, to
+
+
 class Settings:
     """Everything the run needs besides the references themselves.
 
@@ -87,6 +137,9 @@ class Settings:
     on_rotate: RotateAction | None = None  # None: the default that follows from the references
     on_expiry: str = "keep"
     grace: float = 10.0
+    signal_group: bool = False  # forward to the command's whole process group (dumb-init's setsid mode)
+    rewrite_signals: tuple[tuple[int, int], ...] = ()  # (received, sent instead; 0 drops it)
+    remap_exit: tuple[tuple[int, int], ...] = ()  # (command's exit code, ours instead)
     health_listen: str | None = None
     # OpenBao / Vault (SPEC section 9)
     vault_addrs: tuple[str, ...] = ()
@@ -158,6 +211,9 @@ def build_settings(options: Mapping[str, object], environ: Mapping[str, str]) ->
             setattr(settings, key, float(options[key]))  # type: ignore[arg-type]
     for key in ("insecure_http", "allow_disk", "no_refresh", "remove_bootstrap_token_file", "mask_output"):
         setattr(settings, key, bool(options.get(key)))
+    settings.signal_group = bool(options.get("signal_group"))
+    settings.rewrite_signals = tuple(options.get("rewrite_signal") or ())  # type: ignore[arg-type]
+    settings.remap_exit = tuple(options.get("remap_exit") or ())  # type: ignore[arg-type]
     if options.get("on_rotate") is not None:
         settings.on_rotate = options["on_rotate"]  # type: ignore[assignment]
     if options.get("on_expiry") is not None:
