@@ -45,9 +45,7 @@ def run(plan: Plan, argv: list[str]) -> int:
     try:
         credentials = issue_all(source, plan.references, settings)
         if refresh or as_init:
-            return supervise_command(
-                plan, command, base_env, source, directory, credentials, identity, refresh=refresh
-            )
+            return supervise_command(plan, command, base_env, source, directory, credentials, identity, refresh=refresh)
         try:
             write_files(directory, plan.references, credentials)
             values = {c.name: c.value for c in credentials}
