@@ -190,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"stronghold-init {__version__}")
     group = parser.add_argument_group("running the command")
     group.add_argument(
-        "--no-refresh", action="store_true", help="fetch once and exec the command (nothing stays running)"
+        "--no-refresh",
+        action="store_true",
+        help="fetch once and exec the command (nothing stays running; as PID 1 it stays as the parent)",
     )
     group.add_argument(
         "--on-rotate",
