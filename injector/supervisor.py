@@ -247,16 +247,16 @@ class Supervisor:
 
     def _forward(self, info: signal.struct_siginfo) -> None:
         signum = info.si_signo
+        target = self._rewrite.get(signum, signum)
+        if target == 0:  # the user asked for this signal to mean nothing at all
+            log.debug("signal dropped (--rewrite-signal ...:0)", signal=signum)
+            return
         if signum in STOPPING_SIGNALS:
             self._stopping = True  # a SIGTERM during a restart ends it (SPEC section 5)
             self._restart_at = None
             if signum == signal.SIGTERM and self._kill_at is None:
                 self._kill_at = time.monotonic() + self._grace  # --grace applies to a stop too
         if self._kernel_already_delivered(info):
-            return
-        target = self._rewrite.get(signum, signum)
-        if target == 0:
-            log.debug("signal dropped (--rewrite-signal ...:0)", signal=signum)
             return
         self._send(target)
 
