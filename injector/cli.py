@@ -421,7 +421,7 @@ def explain_usage_error(parser: argparse.ArgumentParser, argv: Sequence[str]) ->
                 close = difflib.get_close_matches(flag, [o for o in options if o.startswith("--")], n=1, cutoff=0.6)
                 where = f" for {subcommand}" if subcommand else ""
                 hint = f"; did you mean {close[0]}?" if close else "; see --help for the options"
-                return UsageError(f"unknown option {flag}{where}{hint}")
+                return UsageError(f"unrecognized arguments: {flag} is not an option{where}{hint}")
             index += 2 if options[known] and not has_value else 1
             continue
         if subcommand is None and token in subcommands:
