@@ -384,6 +384,9 @@ def require_linux(platform: str | None = None) -> None:
     """Credential modes need Linux: prctl (non-dumpable, subreaper), statfs for
     tmpfs, /proc.  Say so in one line (78) rather than fail later with a bug's 70."""
     platform = platform or sys.platform
+    loaded = sys.modules.get("platform")  # never imported here just for this (start-up time)
+    if loaded is not None and platform.startswith("linux") and loaded.system() != "Linux":
+        platform = loaded.system()
     if not platform.startswith("linux"):
         raise ConfigError(
             f"stronghold-init needs Linux (prctl, statfs and tmpfs are missing on {platform}); "

@@ -125,7 +125,7 @@ class Transport:
                     continue
                 if isinstance(exc, socket.timeout):
                     waited = timeout or self._timeout
-                    raise TransientError(f"{self.label} timed out: no answer within {waited:g} s") from None
+                    raise TransientError(f"{self.label} timed out after {waited:g} s without an answer") from None
                 raise TransientError(f"cannot reach {self.label}: {_describe(exc)}") from None
             if len(data) > MAX_BODY:
                 raise BrokenAnswerError("answer body is over 1 MiB")

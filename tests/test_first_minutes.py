@@ -8,6 +8,7 @@ loopback, a socket that never answers, the OpenBao dev server).
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import threading
@@ -185,7 +186,7 @@ def test_hung_proxy_says_it_timed_out_and_after_how_long(hung_server: str) -> No
     result = run(["--startup-timeout", "0.5", "--", "true"], env, timeout=120)
     assert result.code == 69
     line = one_error(result)
-    assert "timed out" in line and "no answer within" in line and hung_server in line
+    assert re.search(r"timed out after \d+(\.\d+)? s", line) and hung_server in line
     assert "cannot reach" not in line
 
 
