@@ -219,26 +219,18 @@ def build_parser() -> argparse.ArgumentParser:
     _refresh_options(parser)
 
     subparsers = parser.add_subparsers(dest="mode", metavar="{sidecar,fetch,check,dev-proxy,completion}")
-    for name, summary in SUBCOMMAND_SUMMARIES.items():
-        if name in ("dev-proxy", "completion"):
-            continue
-        sub = subparsers.add_parser(
-            name, parents=[common], help=summary, description=summary, argument_default=argparse.SUPPRESS
-        )
-        if name == "sidecar":
-            sub.add_argument("--health-listen", metavar="HOST:PORT", help="serve GET /healthz there")
-            _refresh_options(sub)
-    _dev_proxy_parser(subparsers)
-    completion = subparsers.add_parser(
-        "completion",
-        help=SUBCOMMAND_SUMMARIES["completion"],
-        description=SUBCOMMAND_SUMMARIES["completion"],
-        epilog=COMPLETION_EPILOG,
-    )
+    for name in ("check", "fetch"):
+        _subcommand(subparsers, name, parents=[common], argument_default=argparse.SUPPRESS)
+    sidecar = _subcommand(subparsers, "sidecar", parents=[common], argument_default=argparse.SUPPRESS)
+    sidecar.add_argument("--health-listen", metavar="HOST:PORT", help="serve GET /healthz there")
+    _refresh_options(sidecar)
+    _dev_proxy_options(_subcommand(subparsers, "dev-proxy"))
+    completion = _subcommand(subparsers, "completion", epilog=COMPLETION_EPILOG)
     completion.add_argument("shell", choices=COMPLETION_SHELLS, help="the shell to complete for")
     return parser
 
 
+# Each subcommand's one-line description: its --help and the top-level list show it.
 SUBCOMMAND_SUMMARIES = {
     "check": "Resolve the configuration, log in and issue every reference, revoke at once, and show where each goes.",
     "fetch": "Write the _FILE tokens and <dir>/.ready once, then exit 0 (an init container).",
@@ -246,6 +238,14 @@ SUBCOMMAND_SUMMARIES = {
     "dev-proxy": "Serve the credential proxy protocol on loopback from a dotenv file of secret/path=value lines.",
     "completion": "Print a completion script for bash, zsh or fish on standard output.",
 }
+
+
+def _subcommand(subparsers, name: str, **kwargs: object) -> argparse.ArgumentParser:
+    """A subcommand with its summary as help and description.  `subparsers`: argparse's _SubParsersAction."""
+    summary = SUBCOMMAND_SUMMARIES[name]
+    return subparsers.add_parser(name, help=summary, description=summary, **kwargs)
+
+
 COMPLETION_EPILOG = """\
 install it (then open a new shell):
   bash: stronghold-init completion bash > ~/.local/share/bash-completion/completions/stronghold-init
@@ -254,9 +254,7 @@ install it (then open a new shell):
 """
 
 
-def _dev_proxy_parser(subparsers) -> None:  # subparsers: argparse's _SubParsersAction
-    summary = SUBCOMMAND_SUMMARIES["dev-proxy"]
-    dev = subparsers.add_parser("dev-proxy", help=summary, description=summary)
+def _dev_proxy_options(dev: argparse.ArgumentParser) -> None:
     dev.add_argument("--secrets", required=True, metavar="FILE", help="dotenv file of secret/path=value lines")
     dev.add_argument(
         "--listen",
