@@ -32,7 +32,7 @@ CHILD_PASSTHROUGH = frozenset(
 )
 FILE_SUFFIX = "_FILE"
 # What a slip of the keyboard makes of a scheme (SPEC section 2): caught, never passed on.
-_SCHEME_LIKE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,30}):(/*)")
+_SCHEME_LIKE = re.compile(r"([A-Za-z][A-Za-z0-9+._-]{0,30}):(/*)")
 _RIGHT_SCHEMES = {"stronghold": STRONGHOLD_SCHEME, "vault": VAULT_SCHEME, "vault-token": VAULT_TOKEN_SCHEME}
 
 _SECRET = re.compile(r"[A-Za-z0-9._/-]+")
