@@ -102,7 +102,7 @@ class Settings:
     vault_namespace: str | None = None
     vault_poll: float = DEFAULT_VAULT_POLL
     env_origins: dict[str, str]  # variable -> the --env-file it was loaded from
-    # setting -> the flag or variable it was taken from (e.g. "proxy_url" ->
+    # setting -> the flag or variable it was taken from (e.g. "proxy" ->
     # "STRONGHOLD_PROXY_URL"), for error messages and the env-file rule
     origins: dict[str, str]
 
