@@ -317,7 +317,11 @@ NON_LINUX = "import sys; sys.platform = 'darwin'; from injector.cli import main;
 @pytest.mark.parametrize("args", [["--", "true"], ["check"], ["fetch"], ["sidecar"]])
 def test_non_linux_is_a_clear_78(args: list[str]) -> None:
     done = subprocess.run(
-        [PYTHON, "-c", NON_LINUX, *args], env=base_env(KEY_FILE="stronghold://a"), capture_output=True, text=True
+        [PYTHON, "-c", NON_LINUX, *args],
+        env=base_env(KEY_FILE="stronghold://a"),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 78, done.stderr
     errors = error_lines(done.stderr)
