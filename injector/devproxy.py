@@ -42,39 +42,42 @@ class Answer:
 class SecretsFile:
     """The --secrets file, read again when it changes (SPEC section 8).
 
-    A change is any difference in inode, size or modification time, so both
-    an editor that saves in place and one that renames a new file over the old
-    are seen.  A file that cannot be read just now (mid-save, removed) keeps
-    the last good table: the proxy never goes down because of an edit.
+    Its bytes are read at every issue and parsed again when they differ from
+    last time: a dev proxy's file is small, and comparing content (not
+    mtime, which is only as fine as the kernel's clock tick) sees every edit,
+    in place or by rename.  A file that cannot be read or parsed just now
+    (mid-save, removed) keeps the last good table: an edit never takes the
+    proxy down.
     """
+
+    MAX_SIZE = 1024 * 1024
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._signature: tuple[int, ...] | None = None
+        self._raw: bytes | None = None
         self._table: dict[str, str] = {}
         self.reload_if_changed(first=True)
 
     def reload_if_changed(self, *, first: bool = False) -> dict[str, str]:
         with self._lock:
             try:
-                info = os.stat(self.path)
-            except OSError as exc:
+                with open(self.path, "rb") as handle:
+                    raw = handle.read(self.MAX_SIZE + 1)
+                if len(raw) > self.MAX_SIZE:
+                    raise ConfigError(f"--secrets {self.path}: over 1 MiB")
+                if raw == self._raw:
+                    return self._table
+                table = parse_secrets(raw, self.path)
+            except (OSError, ConfigError) as exc:
                 if first:
+                    if isinstance(exc, ConfigError):
+                        raise
                     raise ConfigError(f"--secrets {self.path}: cannot read it ({exc.strerror})") from None
-                return self._table
-            signature = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-            if signature == self._signature:
-                return self._table
-            try:
-                table = load_secrets(self.path)
-            except ConfigError:
-                if first:
-                    raise
                 return self._table
             if not first:
                 print(f"dev-proxy: {self.path} changed; serving {len(table)} secrets", file=sys.stderr, flush=True)
-            self._signature, self._table = signature, table
+            self._raw, self._table = raw, table
             return table
 
 
@@ -273,13 +276,17 @@ def server_url(server: _Server) -> str:
     return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
 
 
-def load_secrets(path: str) -> dict[str, str]:
+def parse_secrets(raw: bytes, path: str) -> dict[str, str]:
+    """A secrets file's content -> {secret path: value}."""
+    import io
+
     from dotenv import dotenv_values
 
     try:
-        values = dotenv_values(path, interpolate=False)  # a secret's `$` is a character, not a variable
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--secrets {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"--secrets {path}: not UTF-8 text") from None
+    values = dotenv_values(stream=io.StringIO(text), interpolate=False)  # a secret's `$` is a character
     return {key: value for key, value in values.items() if value is not None}
 
 

@@ -217,3 +217,15 @@ def test_port_in_use_is_78_naming_the_address(tmp_path) -> None:
 def test_log_level_is_accepted_after_the_subcommand(tmp_path, processes) -> None:
     url, _, _ = dev_proxy_process(tmp_path, processes, "--log-level", "debug", "--token", "tok-LOG")
     assert url.startswith("http://127.0.0.1:")
+
+
+def test_a_missing_or_broken_secrets_file_keeps_the_last_good_values(tmp_path, processes) -> None:
+    """Mid-save, an editor may leave no file or half a file: the proxy keeps serving what it had."""
+    url, secrets, _ = dev_proxy_process(tmp_path, processes, "--token", "tok-KEEP")
+    env = base_env(STRONGHOLD_PROXY_URL=url, STRONGHOLD_BOOTSTRAP_TOKEN="tok-KEEP", KEY="stronghold://stripe/live")
+    secrets.unlink()
+    assert run(["--", "sh", "-c", 'echo "$KEY"'], env).stdout == "sk_test_DEVPROXY\n"
+    secrets.write_bytes(b"stripe/live=\xff\xfe\n")  # not UTF-8
+    assert run(["--", "sh", "-c", 'echo "$KEY"'], env).stdout == "sk_test_DEVPROXY\n"
+    secrets.write_text("stripe/live=sk_test_BACK\n")
+    assert run(["--", "sh", "-c", 'echo "$KEY"'], env).stdout == "sk_test_BACK\n"
