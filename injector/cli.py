@@ -224,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     sidecar = _subcommand(subparsers, "sidecar", parents=[common], argument_default=argparse.SUPPRESS)
     sidecar.add_argument("--health-listen", metavar="HOST:PORT", help="serve GET /healthz there")
     _refresh_options(sidecar)
-    _dev_proxy_options(_subcommand(subparsers, "dev-proxy"))
+    # SUPPRESS: a --log-level given before `dev-proxy` is not reset by its own absent one
+    _dev_proxy_options(_subcommand(subparsers, "dev-proxy", argument_default=argparse.SUPPRESS))
     completion = _subcommand(subparsers, "completion", epilog=COMPLETION_EPILOG)
     completion.add_argument("shell", choices=COMPLETION_SHELLS, help="the shell to complete for")
     return parser
@@ -281,6 +282,7 @@ def _dev_proxy_options(dev: argparse.ArgumentParser) -> None:
     dev.add_argument(
         "--rotate",
         action="store_true",
+        default=False,
         help="mint a distinct <value>.<random> token on every issue (demos, rotation tests); default: values verbatim",
     )
     _logging_options(dev)

@@ -349,3 +349,21 @@ def test_completion_costs_the_entrypoint_nothing() -> None:
     probe = "import sys; from injector import cli; cli.parse(['--', 'true']); print('shtab' in sys.modules)"
     done = subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True, timeout=30)
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--log-level", "debug", "dev-proxy", "--secrets", "s.env"],
+        ["dev-proxy", "--secrets", "s.env", "--log-level", "debug"],
+        ["--log-level", "debug", "check"],
+        ["check", "--log-level", "debug"],
+        ["--log-level", "warning", "sidecar", "--log-level", "debug"],
+    ],
+)
+def test_log_level_is_taken_before_or_after_the_subcommand(argv: list[str]) -> None:
+    """Pure parsing: the level given anywhere is the one used, the later one winning."""
+    from injector.cli import parse
+
+    _, options, _ = parse(argv)
+    assert options["log_level"] == "debug"
