@@ -298,3 +298,15 @@ def container_env(tmp_path_factory):  # -> containers.ContainerEnv
     env = containers.ContainerEnv(tmp_path_factory.mktemp("podman"))
     yield env
     env.teardown()
+
+
+@pytest.fixture(scope="session")
+def example_image(container_env):  # -> containers.ExampleImage
+    """examples/Dockerfile built once per session on the local Debian base (tests/containers.py)."""
+    import containers
+
+    return containers.build_example_image(container_env, Path(__file__).resolve().parent.parent)
+
+
+# Fixtures that start the example image with a probe app (tests/container_app.py).
+from container_app import app_bootstrap_file, host_token_dir, launch_app  # noqa: E402, F401

@@ -50,6 +50,7 @@ import subprocess
 import tarfile
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 CACHE_DIR = Path(os.environ.get("STRONGHOLD_TEST_CACHE", "/var/cache/stronghold-init-tests"))
@@ -63,7 +64,7 @@ ADD_NODE_USER = 'chroot "$1" useradd --uid 1000 --user-group --create-home --she
 
 # name -> (packages to include, extra mmdebstrap hooks); the recipe's hash names the cache file.
 DEBIAN_RECIPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "debian-node-py": (("python3", "python3-venv", "nodejs"), (f"--customize-hook={ADD_NODE_USER}",)),
+    "debian-node-py": (("python3", "python3-venv", "nodejs", "npm"), (f"--customize-hook={ADD_NODE_USER}",)),
     "debian-nopy": (
         (),
         (
@@ -112,19 +113,22 @@ def _recipe_hash(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
-def _cached(name: str, recipe: tuple[object, ...], make: Callable[[Path], None]) -> Path:
-    """The cached tar for `recipe`, made by make(tmp_path) once per machine, under an exclusive lock."""
+def _cached(name: str, recipe: tuple[object, ...], make: Callable[[Path], None], suffix: str = ".tar") -> Path:
+    """The cached file (or directory) for `recipe`, made by make(path) once per machine, under an exclusive lock."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    target = CACHE_DIR / f"{name}-{_recipe_hash(name, *recipe)}.tar"
+    target = CACHE_DIR / f"{name}-{_recipe_hash(name, *recipe)}{suffix}"
     with open(CACHE_DIR / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another run building the same base: wait for it
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another run building the same thing: wait for it, then reuse it
         if not target.exists():
-            partial = target.with_suffix(f".partial-{os.getpid()}")
+            partial = CACHE_DIR / f".{target.name}.partial-{os.getpid()}"
             try:
                 make(partial)
                 os.replace(partial, target)
             finally:
-                partial.unlink(missing_ok=True)
+                if partial.is_dir():
+                    shutil.rmtree(partial, ignore_errors=True)
+                else:
+                    partial.unlink(missing_ok=True)
     return target
 
 
@@ -162,7 +166,9 @@ def _make_debian_tar(packages: Sequence[str], hooks: Sequence[str], mirror: str,
         command.append("--include=" + ",".join(packages))
     command += [SUITE, str(out), mirror]
     env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
+    # Its own session: a Ctrl-C of the test run must not kill mmdebstrap half-way (it would leave
+    # /proc, /sys and /dev mounts in its chroot); the lock holder then finishes the tar.
+    done = subprocess.run(command, env=env, capture_output=True, text=True, start_new_session=True)
     if done.returncode != 0:
         raise RuntimeError(f"mmdebstrap failed ({done.returncode}): {done.stderr[-2000:]}")
 
@@ -181,6 +187,128 @@ def base_tar(name: str) -> Path:
         (packages, hooks, mirror, SUITE, SOURCE_DATE_EPOCH),
         lambda out: _make_debian_tar(packages, hooks, mirror, out),
     )
+
+
+def wheelhouse(repo: Path, dest: Path) -> Path:
+    """Every wheel examples/Dockerfile installs, made on the host so the image builds with no network.
+
+    stronghold-init's wheel is built from `repo`'s source (a copy: the build must not write into the
+    worktree); its dependencies are the versions installed in this test environment, downloaded
+    once per machine from the configured package index and cached next to the base images.
+    """
+    import importlib.metadata
+    import sys
+
+    dest.mkdir(parents=True, exist_ok=True)
+    source = dest.parent / "wheel-source"
+    shutil.rmtree(source, ignore_errors=True)
+    source.mkdir()
+    shutil.copy2(repo / "pyproject.toml", source)
+    shutil.copy2(repo / "README.md", source)
+    shutil.copytree(repo / "injector", source / "injector", ignore=shutil.ignore_patterns("__pycache__"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--wheel-dir", str(dest), str(source)], check=True, timeout=600)
+    shutil.rmtree(source)
+    requirements = importlib.metadata.requires("stronghold-init") or []
+    pins = []
+    for requirement in requirements:
+        if ";" in requirement:
+            continue  # extras (the test dependencies) are not in the image
+        name = re.split(r"[<>=!~ \[]", requirement, maxsplit=1)[0]
+        pins.append(f"{name}=={importlib.metadata.version(name)}")
+
+    def download(out: Path) -> None:
+        out.mkdir()
+        subprocess.run(
+            [*pip, "download", "--no-deps", "--only-binary=:all:", "--dest", str(out), *pins], check=True, timeout=600
+        )
+
+    deps = _cached("wheels", tuple(sorted(pins)), download, suffix="")
+    for wheel in deps.iterdir():
+        shutil.copy2(wheel, dest)
+    return dest
+
+
+@dataclass
+class Layer:
+    created_by: str  # the history line that made it
+    size: int  # bytes of its uncompressed tar in the archive
+    tar: bytes
+
+
+def archive_layers(archive: Path) -> tuple[dict, list[Layer]]:
+    """The image config and its layers, in order, from a `podman save --format docker-archive` file.
+
+    manifest.json names the config and layer files (never assume file names); the config's
+    history lines without `empty_layer` belong to the layers in the same order.
+    """
+    import gzip
+    import json
+
+    with tarfile.open(archive) as outer:
+        manifest = json.load(outer.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
+        config = json.load(outer.extractfile(manifest["Config"]))  # type: ignore[arg-type]
+        history = [entry.get("created_by", "") for entry in config.get("history", []) if not entry.get("empty_layer")]
+        layers = []
+        for index, name in enumerate(manifest["Layers"]):
+            data = outer.extractfile(name).read()  # type: ignore[union-attr]
+            if data[:2] == b"\x1f\x8b":
+                data = gzip.decompress(data)
+            created_by = history[index] if index < len(history) else ""
+            layers.append(Layer(created_by, len(data), data))
+    return config, layers
+
+
+def layer_members(layer: Layer) -> list[tuple[str, bytes]]:
+    """(path, content) of every member of a layer (content empty for directories and links)."""
+    found = []
+    with tarfile.open(fileobj=io.BytesIO(layer.tar)) as tar:
+        for member in tar:
+            data = tar.extractfile(member).read() if member.isfile() else b""  # type: ignore[union-attr]
+            found.append((member.name, data))
+    return found
+
+
+@dataclass
+class ExampleImage:
+    """examples/Dockerfile built for real (see build_example_image)."""
+
+    tag: str
+    npm_token: str  # handed to the build through --secret, and only there
+    base: str
+    build_seconds: float
+
+
+def build_example_image(env: ContainerEnv, repo: Path) -> ExampleImage:
+    """Build examples/Dockerfile on the local Debian+Node+Python base, offline, with a real npm --secret.
+
+    The build context mirrors the repository root (what the Dockerfile expects) plus wheelhouse/.
+    """
+    import secrets
+    import time
+
+    context = env.scratch / "example-context"
+    shutil.rmtree(context, ignore_errors=True)
+    context.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(repo / name, context)
+    shutil.copytree(repo / "injector", context / "injector", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(repo / "examples", context / "examples")
+    wheelhouse(repo, context / "wheelhouse")
+    npm_token = "npm_" + secrets.token_hex(18)
+    token_file = env.scratch / "npm-token"
+    token_file.write_text(npm_token)
+    token_file.chmod(0o600)
+    base = env.base("debian-node-py")
+    started = time.monotonic()
+    tag = env.build(
+        context,
+        "localhost/shop-api:test",
+        dockerfile=context / "examples" / "Dockerfile",
+        build_args={"BASE": base, "BUILDER": base, "WHEELHOUSE": "wheelhouse"},
+        secrets={"npm_token": token_file},
+    )
+    return ExampleImage(tag, npm_token, base, time.monotonic() - started)
 
 
 class ContainerEnv:
@@ -250,6 +378,11 @@ class ContainerEnv:
     def base(self, name: str) -> str:
         """The tag of base image `name` in this storage (imported from the machine's cache on first use)."""
         if name not in self._bases:
+            absent = missing(debian=name != "busybox")
+            if absent:
+                import pytest
+
+                pytest.skip(f"container tools missing: {', '.join(absent)}; install them with: {INSTALL_HINT}")
             tag = f"localhost/stronghold-test-{name}:latest"
             tar = base_tar(name)
             self.podman("import", "--change", "CMD /bin/sh", str(tar), tag, timeout=600)
