@@ -13,11 +13,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
 from conftest import TestProxy, wait_for
-from container_app import STARTUP
+from container_app import APP_UID, STARTUP
 
 pytestmark = pytest.mark.container
 
@@ -49,11 +50,9 @@ def test_pid1_stays_parent_reaps_orphans_and_stop_ends_a_shell_app(launch_app, c
         return app.exec("test", "-e", f"/proc/{orphan}").returncode != 0
 
     wait_for(reaped, timeout=60, interval=0.5, what="the orphan to exit and be reaped (no zombie)")
-    started = time.monotonic()
-    container_env.podman("stop", "--time", "30", app.name, timeout=STARTUP)
+    container_env.podman("stop", "--time", "10", app.name, timeout=STARTUP)
     code, _, err = app.finish()
     assert code == 143, f"the shell died of the forwarded SIGTERM (137 = SIGKILL after the timeout): {err[-500:]}"
-    assert time.monotonic() - started < 30, "podman stop did not wait for its timeout"
 
 
 @pytest.mark.slow
@@ -70,20 +69,26 @@ def test_pause_longer_than_ttl_is_not_a_failed_refresh(launch_app, container_env
     wait_for(lambda: time.monotonic() - paused_at >= 8, timeout=30, interval=0.5, what="8 s of pause")
     container_env.podman("unpause", app.name)
     wait_for(lambda: len(proxy.issued_values) > issued_before, timeout=30, what="a refresh after the pause")
-    assert app.process.poll() is None, f"the container stopped after the pause: {app.stderr_tail()}"
-    same = app.exec("sh", "-c", f"test -d /proc/{ready['pid']} && echo alive").stdout.strip()
-    assert same == "alive", "the app was not stopped"
+    running = app.process.poll() is None
+    alive = app.exec("sh", "-c", f"test -d /proc/{ready['pid']} && echo alive").stdout.strip() == "alive"
     container_env.podman("stop", "--time", "10", app.name, timeout=STARTUP)
     code, _, err = app.finish()
+    assert running and alive, f"the app was stopped after the pause (exit {code}): {err[-800:]}"
     assert code != 69, f"--on-expiry exit fired although the refresh succeeded: {err[-800:]}"
     assert "expired without a successful refresh" not in err
 
 
-def test_no_silent_fallback_to_dev_shm_as_pid1(launch_app, container_env) -> None:
-    # No --tmpfs: /run/stronghold is a directory of the image's overlay. --ipc=host would make
-    # /dev/shm the host's, where a file outlives the container.
-    app = launch_app(options=("--ipc=host",), token_dir=None, no_tmpfs=True)
+@pytest.mark.parametrize(
+    "dir_options", [("--unsetenv", "STRONGHOLD_DIR"), ()], ids=["default-dir", "STRONGHOLD_DIR-from-the-image"]
+)
+def test_no_silent_fallback_to_dev_shm_as_pid1(launch_app, dir_options) -> None:
+    # No --tmpfs: /run/stronghold is on the image's overlay (or absent). With --ipc=host the
+    # container's /dev/shm is the host's, where a token file would outlive the container.
+    host_fallback = Path(f"/dev/shm/stronghold-{APP_UID}")
+    existed = host_fallback.exists()
+    app = launch_app(options=("--ipc=host", *dir_options), no_tmpfs=True)
     code, out, err = app.finish()
     assert code == 78, err[-800:]
     assert '"event"' not in out, "the app never ran"
-    assert "--tmpfs /run/stronghold" in err, "the message names the line that fixes it"
+    assert "--tmpfs /run/stronghold" in err, f"the message names the line that fixes it: {err[-800:]}"
+    assert existed or not host_fallback.exists(), "nothing was written to the host's /dev/shm"
