@@ -123,6 +123,13 @@ def test_venv_has_no_pip_or_setuptools_and_its_layer_is_small(container_env, exa
 
 
 def test_stronghold_init_in_the_image_is_this_source(container_env, example_image) -> None:
-    done = container_env.run(example_image.tag, "--help", options=["--network=none", "--entrypoint", "stronghold-init"])
+    """The wheelhouse is built from this worktree: the image runs the code under test, not a stale copy."""
+    import hashlib
+
+    source = Path(__file__).resolve().parent.parent / "injector" / "cli.py"
+    probe = "import hashlib, injector.cli as m; print(hashlib.sha256(open(m.__file__, 'rb').read()).hexdigest())"
+    done = container_env.run(
+        example_image.tag, "-c", probe, options=["--network=none", "--entrypoint", "/opt/stronghold/bin/python"]
+    )
     assert done.returncode == 0, done.stderr
-    assert "--startup-timeout" in done.stdout
+    assert done.stdout.strip() == hashlib.sha256(source.read_bytes()).hexdigest()
