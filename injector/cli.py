@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _refresh_options(parser)
 
-    subparsers = parser.add_subparsers(dest="mode", metavar="{sidecar,fetch,check,dev-proxy}")
+    subparsers = parser.add_subparsers(dest="mode", metavar="{sidecar,fetch,check,dev-proxy,audit}")
     subparsers.add_parser(
         "check",
         parents=[common],
@@ -230,7 +230,32 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--ttl", type=int, default=300, metavar="SECONDS", help="most seconds a credential lives (default 300)"
     )
+    _audit_parser(subparsers)
     return parser
+
+
+def _audit_parser(subparsers: argparse._SubParsersAction) -> None:
+    """SPEC section 10; the work is in injector/audit/, imported only when this mode runs."""
+    audit = subparsers.add_parser(
+        "audit",
+        help="show that an image holds no credential, or where one is",
+        epilog="exit codes: 0 clean; 1 findings; 64 usage; 65 malformed archive; 66 missing target; "
+        "69 registry unreachable; 77 registry refused the credentials",
+    )
+    audit.add_argument(
+        "targets",
+        nargs="+",
+        metavar="TARGET",
+        help="docker-archive:PATH, oci-archive:PATH, "
+        "oci:DIR[:TAG], docker://HOST/REPO[:TAG|@DIGEST], dockerfile:PATH, or a path",
+    )
+    audit.add_argument("--format", choices=("text", "json", "sarif"), default="text", help="report format")
+    audit.add_argument("--platform", metavar="OS/ARCH", help="image of a multi-platform index (default this machine's)")
+    audit.add_argument("--tls-verify", metavar="true|false", help="false: accept any certificate (loopback only)")
+    audit.add_argument(
+        "--creds", metavar="USER:PASSWORD", help="registry credentials (else REGISTRY_AUTH_FILE, ~/.docker/config.json)"
+    )
+    audit.add_argument("--strict", action="store_true", help="report placeholders (changeme, ${VAR}, xxx) too")
 
 
 def parse(argv: Sequence[str]) -> tuple[str, dict[str, object], list[str]]:
@@ -285,6 +310,10 @@ def run_cli(argv: Sequence[str]) -> int:
 
 
 def dispatch(mode: str, options: dict[str, object], command: list[str]) -> int:
+    if mode == "audit":
+        from injector.audit.main import audit
+
+        return audit(options)
     if mode == "dev-proxy":
         from injector.devproxy import serve
 

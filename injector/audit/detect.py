@@ -1,0 +1,376 @@
+"""Decide what is a credential: the only module that ever holds a secret value.
+
+Token formats (AWS, Stripe, GitHub, GitLab, npm, PyPI, Slack, SendGrid, JWT,
+basic auth in URLs, secret-sounding assignments...) come from detect-secrets
+(Yelp), called plugin by plugin behind `Detector.scan_line`; see docs/audit.md
+for why that library and which of its plugins.  What is ours: the structure of
+images (which variable, which file, which build arg), the known credential
+files, PEM private-key blocks whole, and the judgement of what is *not* a
+finding: references, placeholders, paths, checksums, UUIDs.
+
+Every function returns `(rule, key, value)` triples; `Finding.of()` turns them
+into redacted findings and the value goes no further.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator
+from functools import cached_property
+
+Hit = tuple[str, str | None, str]  # (rule, key, exact value)
+
+REFERENCE = re.compile(r"^\s*(stronghold|vault|vault-token)://")
+PLACEHOLDER_WORDS = {
+    "changeme", "change_me", "change-me", "changeit", "change_it", "password", "passwd", "secret", "token",
+    "example", "placeholder", "dummy", "sample", "redacted", "none", "null", "nil", "undefined", "todo", "tbd",
+    "fixme", "test", "testing", "empty", "default", "foo", "bar", "foobar", "baz", "secretkey", "mysecret",
+    "mypassword", "yourpassword", "apikey", "api_key", "true", "false", "yes", "no", "on", "off", "disabled",
+    "notset", "not_set", "unset", "insecure", "required", "optional", "string", "value", "xxx", "abc123",
+}  # fmt: skip
+PLACEHOLDER_SHAPES = re.compile(
+    r"""^(?:
+        [xX*._#-]{3,}                       # xxx, ***, ...
+      | \$\{[^}]*\}  | \$\([^)]*\) | \$[A-Za-z_][A-Za-z0-9_]*   # ${VAR}, $(cmd), $VAR
+      | \{\{.*\}\}   | <[^<>]+>   | %\([^)]*\)s | %[A-Za-z_]+% | @[A-Za-z_]+@   # templates
+      | (?:your|my|insert|enter|replace|put)[-_ ].*    # your-api-key, insert_token_here
+    )$""",
+    re.VERBOSE | re.IGNORECASE,
+)
+PLACEHOLDER_INSIDE = re.compile(r"example|placeholder|changeme|change[-_]me|dummy|xxxxx|\$\{|\{\{", re.IGNORECASE)
+HEXDIGEST = re.compile(r"^(?:sha\d*[:=-]|md5[:=-])?[0-9a-fA-F]{32,128}$")
+UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+SRI_HASH = re.compile(r"^sha(?:256|384|512)-[A-Za-z0-9+/]{40,}={0,2}$")
+
+# A name is secret-sounding when one of its words is, unless its last word says
+# the value is *about* a secret (where it is, how long, which one), not the secret.
+SECRET_WORDS = {
+    "password", "passwd", "pass", "pwd", "passphrase", "secret", "secrets", "token", "tokens", "apikey",
+    "credential", "credentials", "creds", "privatekey", "auth", "authtoken", "accesstoken", "secretkey",
+}  # fmt: skip
+KEY_QUALIFIERS = {
+    "api", "access", "private", "secret", "account", "signing", "encryption", "master", "license", "service",
+    "client", "storage", "app", "auth", "db", "database", "priv", "session", "admin", "root", "ssh",
+}  # fmt: skip
+NOT_THE_SECRET = {
+    "id", "ids", "file", "path", "dir", "directory", "url", "uri", "host", "hostname", "port", "user", "username",
+    "name", "type", "version", "length", "len", "size", "min", "max", "expiry", "expires", "expiration", "ttl",
+    "timeout", "public", "pub", "policy", "header", "algorithm", "algo", "mode", "method", "env", "prefix",
+    "suffix", "format", "field", "endpoint", "location", "hash", "hashed", "sha", "sha1", "sha256", "sha512",
+    "md5", "checksum", "digest", "fingerprint", "gpg", "pgp", "enabled", "required", "rotation", "count",
+    "command", "cmd", "helper", "provider", "store", "keyring", "salt", "rounds", "hint", "regex", "pattern",
+    "template", "reset", "mount", "source",
+}  # fmt: skip
+ABOUT_NOT_SECRET = {"gpg", "pgp", "fingerprint", "checksum", "sha256", "sha512", "sha1", "md5", "hash", "public", "pub"}
+WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+
+
+def name_words(name: str) -> list[str]:
+    return [w.lower() for w in WORD_SPLIT.split(name) if w]
+
+
+def is_secret_name(name: str) -> bool:
+    words = name_words(name)
+    if not words or words[-1] in NOT_THE_SECRET or ABOUT_NOT_SECRET.intersection(words):
+        return False
+    for index, word in enumerate(words):
+        if word in SECRET_WORDS:
+            return True
+        if word in ("key", "keys") and index > 0 and words[index - 1] in KEY_QUALIFIERS:
+            return True
+    return False
+
+
+def is_reference(value: str) -> bool:
+    return bool(REFERENCE.match(value))
+
+
+def is_placeholder(value: str) -> bool:
+    """`changeme`, `${VAR}`, `xxx`, `<your-token>`: documentation, not a credential."""
+    stripped = value.strip().strip("'\"`")
+    if stripped.lower() in PLACEHOLDER_WORDS or PLACEHOLDER_SHAPES.match(stripped):
+        return True
+    return bool(PLACEHOLDER_INSIDE.search(stripped)) or len(set(stripped.lower())) <= 2
+
+
+def is_not_a_value(value: str) -> bool:
+    """Empty, tiny, a path, a number or a boolean: never a credential, even with --strict."""
+    stripped = value.strip().strip("'\"`")
+    if len(stripped) < 4 or (stripped.isdigit() and len(stripped) < 8):
+        return True
+    return stripped.startswith(("/", "./", "~/", "file:")) and " " not in stripped
+
+
+def is_checksum_or_id(value: str) -> bool:
+    stripped = value.strip().strip("'\"`")
+    return bool(HEXDIGEST.match(stripped) or UUID.match(stripped) or SRI_HASH.match(stripped))
+
+
+def entropy(value: str) -> float:
+    counts: dict[str, int] = {}
+    for char in value:
+        counts[char] = counts.get(char, 0) + 1
+    return -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values()) if value else 0.0
+
+
+def unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"`":
+        return value[1:-1]
+    return value
+
+
+# Cheap pre-filter over raw bytes: a line can only hold something a plugin finds
+# if it contains one of these.  It keeps detect-secrets' per-line cost to the
+# few lines that matter (see docs/audit.md; bench/audit.py measures recall).
+TRIGGERS = re.compile(
+    rb"(?i:pass|pwd|secret|api_?key|auth|priv_?key|private|client_?key|db_?key|account_?key|service_?key"
+    rb"|contrase|bearer|xox[abposr]-|hooks\.slack|token)"
+    rb"|AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9]|AccountKey=|://[^\s/@:]{1,64}:[^\s/@]{1,128}@"
+    rb"|gh[pousr]_|github_pat_|gl(?:pat|dt|ft|soat|rt|cbt|imt|ptt|agent)-|GR1348941"
+    rb"|eyJ|npm_|T3BlbkFJ|pypi-|-----BEGIN|SG\.|sq0csp-|[rs]k_live_|-us\d"
+)
+PEM_BLOCK = re.compile(
+    r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY(?: BLOCK)?-----.*?-----END \1PRIVATE KEY(?: BLOCK)?-----", re.DOTALL
+)
+AUTH_HEADER = re.compile(r"(?i)authorization:\s*(?:bearer|token|basic)\s+([A-Za-z0-9._~+/=-]{12,})")
+ASSIGNMENT_KEY = re.compile(r"""([A-Za-z_][A-Za-z0-9_.\-]*)["'\]]*\s*(?::=|=>|==|[:=]|\s)\s*["'`]?\s*$""")
+PLUGINS = (  # the detect-secrets plugins used; the rest guess from entropy alone or match too widely
+    "AWSKeyDetector",
+    "AzureStorageKeyDetector",
+    "BasicAuthDetector",
+    "DiscordBotTokenDetector",
+    "GitHubTokenDetector",
+    "GitLabTokenDetector",
+    "JwtTokenDetector",
+    "KeywordDetector",
+    "MailchimpDetector",
+    "NpmDetector",
+    "OpenAIDetector",
+    "PypiTokenDetector",
+    "SendGridDetector",
+    "SlackDetector",
+    "SquareOAuthDetector",
+    "StripeDetector",
+    "TwilioKeyDetector",
+)
+
+
+class Detector:
+    """The one entry point to detection.  `strict` makes placeholders findings."""
+
+    def __init__(self, *, strict: bool = False) -> None:
+        self.strict = strict
+
+    @cached_property
+    def _plugins(self) -> list[tuple[str, object]]:
+        # Imported here: detect-secrets costs ~100 ms and only the audit uses it.
+        from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+
+        classes = {cls.__name__: cls for cls in get_mapping_from_secret_type_to_class().values()}
+        return [(name, classes[name]()) for name in PLUGINS if name in classes]
+
+    @cached_property
+    def _keyword_regexes(self):  # type: ignore[no-untyped-def]
+        from detect_secrets.plugins import keyword
+
+        return keyword
+
+    # -- values with a name: Env, Labels, build args, dotenv lines ---------------------------------
+
+    def check_assignment(self, key: str, value: str) -> Iterator[Hit]:
+        value = unquote(value)
+        if not value or is_reference(value) or is_not_a_value(value):
+            return
+        found = False
+        for rule, hit_key, hit in self.scan_line(f"{key}={value}", filename="", assignment_key=key):
+            found = True
+            yield rule, hit_key or key, hit
+        if not found and is_secret_name(key) and self._counts(value):
+            yield "secret-named-variable", key, value
+
+    def _counts(self, value: str) -> bool:
+        if is_not_a_value(value) or is_reference(value):
+            return False
+        return self.strict or not is_placeholder(value)
+
+    # -- free text: a file's lines, a RUN line, a command ---------------------------------------
+
+    def scan_line(self, line: str, *, filename: str, assignment_key: str | None = None) -> Iterator[Hit]:
+        if len(line) > 4096:
+            line = line[:4096]
+        seen: set[str] = set()
+        for match in AUTH_HEADER.finditer(line):
+            value = match.group(1)
+            if value not in seen and self._counts(value) and not is_checksum_or_id(value):
+                seen.add(value)
+                yield "authorization-header", "Authorization", value
+        for name, plugin in self._plugins:
+            if name == "KeywordDetector":
+                module = self._keyword_regexes
+                regexes = module.REGEX_BY_FILETYPE.get(
+                    module.determine_file_type(filename or "x.txt"), module.QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP
+                )
+                values = plugin.analyze_string(line, regexes)  # type: ignore[attr-defined]
+            else:
+                values = plugin.analyze_string(line)  # type: ignore[attr-defined]
+            for raw in values:
+                value = unquote(raw)
+                if value in seen or not self._plugin_hit_counts(name, value, line):
+                    continue
+                key = assignment_key or key_before(line, raw)
+                if name == "KeywordDetector" and key and not is_secret_name(key):
+                    continue
+                seen.add(value)
+                yield f"detect-secrets/{name}", key, value
+
+    def _plugin_hit_counts(self, plugin: str, value: str, line: str) -> bool:
+        if not self._counts(value):
+            return False
+        if plugin in ("KeywordDetector", "BasicAuthDetector"):
+            from detect_secrets.filters import heuristic
+
+            if (
+                is_checksum_or_id(value)
+                or heuristic.is_templated_secret(value)
+                or heuristic.is_prefixed_with_dollar_sign(value)
+                or heuristic.is_sequential_string(value)
+                or (plugin == "KeywordDetector" and heuristic.is_indirect_reference(line))
+                or (plugin == "KeywordDetector" and not self.strict and entropy(value) < 2.5)
+            ):
+                return False
+        return True
+
+    # -- files ------------------------------------------------------------------------------------
+
+    def scan_text(self, data: bytes, *, path: str) -> Iterator[Hit]:
+        """Every credential in a text file's content (a window of it, for a large file)."""
+        seen: set[str] = set()
+        name = path.rsplit("/", 1)[-1]
+        if is_known_credential_file(path):
+            for hit in self._known_file(data.decode("utf-8", "replace"), path):
+                if hit[2] not in seen:
+                    seen.add(hit[2])
+                    yield hit
+        if b"PRIVATE KEY" in data:
+            for match in PEM_BLOCK.finditer(data.decode("utf-8", "replace")):
+                block = match.group(0)
+                body = block.split("-----")[4] if block.count("-----") >= 4 else ""
+                if block not in seen and (self.strict or len(body.strip()) >= 64):
+                    seen.add(block)
+                    yield "private-key", None, block
+        if not TRIGGERS.search(data):
+            return
+        for line in _lines_with_triggers(data):
+            for rule, key, value in self.scan_line(line, filename=name):
+                if value not in seen and not any(value in block for block in seen if block.startswith("-----")):
+                    seen.add(value)
+                    yield rule, key, value
+
+    def _known_file(self, text: str, path: str) -> Iterator[Hit]:
+        name = path.rsplit("/", 1)[-1]
+        lower = path.lower()
+        if name in (".npmrc", "npmrc"):
+            for match in re.finditer(r"(?m)(?:^|:)(_authToken|_auth|_password)\s*=\s*(\S+)", text):
+                if self._counts(unquote(match.group(2))):
+                    yield "npmrc-credential", match.group(1), unquote(match.group(2))
+        elif name == ".pypirc":
+            for match in re.finditer(r"(?mi)^\s*password\s*[:=]\s*(\S.*?)\s*$", text):
+                if self._counts(match.group(1)):
+                    yield "pypirc-password", "password", match.group(1)
+        elif name in (".netrc", "_netrc"):
+            for match in re.finditer(r"(?:^|\s)password\s+(\S+)", text):
+                if self._counts(match.group(1)):
+                    yield "netrc-password", "password", match.group(1)
+        elif name == ".git-credentials":
+            for match in re.finditer(r"://([^:/\s@]+):([^@\s]+)@", text):
+                if self._counts(match.group(2)):
+                    yield "git-credentials", match.group(1), match.group(2)
+        elif lower.endswith((".docker/config.json", "containers/auth.json")):
+            yield from self._docker_config(text)
+        elif lower.endswith((".aws/credentials", ".aws/config")):
+            for match in re.finditer(r"(?mi)^\s*(aws_secret_access_key|aws_session_token)\s*=\s*(\S+)", text):
+                if self._counts(match.group(2)):
+                    yield "aws-credentials", match.group(1), match.group(2)
+        elif lower.endswith(".kube/config") or ("kind: Config" in text and "users:" in text and "clusters:" in text):
+            pattern = r"(?m)^\s*(token|client-key-data|password|id-token|refresh-token)\s*:\s*[\"']?([^\s\"']+)"
+            for match in re.finditer(pattern, text):
+                if self._counts(match.group(2)):
+                    yield "kubeconfig-credential", match.group(1), match.group(2)
+        if is_dotenv_name(name):
+            for key, value in parse_dotenv(text):
+                for rule, hit_key, hit in self.check_assignment(key, value):
+                    yield ("dotenv-" + rule if rule == "secret-named-variable" else rule), hit_key, hit
+
+    def _docker_config(self, text: str) -> Iterator[Hit]:
+        try:
+            config = json.loads(text)
+        except ValueError:
+            return
+        auths = config.get("auths") if isinstance(config, dict) else None
+        if not isinstance(auths, dict):
+            return
+        for host, entry in auths.items():
+            if not isinstance(entry, dict):
+                continue
+            for field in ("auth", "password", "identitytoken", "registrytoken"):
+                value = entry.get(field)
+                if isinstance(value, str) and self._counts(value):
+                    yield "docker-config-auth", f"auths.{host}.{field}", value
+
+
+KNOWN_NAMES = {".npmrc", "npmrc", ".pypirc", ".netrc", "_netrc", ".git-credentials"}
+KNOWN_SUFFIXES = (".docker/config.json", "containers/auth.json", ".aws/credentials", ".aws/config", ".kube/config")
+
+
+def is_known_credential_file(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    lower = path.lower()
+    return (
+        name in KNOWN_NAMES
+        or lower.endswith(KNOWN_SUFFIXES)
+        or is_dotenv_name(name)
+        or (name in ("kubeconfig", "config") and "/.kube/" in "/" + lower)
+        or name.endswith((".kubeconfig", "kubeconfig.yaml", "kubeconfig.yml"))
+    )
+
+
+def is_dotenv_name(name: str) -> bool:
+    return name == ".env" or name.startswith(".env.") or (name.endswith(".env") and len(name) > 4)
+
+
+def parse_dotenv(text: str) -> Iterator[tuple[str, str]]:
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        key = key.strip()
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", key):
+            value = value.strip()
+            if value[:1] not in "'\"" and " #" in value:
+                value = value.split(" #", 1)[0].rstrip()
+            yield key, value
+
+
+def key_before(line: str, value: str) -> str | None:
+    index = line.find(value)
+    if index <= 0:
+        return None
+    match = ASSIGNMENT_KEY.search(line[:index])
+    return match.group(1) if match else None
+
+
+def _lines_with_triggers(data: bytes) -> Iterator[str]:
+    """Each distinct line of `data` holding a trigger, decoded."""
+    last_end = -1
+    for match in TRIGGERS.finditer(data):
+        if match.start() < last_end:
+            continue
+        start = data.rfind(b"\n", 0, match.start()) + 1
+        end = data.find(b"\n", match.end())
+        end = len(data) if end < 0 else end
+        last_end = end
+        yield data[start:end].decode("utf-8", "replace")
