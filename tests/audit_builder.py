@@ -48,6 +48,8 @@ def layer_tar(files: dict[str, Entry]) -> bytes:
 
 @dataclass
 class TestImage:
+    __test__ = False  # a builder, not a test class
+
     layers: list[dict[str, Entry]]
     env: list[str] = field(default_factory=lambda: ["PATH=/usr/bin:/bin"])
     labels: dict[str, str] = field(default_factory=dict)

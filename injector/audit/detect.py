@@ -63,6 +63,11 @@ NOT_THE_SECRET = {
     "command", "cmd", "helper", "provider", "store", "keyring", "salt", "rounds", "hint", "regex", "pattern",
     "template", "reset", "mount", "source",
 }  # fmt: skip
+NOT_SECRET_KEYS = {
+    "cache", "sort", "primary", "partition", "foreign", "hot", "map", "lookup", "routing", "idempotency", "dedup",
+    "unique", "composite", "object", "s3", "bucket", "index", "hash", "group", "shard", "row", "column", "table",
+    "redis", "kv", "registry", "release",
+}  # fmt: skip
 ABOUT_NOT_SECRET = {"gpg", "pgp", "fingerprint", "checksum", "sha256", "sha512", "sha1", "md5", "hash", "public", "pub"}
 WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 
@@ -80,6 +85,8 @@ def is_secret_name(name: str) -> bool:
             return True
         if word in ("key", "keys") and index > 0 and words[index - 1] in KEY_QUALIFIERS:
             return True
+        if word == "key" and index == len(words) - 1 and index > 0 and words[index - 1] not in NOT_SECRET_KEYS:
+            return True  # STRIPE_KEY, SENDGRID_KEY: a service's key
     return False
 
 
@@ -257,7 +264,7 @@ class Detector:
         if b"PRIVATE KEY" in data:
             for match in PEM_BLOCK.finditer(data.decode("utf-8", "replace")):
                 block = match.group(0)
-                body = block.split("-----")[4] if block.count("-----") >= 4 else ""
+                body = block.split("-----")[2] if block.count("-----") >= 4 else ""
                 if block not in seen and (self.strict or len(body.strip()) >= 64):
                     seen.add(block)
                     yield "private-key", None, block

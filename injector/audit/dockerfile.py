@@ -9,6 +9,7 @@ reference at run time.
 
 from __future__ import annotations
 
+import io
 import re
 
 from injector.audit.detect import Detector, is_dotenv_name, is_known_credential_file, is_secret_name, unquote
@@ -46,7 +47,7 @@ def check_dockerfile(path: str, detector: Detector) -> list[Finding]:
         raise BadImageError(f"{path}: not UTF-8 text") from None
     from dockerfile_parse import DockerfileParser  # imported only for a Dockerfile target
 
-    parser = DockerfileParser(fileobj=_NamedBytes(data), env_replace=False)
+    parser = DockerfileParser(fileobj=io.BytesIO(data), env_replace=False)  # our bounded bytes
     try:
         instructions = parser.structure
     except Exception:  # the parser's own errors have no common base class
@@ -88,16 +89,6 @@ def check_dockerfile(path: str, detector: Detector) -> list[Finding]:
                     if re.search(r"\$\{?" + re.escape(arg) + r"\b", body):
                         add(arg, "secret-build-arg-used", arg, FIX["run-arg"], line)
     return findings
-
-
-class _NamedBytes:
-    """dockerfile-parse reads `fileobj` once; give it our already-bounded bytes."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    def read(self) -> bytes:
-        return self._data
 
 
 PAIR = re.compile(r"""([A-Za-z_][A-Za-z0-9_.\-]*)(?:=("(?:[^"\\]|\\.)*"|'[^']*'|\S*))?""")

@@ -143,7 +143,10 @@ class _Prefixed:
 
     def read(self, n: int = -1) -> bytes:
         if self.head:
-            data, self.head = self.head, b""
+            if n is None or n < 0 or n >= len(self.head):
+                data, self.head = self.head, b""
+            else:
+                data, self.head = self.head[:n], self.head[n:]
             return data
         return self.rest.read(n)
 
