@@ -29,6 +29,7 @@ from audit_builder import (
     write_dir,
     write_tar,
 )
+
 from conftest import STRONGHOLD
 
 STRIPE = "sk_live_" + "a1B2c3D4e5F6g7H8i9J0k1L2"
@@ -177,8 +178,10 @@ CLEAN = TestImage(
                 {"integrity": "sha512-" + "A" * 86 + "==", "resolved": "https://registry.npmjs.org/x/-/x-1.0.0.tgz"}
             ),
             "app/SHA256SUMS": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  app.tar\n",
-            "app/ids.py": "REQUEST_ID = '550e8400-e29b-41d4-a716-446655440000'\nsha = 'da39a3ee5e6b4b0d3255bfef95601890afd80709'\n",
-            "app/.env.example": "DB_PASSWORD=changeme\nAPI_TOKEN=${API_TOKEN}\nSTRIPE_KEY=xxxxxxxx\nNPM_TOKEN=<your-token>\n",
+            "app/ids.py": "REQUEST_ID = '550e8400-e29b-41d4-a716-446655440000'\n"
+            "sha = 'da39a3ee5e6b4b0d3255bfef95601890afd80709'\n",
+            "app/.env.example": "DB_PASSWORD=changeme\nAPI_TOKEN=${API_TOKEN}\n"
+            "STRIPE_KEY=xxxxxxxx\nNPM_TOKEN=<your-token>\n",
             "app/settings.py": "password = os.environ['DB_PASSWORD']\nsecret_file = '/run/secrets/db'\n",
             "etc/app.conf": "token_file=/run/stronghold/TOKEN\n",
         }

@@ -38,7 +38,7 @@ ATTEMPTS = 4
 CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
 
-class _Retryable(Exception):
+class _RetryableError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
 
@@ -55,7 +55,7 @@ def is_loopback(host: str) -> bool:
 
 def _retry():  # type: ignore[no-untyped-def]
     return retry(
-        retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
+        retry=retry_if_exception(lambda e: isinstance(e, _RetryableError)),
         stop=stop_after_attempt(ATTEMPTS),
         wait=wait_exponential(multiplier=0.2, max=5),
         reraise=True,
@@ -113,7 +113,7 @@ class RegistryClient:
                     raise
             self._ping(f"http://{self.host}")
             return f"http://{self.host}"
-        except _Retryable as exc:
+        except _RetryableError as exc:
             raise RegistryUnavailableError(f"{exc}; is the registry running?") from None
         except requests.exceptions.SSLError:
             raise RegistryUnavailableError(
@@ -185,16 +185,16 @@ class RegistryClient:
                 raise
             raise RegistryUnavailableError(f"{self.host}: TLS failed") from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
-            raise _Retryable(f"{self.host}: unreachable") from None
+            raise _RetryableError(f"{self.host}: unreachable") from None
         if response.status_code == 429 or response.status_code >= 500:
             response.close()
-            raise _Retryable(f"{self.host}: answered {response.status_code}")
+            raise _RetryableError(f"{self.host}: answered {response.status_code}")
         return response
 
     def _get(self, url: str, **kwargs: object) -> requests.Response:
         try:
             return self._send("GET", url, **kwargs)  # type: ignore[arg-type]
-        except _Retryable as exc:
+        except _RetryableError as exc:
             raise RegistryUnavailableError(str(exc)) from None
 
     # -- content --------------------------------------------------------------------------------
