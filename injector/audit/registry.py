@@ -178,6 +178,8 @@ class RegistryClient:
         headers = dict(headers or {})
         if with_auth and self.auth_header:
             headers["Authorization"] = self.auth_header
+        if self.session.verify is False:
+            kwargs["verify"] = False  # else REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE in the environment would win
         try:
             response = self.session.request(method, url, headers=headers, stream=stream, timeout=TIMEOUT, **kwargs)
         except requests.exceptions.SSLError:
