@@ -210,7 +210,7 @@ class _FrontHandler(http.server.BaseHTTPRequestHandler):
             front.fail_once = False
             return self._send(503, b"busy")
         if "/blobs/" in self.path and not front.corrupt:
-            host, port = front.backend.split(":")
+            port = front.backend.rsplit(":", 1)[1]
             return self._send(307, b"", {"Location": f"http://localhost:{port}{self.path}"})
         request = urllib.request.Request(
             f"http://{front.backend}{self.path}", headers={"Accept": self.headers.get("Accept", "")}
