@@ -283,3 +283,18 @@ def bao(tmp_path_factory):  # -> openbao.OpenBao
     server = OpenBao(tmp_path_factory.mktemp("openbao"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def container_env(tmp_path_factory):  # -> containers.ContainerEnv
+    """One podman storage for the session (tests/containers.py); skips with one reason when tools are missing."""
+    import containers
+
+    absent = containers.missing()
+    if absent:
+        pytest.skip(f"container tools missing: {', '.join(absent)}; install them with: {containers.INSTALL_HINT}")
+    if os.geteuid() != 0:
+        pytest.skip("container tests run rootful podman: run them as root (as .ci/run does)")
+    env = containers.ContainerEnv(tmp_path_factory.mktemp("podman"))
+    yield env
+    env.teardown()
