@@ -130,19 +130,41 @@ def unquote(value: str) -> str:
 
 
 # Cheap pre-filter over raw bytes: a line can only hold something a plugin finds
-# if it contains one of these.  It keeps detect-secrets' per-line cost to the
-# few lines that matter (see docs/audit.md; bench/audit.py measures recall).
-TRIGGERS = re.compile(
-    rb"(?i:pass|pwd|secret|api_?key|auth|priv_?key|private|client_?key|db_?key|account_?key|service_?key"
-    rb"|contrase|bearer|xox[abposr]-|hooks\.slack|token)"
-    rb"|AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9]|AccountKey=|://[^\s/@:]{1,64}:[^\s/@]{1,128}@"
-    rb"|gh[pousr]_|github_pat_|gl(?:pat|dt|ft|soat|rt|cbt|imt|ptt|agent)-|GR1348941"
-    rb"|eyJ|npm_|T3BlbkFJ|pypi-|-----BEGIN|SG\.|sq0csp-|[rs]k_live_|-us\d"
+# if it contains one of these literals.  Each literal is searched on its own
+# (a single-literal search runs at memory speed in `re`, an alternation does
+# not), and only the lines around hits reach detect-secrets.  KEYWORD_TRIGGERS
+# are searched in the lower-cased text; FORMAT_TRIGGERS as they are.
+KEYWORD_TRIGGERS = (b"pass", b"pwd", b"secret", b"key", b"auth", b"priv", b"token", b"bearer", b"contrase")
+FORMAT_TRIGGERS = (
+    b"AKIA", b"ASIA", b"ABIA", b"ACCA", b"A3T", b"AccountKey=", b"://", b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_",
+    b"github_pat_", b"glpat-", b"gldt-", b"glft-", b"glsoat-", b"glrt-", b"glcbt-", b"glimt-", b"glptt-",
+    b"glagent-", b"GR1348941", b"eyJ", b"npm_", b"T3BlbkFJ", b"pypi-", b"SG.", b"sq0csp-", b"k_live_", b"xox",
+    b"hooks.slack",
+)  # fmt: skip
+_KEYWORD_RES = [re.compile(re.escape(t)) for t in KEYWORD_TRIGGERS]
+_FORMAT_RES = [re.compile(re.escape(t)) for t in FORMAT_TRIGGERS]
+# A keyword line is worth detect-secrets only if the keyword is followed by an assignment of something.
+KEYWORD_LINE = re.compile(
+    r"(?i)(?:pass|pwd|secret|key|auth|priv|token|bearer|contrase)[\w.\-\]\[\"'`]*\s*(?::=|=>|==|[:=]|\s)\s*\S{4,}"
 )
+FORMAT_LINE = re.compile(r"://[^\s/@:]{1,64}:[^\s/@]{1,128}@|[A-Za-z0-9_-]{8}")
+VENDOR_DIRS = (
+    "/usr/share/", "/usr/lib/", "/usr/lib64/", "/usr/include/", "/usr/libexec/", "/lib/", "/lib64/",
+    "/var/lib/dpkg/", "/var/lib/apt/", "/var/lib/apk/", "/var/lib/rpm/", "/usr/local/lib/", "/usr/local/share/",
+    "/usr/local/include/", "/opt/conda/pkgs/",
+)  # fmt: skip
+
+
+def is_vendor_path(path: str) -> bool:
+    """Files a package manager installed: only token formats are looked for there, not keywords."""
+    return path.startswith(VENDOR_DIRS) or "/node_modules/" in path or "/site-packages/" in path
+
+
 PEM_BLOCK = re.compile(
     r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY(?: BLOCK)?-----.*?-----END \1PRIVATE KEY(?: BLOCK)?-----", re.DOTALL
 )
 AUTH_HEADER = re.compile(r"(?i)authorization:\s*(?:bearer|token|basic)\s+([A-Za-z0-9._~+/=-]{12,})")
+WORDLIKE = re.compile(r"^[A-Za-z_]{1,15}$")
 ASSIGNMENT_KEY = re.compile(r"""([A-Za-z_][A-Za-z0-9_.\-]*)["'\]]*\s*(?::=|=>|==|[:=]|\s)\s*["'`]?\s*$""")
 PLUGINS = (  # the detect-secrets plugins used; the rest guess from entropy alone or match too widely
     "AWSKeyDetector",
@@ -205,7 +227,9 @@ class Detector:
 
     # -- free text: a file's lines, a RUN line, a command ---------------------------------------
 
-    def scan_line(self, line: str, *, filename: str, assignment_key: str | None = None) -> Iterator[Hit]:
+    def scan_line(
+        self, line: str, *, filename: str, assignment_key: str | None = None, in_file: bool = False
+    ) -> Iterator[Hit]:
         if len(line) > 4096:
             line = line[:4096]
         seen: set[str] = set()
@@ -225,7 +249,7 @@ class Detector:
                 values = plugin.analyze_string(line)  # type: ignore[attr-defined]
             for raw in values:
                 value = unquote(raw)
-                if value in seen or not self._plugin_hit_counts(name, value, line):
+                if value in seen or not self._plugin_hit_counts(name, value, line, in_file):
                     continue
                 key = assignment_key or key_before(line, raw)
                 if name == "KeywordDetector" and key and not is_secret_name(key):
@@ -233,10 +257,12 @@ class Detector:
                 seen.add(value)
                 yield f"detect-secrets/{name}", key, value
 
-    def _plugin_hit_counts(self, plugin: str, value: str, line: str) -> bool:
+    def _plugin_hit_counts(self, plugin: str, value: str, line: str, in_file: bool) -> bool:
         if not self._counts(value):
             return False
         if plugin in ("KeywordDetector", "BasicAuthDetector"):
+            if in_file and not self.strict and (WORDLIKE.match(value) or any(c.isspace() for c in value)):
+                return False  # prose, a variable name or a prompt, not a credential
             from detect_secrets.filters import heuristic
 
             if (
@@ -268,10 +294,8 @@ class Detector:
                 if block not in seen and (self.strict or len(body.strip()) >= 64):
                     seen.add(block)
                     yield "private-key", None, block
-        if not TRIGGERS.search(data):
-            return
-        for line in _lines_with_triggers(data):
-            for rule, key, value in self.scan_line(line, filename=name):
+        for line in _candidate_lines(data, keywords=not is_vendor_path(path)):
+            for rule, key, value in self.scan_line(line, filename=name, in_file=True):
                 if value not in seen and not any(value in block for block in seen if block.startswith("-----")):
                     seen.add(value)
                     yield rule, key, value
@@ -370,14 +394,21 @@ def key_before(line: str, value: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _lines_with_triggers(data: bytes) -> Iterator[str]:
-    """Each distinct line of `data` holding a trigger, decoded."""
-    last_end = -1
-    for match in TRIGGERS.finditer(data):
-        if match.start() < last_end:
-            continue
-        start = data.rfind(b"\n", 0, match.start()) + 1
-        end = data.find(b"\n", match.end())
-        end = len(data) if end < 0 else end
-        last_end = end
-        yield data[start:end].decode("utf-8", "replace")
+def _candidate_lines(data: bytes, *, keywords: bool) -> Iterator[str]:
+    """Each distinct line of `data` around a trigger that passes its line gate, decoded."""
+    starts: dict[int, bool] = {}  # line start -> holds a format trigger (else only a keyword)
+    if keywords:
+        lower = data.lower()
+        for pattern in _KEYWORD_RES:
+            for match in pattern.finditer(lower):
+                starts.setdefault(data.rfind(b"\n", 0, match.start()) + 1, False)
+    for pattern in _FORMAT_RES:
+        for match in pattern.finditer(data):
+            starts[data.rfind(b"\n", 0, match.start()) + 1] = True
+    for start in sorted(starts):
+        end = data.find(b"\n", start)
+        line = data[start : (len(data) if end < 0 else end)][:4096].decode("utf-8", "replace")
+        if (KEYWORD_LINE.search(line) if not starts[start] else True) and (
+            not starts[start] or FORMAT_LINE.search(line)
+        ):
+            yield line
