@@ -156,6 +156,12 @@ def main() -> None:
         f" at most **{crowd['max_refreshes_in_100ms']}** refreshes in any 100 ms."
     )
 
+    emit()
+    import audit  # bench/audit.py: the image audit's throughput, memory and recall
+
+    for line in audit.report(quick):
+        emit(line)
+
     Path(args.output).write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {args.output}")
 

@@ -145,7 +145,8 @@ _KEYWORD_RES = [re.compile(re.escape(t)) for t in KEYWORD_TRIGGERS]
 _FORMAT_RES = [re.compile(re.escape(t)) for t in FORMAT_TRIGGERS]
 # A keyword line is worth detect-secrets only if the keyword is followed by an assignment of something.
 KEYWORD_LINE = re.compile(
-    r"(?i)(?:pass|pwd|secret|key|auth|priv|token|bearer|contrase)[\w.\-\]\[\"'`]*\s*(?::=|=>|==|[:=]|\s)\s*\S{4,}"
+    r"""(?i)(?:pass|pwd|secret|key|auth|priv|token|bearer|contrase)[^\n]{0,60}?"""
+    r"""(?:["'`][^"'`\s]{4,}|(?::=|=>|[:=])\s*[^\s(){}\[\];,"'`]{6,}(?:\s|$))"""
 )
 FORMAT_LINE = re.compile(r"://[^\s/@:]{1,64}:[^\s/@]{1,128}@|[A-Za-z0-9_-]{8}")
 VENDOR_DIRS = (
@@ -405,9 +406,14 @@ def _candidate_lines(data: bytes, *, keywords: bool) -> Iterator[str]:
     for pattern in _FORMAT_RES:
         for match in pattern.finditer(data):
             starts[data.rfind(b"\n", 0, match.start()) + 1] = True
+    scanned: set[bytes] = set()
     for start in sorted(starts):
         end = data.find(b"\n", start)
-        line = data[start : (len(data) if end < 0 else end)][:4096].decode("utf-8", "replace")
+        raw = data[start : (len(data) if end < 0 else end)][:4096]
+        if raw in scanned:  # generated and vendored text repeats itself
+            continue
+        scanned.add(raw)
+        line = raw.decode("utf-8", "replace")
         if (KEYWORD_LINE.search(line) if not starts[start] else True) and (
             not starts[start] or FORMAT_LINE.search(line)
         ):
