@@ -456,3 +456,38 @@ def test_entrypoint_start_up_imports_nothing_of_the_audit(tmp_path: Path) -> Non
     assert "injector.cli" in imported  # the probe sees the entrypoint's imports at all
     for heavy in ("requests", "detect_secrets", "dockerfile_parse", "injector.audit", "urllib3"):
         assert not any(name == heavy or name.startswith(heavy + ".") for name in imported), heavy
+
+
+def test_progress_line_only_when_stderr_is_a_terminal(dirty: dict[str, str]) -> None:
+    import pty
+
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [STRONGHOLD, "audit", "--format", "json", dirty["oci"]],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            timeout=120,
+        )
+        os.close(terminal)
+        terminal = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the terminal side is closed and drained
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if terminal >= 0:
+            os.close(terminal)
+        os.close(controller)
+    assert done.returncode == 1
+    assert b"audit: layer 1/3" in shown and b"\r" in shown
+    assert json.loads(done.stdout)["targets"][0]["findings"]  # stdout stays a clean report
+    for value in ALL_SECRETS:
+        assert value.encode()[4:20] not in shown
+    piped = audit("--format", "json", dirty["oci"])
+    assert piped.stderr == ""
