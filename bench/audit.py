@@ -48,9 +48,12 @@ def _synthetic_layer(size: int, seed: int) -> dict[str, bytes]:
             name = f"opt/app/bin/blob{index}.bin"
         else:
             lines = []
-            while sum(map(len, lines)) < length:  # mostly plain code, a keyword line now and then
+            written = 0
+            while written < length:  # mostly plain code, a keyword line now and then
                 word = rng.choice(words) if rng.random() < 0.05 else b"result"
-                lines.append(b"    %s_%d = compute(x, %d)\n" % (word, rng.randrange(10**6), len(lines)))
+                line = b"    %s_%d = compute(x, %d)\n" % (word, rng.randrange(10**6), len(lines))
+                lines.append(line)
+                written += len(line)
             data = b"".join(lines)[:length]
             name = f"opt/app/src/module{index}.py"
         files[name] = data

@@ -491,3 +491,20 @@ def test_progress_line_only_when_stderr_is_a_terminal(dirty: dict[str, str]) -> 
         assert value.encode()[4:20] not in shown
     piped = audit("--format", "json", dirty["oci"])
     assert piped.stderr == ""
+
+
+def test_audit_package_stays_apart_and_reports_never_see_values() -> None:
+    """Only cli.py imports injector.audit (lazily); the report writers import nothing that holds a value."""
+    from test_architecture import PACKAGE, imported_modules
+
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE)
+        if relative.parts[0] == "audit" or path.name == "cli.py":
+            continue
+        assert not any(m == "audit" or m.startswith("audit.") for m in imported_modules(path)), path
+    report = imported_modules(PACKAGE / "audit" / "report.py")
+    assert not {m for m in report if m.startswith(("audit.detect", "audit.scan", "audit.layers", "audit.registry"))}
+    assert "audit.findings" in report  # the walker sees the report's imports at all
+    for module in ("findings", "report", "image", "layers", "archive", "targets", "errors"):
+        text = (PACKAGE / "audit" / f"{module}.py").read_text()
+        assert "import requests" not in text and "detect_secrets" not in text, module
