@@ -42,8 +42,10 @@ def audit(options: dict[str, object]) -> int:
                 reports.append(_audit(target, image, detector, progress))
     finally:
         progress.clear()
-    sys.stdout.write(render(reports, fmt) + "\n")
+    # UTF-8 whatever the locale: a redacted value ends in "…(N)", and an ASCII-only stdout must not crash it
     sys.stdout.flush()
+    sys.stdout.buffer.write((render(reports, fmt) + "\n").encode("utf-8"))
+    sys.stdout.buffer.flush()
     return FINDINGS if any(not r.clean for r in reports) else 0
 
 
