@@ -395,17 +395,31 @@ def key_before(line: str, value: str) -> str | None:
     return match.group(1) if match else None
 
 
+def _mark_lines(pattern: re.Pattern[bytes], haystack: bytes, starts: dict[int, bool], is_format: bool) -> None:
+    """Record the start of every line holding `pattern`; one step per line, not per occurrence."""
+    search = pattern.search
+    position = 0
+    while match := search(haystack, position):
+        start = haystack.rfind(b"\n", 0, match.start()) + 1
+        if is_format:
+            starts[start] = True
+        elif start not in starts:
+            starts[start] = False
+        end = haystack.find(b"\n", match.end())
+        if end < 0:
+            return
+        position = end + 1
+
+
 def _candidate_lines(data: bytes, *, keywords: bool) -> Iterator[str]:
     """Each distinct line of `data` around a trigger that passes its line gate, decoded."""
     starts: dict[int, bool] = {}  # line start -> holds a format trigger (else only a keyword)
     if keywords:
         lower = data.lower()
         for pattern in _KEYWORD_RES:
-            for match in pattern.finditer(lower):
-                starts.setdefault(data.rfind(b"\n", 0, match.start()) + 1, False)
+            _mark_lines(pattern, lower, starts, False)
     for pattern in _FORMAT_RES:
-        for match in pattern.finditer(data):
-            starts[data.rfind(b"\n", 0, match.start()) + 1] = True
+        _mark_lines(pattern, data, starts, True)
     scanned: set[bytes] = set()
     for start in sorted(starts):
         end = data.find(b"\n", start)
