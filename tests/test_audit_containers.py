@@ -112,7 +112,7 @@ def built(container_env, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
         oci = container_env.save(tag, root / "oci.tar", fmt="oci-archive")
         subprocess.run(
             ["skopeo", "copy", "--quiet", f"containers-storage:{tag}", f"oci:{root / 'layout'}:1"],
-            env=container_env.environment, check=True, capture_output=True, timeout=300,
+            env=container_env.environment, check=True, capture_output=True, timeout=900,
         )  # fmt: skip
         out[name] = {
             "docker-archive": f"docker-archive:{docker}",

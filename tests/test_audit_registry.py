@@ -58,7 +58,7 @@ class Registry:
             stderr=subprocess.PIPE,
             text=True,
         )
-        line = wait_for_log(self.process, "listening on", timeout=60)
+        line = wait_for_log(self.process, "listening on", timeout=300)
         self.address = re.search(r"listening on (127\.0\.0\.1:\d+)", line).group(1)  # type: ignore[union-attr]
         threading.Thread(target=self._drain, daemon=True).start()
 
@@ -68,7 +68,7 @@ class Registry:
 
     def stop(self) -> None:
         self.process.terminate()
-        self.process.wait(timeout=30)
+        self.process.wait(timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +87,12 @@ def registries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, o
     subprocess.run(
         ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", f"{USER}:{PASSWORD}",
          forms["docker-archive"], f"docker://{secure.address}/app/dirty:1"],
-        check=True, timeout=120, capture_output=True,
+        check=True, timeout=900, capture_output=True,
     )  # fmt: skip
     digest = subprocess.run(
         ["skopeo", "inspect", "--tls-verify=false", "--creds", f"{USER}:{PASSWORD}", "--format", "{{.Digest}}",
          f"docker://{secure.address}/app/dirty:1"],
-        check=True, timeout=60, capture_output=True, text=True,
+        check=True, timeout=900, capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip
     yield {"secure": secure.address, "plain": plain.address, "ca": root / "ca.pem", "root": root, "digest": digest}
     secure.stop()
@@ -215,7 +215,7 @@ class _FrontHandler(http.server.BaseHTTPRequestHandler):
         request = urllib.request.Request(
             f"http://{front.backend}{self.path}", headers={"Accept": self.headers.get("Accept", "")}
         )
-        with urllib.request.urlopen(request, timeout=30) as answer:
+        with urllib.request.urlopen(request, timeout=300) as answer:
             body = answer.read()
             if front.corrupt and "/blobs/" in self.path and len(body) > 600:
                 body = body[:500] + bytes([body[500] ^ 1]) + body[501:]
