@@ -157,12 +157,21 @@ def main() -> None:
         f" at most **{crowd['max_refreshes_in_100ms']}** refreshes in any 100 ms."
     )
 
+    emit()
+    import audit  # bench/audit.py: the image audit's throughput, memory and recall
+
+    for line in audit.report(quick):
+        emit(line)
+
     output = Path(args.output)
     # bench/container.py (root, podman, minutes of image builds) writes its own section: keep it.
     kept = output.read_text().partition(container.SECTION)[2] if output.exists() else ""
     if kept and not quick:
-        lines += ["", container.SECTION + kept.rstrip("\n")]
-    output.write_text("\n".join(lines) + "\n")
+        lines += ["", container.SECTION + kept.rstrip("
+")]
+    output.write_text("
+".join(lines) + "
+")
     print(f"\nwritten to {args.output}")
 
 

@@ -30,6 +30,7 @@ and hand them to a command as process-only environment variables or files on tmp
   stronghold-init sidecar [OPTIONS]                keep files fresh in a shared directory
   stronghold-init dev-proxy --secrets FILE         a local credential proxy
   stronghold-init completion bash|zsh|fish         print a shell completion script
+  stronghold-init audit TARGET...                  show that an image holds no credential
 
 A reference is a variable whose value is one of:
   stronghold://SECRET[?scope=a,b&ttl=15m]          a token from the credential proxy
@@ -254,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _refresh_options(parser)
 
-    subparsers = parser.add_subparsers(dest="mode", metavar="{sidecar,fetch,check,dev-proxy,completion}")
+    subparsers = parser.add_subparsers(dest="mode", metavar="{sidecar,fetch,check,dev-proxy,completion,audit}")
     for name in ("check", "fetch"):
         _subcommand(subparsers, name, parents=[common], argument_default=argparse.SUPPRESS)
     sidecar = _subcommand(subparsers, "sidecar", parents=[common], argument_default=argparse.SUPPRESS)
@@ -264,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     _dev_proxy_options(_subcommand(subparsers, "dev-proxy", argument_default=argparse.SUPPRESS))
     completion = _subcommand(subparsers, "completion", epilog=COMPLETION_EPILOG)
     completion.add_argument("shell", choices=COMPLETION_SHELLS, help="the shell to complete for")
+    _audit_parser(subparsers)
     return parser
 
 
@@ -274,6 +276,7 @@ SUBCOMMAND_SUMMARIES = {
     "sidecar": "Keep _FILE tokens fresh in --dir for an app beside it, until SIGTERM.",
     "dev-proxy": "Serve the credential proxy protocol on loopback from a dotenv file of secret/path=value lines.",
     "completion": "Print a completion script for bash, zsh or fish on standard output.",
+    "audit": "Show that an image holds no credential, or exactly where one hides (SPEC section 10).",
 }
 
 
@@ -322,6 +325,30 @@ def _dev_proxy_options(dev: argparse.ArgumentParser) -> None:
         help="mint a distinct <value>.<random> token on every issue (demos, rotation tests); default: values verbatim",
     )
     _logging_options(dev)
+
+
+def _audit_parser(subparsers: argparse._SubParsersAction) -> None:
+    """SPEC section 10; the work is in injector/audit/, imported only when this mode runs."""
+    audit = _subcommand(
+        subparsers,
+        "audit",
+        epilog="exit codes: 0 clean; 1 findings; 64 usage; 65 malformed archive; 66 missing target; "
+        "69 registry unreachable; 77 registry refused the credentials",
+    )
+    audit.add_argument(
+        "targets",
+        nargs="+",
+        metavar="TARGET",
+        help="docker-archive:PATH, oci-archive:PATH, "
+        "oci:DIR[:TAG], docker://HOST/REPO[:TAG|@DIGEST], dockerfile:PATH, or a path",
+    )
+    audit.add_argument("--format", choices=("text", "json", "sarif"), default="text", help="report format")
+    audit.add_argument("--platform", metavar="OS/ARCH", help="image of a multi-platform index (default this machine's)")
+    audit.add_argument("--tls-verify", metavar="true|false", help="false: accept any certificate (loopback only)")
+    audit.add_argument(
+        "--creds", metavar="USER:PASSWORD", help="registry credentials (else REGISTRY_AUTH_FILE, ~/.docker/config.json)"
+    )
+    audit.add_argument("--strict", action="store_true", help="report placeholders (changeme, ${VAR}, xxx) too")
 
 
 def parse(argv: Sequence[str]) -> tuple[str, dict[str, object], list[str]]:
@@ -380,6 +407,10 @@ def run_cli(argv: Sequence[str]) -> int:
 
 
 def dispatch(mode: str, options: dict[str, object], command: list[str]) -> int:
+    if mode == "audit":
+        from injector.audit.main import audit
+
+        return audit(options)
     if mode == "completion":
         return print_completion(str(options["shell"]))
     if mode == "dev-proxy":

@@ -1,0 +1,434 @@
+"""Decide what is a credential: the only module that ever holds a secret value.
+
+Token formats (AWS, Stripe, GitHub, GitLab, npm, PyPI, Slack, SendGrid, JWT,
+basic auth in URLs, secret-sounding assignments...) come from detect-secrets
+(Yelp), called plugin by plugin behind `Detector.scan_line`; see docs/audit.md
+for why that library and which of its plugins.  What is ours: the structure of
+images (which variable, which file, which build arg), the known credential
+files, PEM private-key blocks whole, and the judgement of what is *not* a
+finding: references, placeholders, paths, checksums, UUIDs.
+
+Every function returns `(rule, key, value)` triples; `Finding.of()` turns them
+into redacted findings and the value goes no further.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator
+from functools import cached_property
+
+Hit = tuple[str, str | None, str]  # (rule, key, exact value)
+
+REFERENCE = re.compile(r"^\s*(stronghold|vault|vault-token)://")
+PLACEHOLDER_WORDS = {
+    "changeme", "change_me", "change-me", "changeit", "change_it", "password", "passwd", "secret", "token",
+    "example", "placeholder", "dummy", "sample", "redacted", "none", "null", "nil", "undefined", "todo", "tbd",
+    "fixme", "test", "testing", "empty", "default", "foo", "bar", "foobar", "baz", "secretkey", "mysecret",
+    "mypassword", "yourpassword", "apikey", "api_key", "true", "false", "yes", "no", "on", "off", "disabled",
+    "notset", "not_set", "unset", "insecure", "required", "optional", "string", "value", "xxx", "abc123",
+}  # fmt: skip
+PLACEHOLDER_SHAPES = re.compile(
+    r"""^(?:
+        [xX*._#-]{3,}                       # xxx, ***, ...
+      | \$\{[^}]*\}  | \$\([^)]*\) | \$[A-Za-z_][A-Za-z0-9_]*   # ${VAR}, $(cmd), $VAR
+      | \{\{.*\}\}   | <[^<>]+>   | %\([^)]*\)s | %[A-Za-z_]+% | @[A-Za-z_]+@   # templates
+      | (?:your|my|insert|enter|replace|put)[-_ ].*    # your-api-key, insert_token_here
+    )$""",
+    re.VERBOSE | re.IGNORECASE,
+)
+PLACEHOLDER_INSIDE = re.compile(r"example|placeholder|changeme|change[-_]me|dummy|xxxxx|\$\{|\{\{", re.IGNORECASE)
+HEXDIGEST = re.compile(r"^(?:sha\d*[:=-]|md5[:=-])?[0-9a-fA-F]{32,128}$")
+UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+SRI_HASH = re.compile(r"^sha(?:256|384|512)-[A-Za-z0-9+/]{40,}={0,2}$")
+
+# A name is secret-sounding when one of its words is, unless its last word says
+# the value is *about* a secret (where it is, how long, which one), not the secret.
+SECRET_WORDS = {
+    "password", "passwd", "pass", "pwd", "passphrase", "secret", "secrets", "token", "tokens", "apikey",
+    "credential", "credentials", "creds", "privatekey", "auth", "authtoken", "accesstoken", "secretkey",
+}  # fmt: skip
+KEY_QUALIFIERS = {
+    "api", "access", "private", "secret", "account", "signing", "encryption", "master", "license", "service",
+    "client", "storage", "app", "auth", "db", "database", "priv", "session", "admin", "root", "ssh",
+}  # fmt: skip
+NOT_THE_SECRET = {
+    "id", "ids", "file", "path", "dir", "directory", "url", "uri", "host", "hostname", "port", "user", "username",
+    "name", "type", "version", "length", "len", "size", "min", "max", "expiry", "expires", "expiration", "ttl",
+    "timeout", "public", "pub", "policy", "header", "algorithm", "algo", "mode", "method", "env", "prefix",
+    "suffix", "format", "field", "endpoint", "location", "hash", "hashed", "sha", "sha1", "sha256", "sha512",
+    "md5", "checksum", "digest", "fingerprint", "gpg", "pgp", "enabled", "required", "rotation", "count",
+    "command", "cmd", "helper", "provider", "store", "keyring", "salt", "rounds", "hint", "regex", "pattern",
+    "template", "reset", "mount", "source",
+}  # fmt: skip
+NOT_SECRET_KEYS = {
+    "cache", "sort", "primary", "partition", "foreign", "hot", "map", "lookup", "routing", "idempotency", "dedup",
+    "unique", "composite", "object", "s3", "bucket", "index", "hash", "group", "shard", "row", "column", "table",
+    "redis", "kv", "registry", "release",
+}  # fmt: skip
+ABOUT_NOT_SECRET = {"gpg", "pgp", "fingerprint", "checksum", "sha256", "sha512", "sha1", "md5", "hash", "public", "pub"}
+WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+
+
+def name_words(name: str) -> list[str]:
+    return [w.lower() for w in WORD_SPLIT.split(name) if w]
+
+
+def is_secret_name(name: str) -> bool:
+    words = name_words(name)
+    if not words or words[-1] in NOT_THE_SECRET or ABOUT_NOT_SECRET.intersection(words):
+        return False
+    for index, word in enumerate(words):
+        if word in SECRET_WORDS:
+            return True
+        if word in ("key", "keys") and index > 0 and words[index - 1] in KEY_QUALIFIERS:
+            return True
+        if word == "key" and index == len(words) - 1 and index > 0 and words[index - 1] not in NOT_SECRET_KEYS:
+            return True  # STRIPE_KEY, SENDGRID_KEY: a service's key
+    return False
+
+
+def is_reference(value: str) -> bool:
+    return bool(REFERENCE.match(value))
+
+
+def is_placeholder(value: str) -> bool:
+    """`changeme`, `${VAR}`, `xxx`, `<your-token>`: documentation, not a credential."""
+    stripped = value.strip().strip("'\"`")
+    if stripped.lower() in PLACEHOLDER_WORDS or PLACEHOLDER_SHAPES.match(stripped):
+        return True
+    return bool(PLACEHOLDER_INSIDE.search(stripped)) or len(set(stripped.lower())) <= 2
+
+
+def is_not_a_value(value: str) -> bool:
+    """Empty, tiny, a path, a number or a boolean: never a credential, even with --strict."""
+    stripped = value.strip().strip("'\"`")
+    if len(stripped) < 4 or (stripped.isdigit() and len(stripped) < 8):
+        return True
+    return stripped.startswith(("/", "./", "~/", "file:")) and " " not in stripped
+
+
+def is_checksum_or_id(value: str) -> bool:
+    stripped = value.strip().strip("'\"`")
+    return bool(HEXDIGEST.match(stripped) or UUID.match(stripped) or SRI_HASH.match(stripped))
+
+
+def entropy(value: str) -> float:
+    counts: dict[str, int] = {}
+    for char in value:
+        counts[char] = counts.get(char, 0) + 1
+    return -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values()) if value else 0.0
+
+
+def unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"`":
+        return value[1:-1]
+    return value
+
+
+# Cheap pre-filter over raw bytes: a line can only hold something a plugin finds
+# if it contains one of these literals.  Each literal is searched on its own
+# (a single-literal search runs at memory speed in `re`, an alternation does
+# not), and only the lines around hits reach detect-secrets.  KEYWORD_TRIGGERS
+# are searched in the lower-cased text; FORMAT_TRIGGERS as they are.
+KEYWORD_TRIGGERS = (b"pass", b"pwd", b"secret", b"key", b"auth", b"priv", b"token", b"bearer", b"contrase")
+FORMAT_TRIGGERS = (
+    b"AKIA", b"ASIA", b"ABIA", b"ACCA", b"A3T", b"AccountKey=", b"://", b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_",
+    b"github_pat_", b"glpat-", b"gldt-", b"glft-", b"glsoat-", b"glrt-", b"glcbt-", b"glimt-", b"glptt-",
+    b"glagent-", b"GR1348941", b"eyJ", b"npm_", b"T3BlbkFJ", b"pypi-", b"SG.", b"sq0csp-", b"k_live_", b"xox",
+    b"hooks.slack",
+)  # fmt: skip
+_KEYWORD_RES = [re.compile(re.escape(t)) for t in KEYWORD_TRIGGERS]
+_FORMAT_RES = [re.compile(re.escape(t)) for t in FORMAT_TRIGGERS]
+# A keyword line is worth detect-secrets only if the keyword is followed by an assignment of something.
+KEYWORD_LINE = re.compile(
+    r"""(?i)(?:pass|pwd|secret|key|auth|priv|token|bearer|contrase)[^\n]{0,60}?"""
+    r"""(?:["'`][^"'`\s]{4,}|(?::=|=>|[:=])\s*[^\s(){}\[\];,"'`]{6,}(?:\s|$))"""
+)
+FORMAT_LINE = re.compile(r"://[^\s/@:]{1,64}:[^\s/@]{1,128}@|[A-Za-z0-9_-]{8}")
+VENDOR_DIRS = (
+    "/usr/share/", "/usr/lib/", "/usr/lib64/", "/usr/include/", "/usr/libexec/", "/lib/", "/lib64/",
+    "/var/lib/dpkg/", "/var/lib/apt/", "/var/lib/apk/", "/var/lib/rpm/", "/usr/local/lib/", "/usr/local/share/",
+    "/usr/local/include/", "/opt/conda/pkgs/",
+)  # fmt: skip
+
+
+def is_vendor_path(path: str) -> bool:
+    """Files a package manager installed: only token formats are looked for there, not keywords."""
+    return path.startswith(VENDOR_DIRS) or "/node_modules/" in path or "/site-packages/" in path
+
+
+PEM_BLOCK = re.compile(
+    r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY(?: BLOCK)?-----.*?-----END \1PRIVATE KEY(?: BLOCK)?-----", re.DOTALL
+)
+AUTH_HEADER = re.compile(r"(?i)authorization:\s*(?:bearer|token|basic)\s+([A-Za-z0-9._~+/=-]{12,})")
+WORDLIKE = re.compile(r"^[A-Za-z_]{1,15}$")
+ASSIGNMENT_KEY = re.compile(r"""([A-Za-z_][A-Za-z0-9_.\-]*)["'\]]*\s*(?::=|=>|==|[:=]|\s)\s*["'`]?\s*$""")
+PLUGINS = (  # the detect-secrets plugins used; the rest guess from entropy alone or match too widely
+    "AWSKeyDetector",
+    "AzureStorageKeyDetector",
+    "BasicAuthDetector",
+    "DiscordBotTokenDetector",
+    "GitHubTokenDetector",
+    "GitLabTokenDetector",
+    "JwtTokenDetector",
+    "KeywordDetector",
+    "MailchimpDetector",
+    "NpmDetector",
+    "OpenAIDetector",
+    "PypiTokenDetector",
+    "SendGridDetector",
+    "SlackDetector",
+    "SquareOAuthDetector",
+    "StripeDetector",
+    "TwilioKeyDetector",
+)
+
+
+class Detector:
+    """The one entry point to detection.  `strict` makes placeholders findings."""
+
+    def __init__(self, *, strict: bool = False) -> None:
+        self.strict = strict
+
+    @cached_property
+    def _plugins(self) -> list[tuple[str, object]]:
+        # Imported here: detect-secrets costs ~100 ms and only the audit uses it.
+        from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+
+        classes = {cls.__name__: cls for cls in get_mapping_from_secret_type_to_class().values()}
+        return [(name, classes[name]()) for name in PLUGINS if name in classes]
+
+    @cached_property
+    def _keyword_regexes(self):  # type: ignore[no-untyped-def]
+        from detect_secrets.plugins import keyword
+
+        return keyword
+
+    # -- values with a name: Env, Labels, build args, dotenv lines ---------------------------------
+
+    def check_assignment(self, key: str, value: str) -> Iterator[Hit]:
+        value = unquote(value)
+        if not value or is_reference(value) or is_not_a_value(value):
+            return
+        found = False
+        for rule, hit_key, hit in self.scan_line(f"{key}={value}", filename="", assignment_key=key):
+            found = True
+            yield rule, hit_key or key, hit
+        if not found and is_secret_name(key) and self._counts(value):
+            yield "secret-named-variable", key, value
+
+    def _counts(self, value: str) -> bool:
+        if is_not_a_value(value) or is_reference(value):
+            return False
+        return self.strict or not is_placeholder(value)
+
+    # -- free text: a file's lines, a RUN line, a command ---------------------------------------
+
+    def scan_line(
+        self, line: str, *, filename: str, assignment_key: str | None = None, in_file: bool = False
+    ) -> Iterator[Hit]:
+        if len(line) > 4096:
+            line = line[:4096]
+        seen: set[str] = set()
+        for match in AUTH_HEADER.finditer(line):
+            value = match.group(1)
+            if value not in seen and self._counts(value) and not is_checksum_or_id(value):
+                seen.add(value)
+                yield "authorization-header", "Authorization", value
+        for name, plugin in self._plugins:
+            if name == "KeywordDetector":
+                module = self._keyword_regexes
+                regexes = module.REGEX_BY_FILETYPE.get(
+                    module.determine_file_type(filename or "x.txt"), module.QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP
+                )
+                values = plugin.analyze_string(line, regexes)  # type: ignore[attr-defined]
+            else:
+                values = plugin.analyze_string(line)  # type: ignore[attr-defined]
+            for raw in values:
+                value = unquote(raw)
+                if value in seen or not self._plugin_hit_counts(name, value, line, in_file):
+                    continue
+                key = assignment_key or key_before(line, raw)
+                if name == "KeywordDetector" and key and not is_secret_name(key):
+                    continue
+                seen.add(value)
+                yield f"detect-secrets/{name}", key, value
+
+    def _plugin_hit_counts(self, plugin: str, value: str, line: str, in_file: bool) -> bool:
+        if not self._counts(value):
+            return False
+        if plugin in ("KeywordDetector", "BasicAuthDetector"):
+            if in_file and not self.strict and (WORDLIKE.match(value) or any(c.isspace() for c in value)):
+                return False  # prose, a variable name or a prompt, not a credential
+            from detect_secrets.filters import heuristic
+
+            if (
+                is_checksum_or_id(value)
+                or heuristic.is_templated_secret(value)
+                or heuristic.is_prefixed_with_dollar_sign(value)
+                or heuristic.is_sequential_string(value)
+                or (plugin == "KeywordDetector" and heuristic.is_indirect_reference(line))
+                or (plugin == "KeywordDetector" and not self.strict and entropy(value) < 2.5)
+            ):
+                return False
+        return True
+
+    # -- files ------------------------------------------------------------------------------------
+
+    def scan_text(self, data: bytes, *, path: str) -> Iterator[Hit]:
+        """Every credential in a text file's content (a window of it, for a large file)."""
+        seen: set[str] = set()
+        name = path.rsplit("/", 1)[-1]
+        if is_known_credential_file(path):
+            for hit in self._known_file(data.decode("utf-8", "replace"), path):
+                if hit[2] not in seen:
+                    seen.add(hit[2])
+                    yield hit
+        if b"PRIVATE KEY" in data:
+            for match in PEM_BLOCK.finditer(data.decode("utf-8", "replace")):
+                block = match.group(0)
+                body = block.split("-----")[2] if block.count("-----") >= 4 else ""
+                if block not in seen and (self.strict or len(body.strip()) >= 64):
+                    seen.add(block)
+                    yield "private-key", None, block
+        for line in _candidate_lines(data, keywords=not is_vendor_path(path)):
+            for rule, key, value in self.scan_line(line, filename=name, in_file=True):
+                if value not in seen and not any(value in block for block in seen if block.startswith("-----")):
+                    seen.add(value)
+                    yield rule, key, value
+
+    def _known_file(self, text: str, path: str) -> Iterator[Hit]:
+        name = path.rsplit("/", 1)[-1]
+        lower = path.lower()
+        if name in (".npmrc", "npmrc"):
+            for match in re.finditer(r"(?m)(?:^|:)(_authToken|_auth|_password)\s*=\s*(\S+)", text):
+                if self._counts(unquote(match.group(2))):
+                    yield "npmrc-credential", match.group(1), unquote(match.group(2))
+        elif name == ".pypirc":
+            for match in re.finditer(r"(?mi)^\s*password\s*[:=]\s*(\S.*?)\s*$", text):
+                if self._counts(match.group(1)):
+                    yield "pypirc-password", "password", match.group(1)
+        elif name in (".netrc", "_netrc"):
+            for match in re.finditer(r"(?:^|\s)password\s+(\S+)", text):
+                if self._counts(match.group(1)):
+                    yield "netrc-password", "password", match.group(1)
+        elif name == ".git-credentials":
+            for match in re.finditer(r"://([^:/\s@]+):([^@\s]+)@", text):
+                if self._counts(match.group(2)):
+                    yield "git-credentials", match.group(1), match.group(2)
+        elif lower.endswith((".docker/config.json", "containers/auth.json")):
+            yield from self._docker_config(text)
+        elif lower.endswith((".aws/credentials", ".aws/config")):
+            for match in re.finditer(r"(?mi)^\s*(aws_secret_access_key|aws_session_token)\s*=\s*(\S+)", text):
+                if self._counts(match.group(2)):
+                    yield "aws-credentials", match.group(1), match.group(2)
+        elif lower.endswith(".kube/config") or ("kind: Config" in text and "users:" in text and "clusters:" in text):
+            pattern = r"(?m)^\s*(token|client-key-data|password|id-token|refresh-token)\s*:\s*[\"']?([^\s\"']+)"
+            for match in re.finditer(pattern, text):
+                if self._counts(match.group(2)):
+                    yield "kubeconfig-credential", match.group(1), match.group(2)
+        if is_dotenv_name(name):
+            for key, value in parse_dotenv(text):
+                for rule, hit_key, hit in self.check_assignment(key, value):
+                    yield ("dotenv-" + rule if rule == "secret-named-variable" else rule), hit_key, hit
+
+    def _docker_config(self, text: str) -> Iterator[Hit]:
+        try:
+            config = json.loads(text)
+        except ValueError:
+            return
+        auths = config.get("auths") if isinstance(config, dict) else None
+        if not isinstance(auths, dict):
+            return
+        for host, entry in auths.items():
+            if not isinstance(entry, dict):
+                continue
+            for field in ("auth", "password", "identitytoken", "registrytoken"):
+                value = entry.get(field)
+                if isinstance(value, str) and self._counts(value):
+                    yield "docker-config-auth", f"auths.{host}.{field}", value
+
+
+KNOWN_NAMES = {".npmrc", "npmrc", ".pypirc", ".netrc", "_netrc", ".git-credentials"}
+KNOWN_SUFFIXES = (".docker/config.json", "containers/auth.json", ".aws/credentials", ".aws/config", ".kube/config")
+
+
+def is_known_credential_file(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    lower = path.lower()
+    return (
+        name in KNOWN_NAMES
+        or lower.endswith(KNOWN_SUFFIXES)
+        or is_dotenv_name(name)
+        or (name in ("kubeconfig", "config") and "/.kube/" in "/" + lower)
+        or name.endswith((".kubeconfig", "kubeconfig.yaml", "kubeconfig.yml"))
+    )
+
+
+def is_dotenv_name(name: str) -> bool:
+    return name == ".env" or name.startswith(".env.") or (name.endswith(".env") and len(name) > 4)
+
+
+def parse_dotenv(text: str) -> Iterator[tuple[str, str]]:
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        key = key.strip()
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", key):
+            value = value.strip()
+            if value[:1] not in "'\"" and " #" in value:
+                value = value.split(" #", 1)[0].rstrip()
+            yield key, value
+
+
+def key_before(line: str, value: str) -> str | None:
+    index = line.find(value)
+    if index <= 0:
+        return None
+    match = ASSIGNMENT_KEY.search(line[:index])
+    return match.group(1) if match else None
+
+
+def _mark_lines(pattern: re.Pattern[bytes], haystack: bytes, starts: dict[int, bool], is_format: bool) -> None:
+    """Record the start of every line holding `pattern`; one step per line, not per occurrence."""
+    search = pattern.search
+    position = 0
+    while match := search(haystack, position):
+        start = haystack.rfind(b"\n", 0, match.start()) + 1
+        if is_format:
+            starts[start] = True
+        elif start not in starts:
+            starts[start] = False
+        end = haystack.find(b"\n", match.end())
+        if end < 0:
+            return
+        position = end + 1
+
+
+def _candidate_lines(data: bytes, *, keywords: bool) -> Iterator[str]:
+    """Each distinct line of `data` around a trigger that passes its line gate, decoded."""
+    starts: dict[int, bool] = {}  # line start -> holds a format trigger (else only a keyword)
+    if keywords:
+        lower = data.lower()
+        for pattern in _KEYWORD_RES:
+            _mark_lines(pattern, lower, starts, False)
+    for pattern in _FORMAT_RES:
+        _mark_lines(pattern, data, starts, True)
+    scanned: set[bytes] = set()
+    for start in sorted(starts):
+        end = data.find(b"\n", start)
+        raw = data[start : (len(data) if end < 0 else end)][:4096]
+        if raw in scanned:  # generated and vendored text repeats itself
+            continue
+        scanned.add(raw)
+        line = raw.decode("utf-8", "replace")
+        if (KEYWORD_LINE.search(line) if not starts[start] else True) and (
+            not starts[start] or FORMAT_LINE.search(line)
+        ):
+            yield line

@@ -1,0 +1,90 @@
+"""A finding identifies a secret without holding it: a redacted prefix and a fingerprint.
+
+`Finding.of()` is the only way to make one, and it drops the value once the
+two identifiers are computed, so nothing downstream (reports, logs) can print
+a whole secret even by mistake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+WHERE = ("env", "label", "command", "history", "file", "deleted-file", "dockerfile")
+
+FIX = {
+    "env": "remove it from the image; declare {key}=stronghold://<secret> and run the app under stronghold-init",
+    "label": "remove the label; a label is public metadata, never a place for a credential",
+    "command": "take it out of Entrypoint/Cmd; pass it at run time with a stronghold:// reference",
+    "build-arg": "use RUN --mount=type=secret,id=... (BuildKit) instead of ARG/--build-arg: build args stay in history",
+    "history": "take it out of the RUN line; use RUN --mount=type=secret,id=... and rotate the credential",
+    "file": "do not copy it into the image: mount it at build time (--mount=type=secret) or deliver it at run time "
+    "as a stronghold://..._FILE reference; rotate it",
+    "deleted-file": "deleting it in a later layer does not remove it from the image: rebuild without it "
+    "(--mount=type=secret) and rotate it",
+}
+
+
+def fingerprint(value: str) -> str:
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def redact(value: str) -> str:
+    """At most 4 leading characters, and fewer for a short value (a quarter of it)."""
+    shown = min(4, len(value) // 4)
+    return f"{value[:shown]}…({len(value)})"
+
+
+@dataclass(frozen=True)
+class Finding:
+    where: str
+    layer: int | None
+    path: str | None
+    key: str | None
+    rule: str
+    redacted: str
+    fingerprint: str
+    fix: str
+    context: str | None = None  # e.g. the layer's history line, already free of the value
+
+    @classmethod
+    def of(
+        cls,
+        value: str,
+        *,
+        where: str,
+        rule: str,
+        layer: int | None = None,
+        path: str | None = None,
+        key: str | None = None,
+        fix: str | None = None,
+    ) -> Finding:
+        assert where in WHERE, where
+        text = fix if fix is not None else FIX.get(where, FIX["file"])
+        return cls(
+            where=where,
+            layer=layer,
+            path=path,
+            key=key,
+            rule=rule,
+            redacted=redact(value),
+            fingerprint=fingerprint(value),
+            fix=text.replace("{key}", key or "NAME"),
+        )
+
+    def moved(self, **changes: object) -> Finding:
+        from dataclasses import replace
+
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "where": self.where,
+            "layer": self.layer,
+            "path": self.path,
+            "key": self.key,
+            "rule": self.rule,
+            "redacted": self.redacted,
+            "fingerprint": self.fingerprint,
+            "fix": self.fix,
+        }

@@ -1,0 +1,271 @@
+"""Stream a layer's tar members, verified and bounded, and track whiteouts across layers.
+
+A layer is never extracted and never held in memory: its raw bytes pass
+through a digest check and a decompression bound into `tarfile`'s stream
+mode, and each regular file is read in windows.  `Whiteouts` remembers the
+files with findings from earlier layers and notices when a later layer
+deletes (`.wh.<name>`, an opaque dir) or replaces them: those findings are
+`deleted-file`, still whole in the earlier layer.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import posixpath
+import tarfile
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO
+
+from injector.audit.errors import BadImageError
+from injector.audit.image import Layer
+
+CHUNK = 1024 * 1024
+WINDOW = 4 * 1024 * 1024  # a text file is scanned this much at a time (split at a newline)
+SNIFF = 8192  # a NUL byte in the first SNIFF bytes makes a file binary: not scanned
+MAX_EXPANSION = 200  # a layer that inflates more than this (past BOMB_FLOOR) is refused as a bomb
+BOMB_FLOOR = 256 * 1024 * 1024
+MAX_LAYER_BYTES = 64 * 1024**3  # uncompressed, whatever the ratio
+SKIP_SUFFIXES = (
+    ".so", ".a", ".o", ".pyc", ".pyo", ".gz", ".xz", ".bz2", ".zst", ".lz4", ".zip", ".whl", ".egg", ".deb",
+    ".png", ".jpg", ".jpeg", ".gif", ".ico", ".webp", ".woff", ".woff2", ".ttf", ".otf", ".mo", ".db",
+    ".sqlite", ".wasm", ".node",
+)  # fmt: skip
+SKIP_DIRS = ("usr/share/zoneinfo/", "usr/share/locale/", "usr/share/man/", "usr/share/i18n/", "usr/lib/locale/")
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+
+
+class CountingReader:
+    """Reads a raw blob, counting and hashing it; checks size and digest at the end."""
+
+    def __init__(self, raw: IO[bytes], what: str, digest: str | None, size: int | None) -> None:
+        self.raw = raw
+        self.what = what
+        self.digest = digest
+        self.size = size
+        self.count = 0
+        self.hash = hashlib.sha256() if digest else None
+        self.done = False
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            data = self.raw.read(n if n and n > 0 else CHUNK)
+        except (OSError, EOFError, tarfile.TarError) as exc:
+            raise BadImageError(f"{self.what}: read failed ({exc.__class__.__name__})") from None
+        if data:
+            self.count += len(data)
+            if self.size is not None and self.count > self.size:
+                raise BadImageError(f"{self.what}: longer than the {self.size} bytes its manifest says")
+            if self.hash:
+                self.hash.update(data)
+        else:
+            self.finish()
+        return data
+
+    def finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.size is not None and self.count != self.size:
+            raise BadImageError(f"{self.what}: {self.count} bytes, its manifest says {self.size}: truncated")
+        if self.hash and "sha256:" + self.hash.hexdigest() != self.digest:
+            raise BadImageError(f"{self.what}: content does not match its digest {self.digest}")
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+
+class BoundedReader:
+    """The uncompressed stream: hashed against the diff_id, bounded against decompression bombs."""
+
+    def __init__(self, inner: IO[bytes], raw: CountingReader, what: str, diff_id: str | None, compressed: bool):
+        self.inner = inner
+        self.raw = raw
+        self.what = what
+        self.diff_id = diff_id
+        self.compressed = compressed
+        self.count = 0
+        self.hash = hashlib.sha256() if diff_id else None
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            data = self.inner.read(n if n and n > 0 else CHUNK)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise BadImageError(f"{self.what}: corrupt compressed data ({exc.__class__.__name__})") from None
+        if data:
+            self.count += len(data)
+            if self.count > MAX_LAYER_BYTES or (
+                self.compressed and self.count > BOMB_FLOOR and self.count > MAX_EXPANSION * max(self.raw.count, 1)
+            ):
+                raise BadImageError(
+                    f"{self.what}: inflates past {self.count} bytes from {self.raw.count}: "
+                    "refusing a decompression bomb"
+                )
+            if self.hash:
+                self.hash.update(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+        if self.hash and "sha256:" + self.hash.hexdigest() != self.diff_id:
+            raise BadImageError(f"{self.what}: content does not match its diff_id {self.diff_id}")
+        self.raw.drain()
+
+
+def open_layer_stream(layer: Layer, what: str) -> tuple[BoundedReader, Callable[[], None]]:
+    """-> (uncompressed stream, close).  Compression is told by magic bytes, not by media type."""
+    raw_handle = layer.open()
+    raw = CountingReader(raw_handle, what, layer.blob_digest, layer.size)
+    head = raw.read(4)
+    prefixed = _Prefixed(head, raw)
+    if head[:2] == b"\x1f\x8b":
+        inner: IO[bytes] = gzip.GzipFile(fileobj=prefixed, mode="rb")  # type: ignore[arg-type]
+        compressed = True
+    elif head == b"\x28\xb5\x2f\xfd":
+        raise BadImageError(f"{what}: zstd-compressed layers are not supported")
+    elif head[:3] == b"BZh" or head[:4] == b"\xfd7zX":
+        raise BadImageError(f"{what}: bzip2/xz-compressed layers are not supported")
+    else:
+        inner = prefixed  # type: ignore[assignment]
+        compressed = False
+    return BoundedReader(inner, raw, what, layer.diff_id, compressed), raw_handle.close
+
+
+class _Prefixed:
+    def __init__(self, head: bytes, rest: CountingReader) -> None:
+        self.head = head
+        self.rest = rest
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            if n is None or n < 0 or n >= len(self.head):
+                data, self.head = self.head, b""
+            else:
+                data, self.head = self.head[:n], self.head[n:]
+            return data
+        return self.rest.read(n)
+
+
+@dataclass
+class Member:
+    path: str  # absolute path in the image, "/etc/app/.env"
+    info: tarfile.TarInfo
+
+
+def normalise(name: str, what: str) -> str:
+    """An absolute image path; refuse `..` (an extractor would write outside the root)."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise BadImageError(f"{what}: member {name!r} climbs out of the root with '..'")
+    return "/" + "/".join(parts)
+
+
+def walk(stream: BoundedReader, what: str) -> Iterator[tuple[Member, IO[bytes] | None]]:
+    """Each member with a reader of its content (regular files only); must be consumed in order."""
+    try:
+        tar = tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK)  # type: ignore[call-overload]  # noqa: SIM115
+    except BadImageError:
+        raise
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise BadImageError(f"{what}: not a tar layer ({exc.__class__.__name__})") from None
+    try:
+        while True:
+            try:
+                info = tar.next()
+            except BadImageError:
+                raise
+            except (tarfile.TarError, EOFError, OSError, zlib.error, UnicodeError) as exc:
+                raise BadImageError(f"{what}: corrupt tar ({_first_line(exc)})") from None
+            if info is None:
+                break
+            path = normalise(info.name, what)
+            content = None
+            if info.isreg() and info.size > 0 and not info.issparse():
+                content = tar.extractfile(info)
+            yield Member(path, info), content
+    finally:
+        tar.members = []
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:100]
+
+
+def read_windows(content: IO[bytes], what: str) -> Iterator[bytes]:
+    """A text file's content in windows that end at a newline; nothing for a binary file."""
+    try:
+        head = content.read(SNIFF)
+        if b"\0" in head:
+            return
+        carry = head
+        while True:
+            chunk = content.read(WINDOW)
+            if not chunk:
+                break
+            buffer = carry + chunk
+            cut = buffer.rfind(b"\n") + 1
+            if cut == 0 and len(buffer) < WINDOW * 2:
+                carry = buffer
+                continue
+            cut = cut or len(buffer)
+            yield buffer[:cut]
+            carry = buffer[cut:]
+        if carry:
+            yield carry
+    except BadImageError:
+        raise
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise BadImageError(f"{what}: corrupt tar ({_first_line(exc)})") from None
+
+
+def worth_reading(path: str) -> bool:
+    lower = path.lower()
+    return not lower.endswith(SKIP_SUFFIXES) and not lower.lstrip("/").startswith(SKIP_DIRS)
+
+
+class Whiteouts:
+    """Files with findings in earlier layers, and whether a later layer deleted or replaced them."""
+
+    def __init__(self) -> None:
+        self.candidates: dict[str, int] = {}  # path -> layer it was found in (latest)
+        self.deleted: dict[tuple[str, int], int] = {}  # (path, layer) -> the layer that deleted it
+        self._dirs: set[str] = set()  # every ancestor directory of a candidate
+
+    def found(self, path: str, layer: int) -> None:
+        self.candidates[path] = layer
+        parent = posixpath.dirname(path)
+        while parent not in ("/", ""):
+            self._dirs.add(parent)
+            parent = posixpath.dirname(parent)
+
+    def seen(self, member: Member, layer: int) -> None:
+        """Called for every member of `layer`, in order, before its own findings are recorded."""
+        if not self.candidates:
+            return
+        directory, name = posixpath.split(member.path)
+        if name == OPAQUE:
+            self._delete_under(directory, layer, including=False)
+        elif name.startswith(WHITEOUT):
+            self._delete_under(posixpath.join(directory, name[len(WHITEOUT) :]), layer, including=True)
+        elif not member.info.isdir():
+            self._delete_under(member.path, layer, including=True)
+
+    def _delete_under(self, path: str, layer: int, *, including: bool) -> None:
+        if including and path in self.candidates:
+            self._mark(path, layer)
+        if path in self._dirs or path == "/":
+            prefix = path.rstrip("/") + "/"
+            for candidate in [c for c in self.candidates if c.startswith(prefix)]:
+                self._mark(candidate, layer)
+
+    def _mark(self, path: str, layer: int) -> None:
+        found_in = self.candidates.pop(path)
+        if found_in < layer:
+            self.deleted[(path, found_in)] = layer
+        else:
+            self.candidates[path] = found_in

@@ -1,0 +1,113 @@
+"""`stronghold-init audit`: targets -> images -> findings -> one report -> exit code."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+from injector.audit.errors import FINDINGS, AuditUsageError, BadImageError
+from injector.audit.image import Image, history_per_layer, machine_platform
+from injector.audit.progress import Progress
+from injector.audit.report import TargetReport, render
+from injector.audit.targets import Target, parse_target
+
+FORMATS = ("text", "json", "sarif")
+
+
+def audit(options: dict[str, object]) -> int:
+    """Audit every target; print one report on stdout; 0 clean, 1 findings (errors raise)."""
+    fmt = str(options.get("format") or "text")
+    if fmt not in FORMATS:
+        raise AuditUsageError(f"--format must be one of {', '.join(FORMATS)}")
+    tls_verify = _tls_verify(options.get("tls_verify"))
+    wanted_platform = str(options.get("platform") or machine_platform())
+    if wanted_platform.count("/") not in (1, 2):
+        raise AuditUsageError(f"--platform {wanted_platform!r} is not OS/ARCH[/VARIANT]")
+    targets = [parse_target(str(t)) for t in options.get("targets") or []]  # type: ignore[union-attr]
+    if not targets:
+        raise AuditUsageError("audit needs at least one TARGET")
+    from injector.audit.detect import Detector
+
+    detector = Detector(strict=bool(options.get("strict")))
+    progress = Progress.for_stderr()
+    reports: list[TargetReport] = []
+    try:
+        for target in targets:
+            if target.kind == "dockerfile":
+                from injector.audit.dockerfile import check_dockerfile
+
+                reports.append(TargetReport(target.given, None, check_dockerfile(target.path, detector)))
+                continue
+            for image in _images(target, wanted_platform, tls_verify, options, progress):
+                reports.append(_audit(target, image, detector, progress))
+    finally:
+        progress.clear()
+    # UTF-8 whatever the locale: a redacted value ends in "…(N)", and an ASCII-only stdout must not crash it
+    sys.stdout.flush()
+    sys.stdout.buffer.write((render(reports, fmt) + "\n").encode("utf-8"))
+    sys.stdout.buffer.flush()
+    return FINDINGS if any(not r.clean for r in reports) else 0
+
+
+def _audit(target: Target, image: Image, detector, progress: Progress) -> TargetReport:  # type: ignore[no-untyped-def]
+    from injector.audit.scan import audit_image, safe_history_line
+
+    findings = audit_image(image, detector, progress.update if progress.enabled else None)
+    _, lines = history_per_layer(image)
+    safe = {layer: safe_history_line(line, detector) for layer, line in lines.items()}
+    return TargetReport(target.given, image.config_digest, findings, safe, image.label)
+
+
+def _images(
+    target: Target, wanted_platform: str, tls_verify: bool, options: dict[str, object], progress: Progress
+) -> Iterator[Image]:
+    from injector.audit import archive
+
+    if target.kind == "docker":
+        from injector.audit.registry import RegistryClient
+
+        client = RegistryClient(
+            target.host,
+            target.repo,
+            tls_verify=tls_verify,
+            creds=options.get("creds"),
+            progress=progress,  # type: ignore[arg-type]
+        )
+        try:
+            yield client.image(target.reference, wanted_platform)
+        finally:
+            client.close()
+        return
+    if target.kind == "oci":
+        import os
+
+        if not os.path.isdir(target.path):
+            raise BadImageError(
+                f"{target.path}: not a directory; an OCI layout is a directory (oci-archive: for a tar)"
+            )
+        layout = archive.LayoutDir(target.path)
+        try:
+            yield from archive.read_oci(layout, wanted_platform, target.tag)
+        finally:
+            layout.close()
+        return
+    kind = target.kind if target.kind != "archive" else None
+    tar, found = archive.open_archive(target.path, kind)
+    try:
+        if found == "docker":
+            yield from archive.read_docker_archive(tar)
+        else:
+            yield from archive.read_oci(tar, wanted_platform, None)
+    finally:
+        tar.close()
+
+
+def _tls_verify(value: object) -> bool:
+    if value is None or value is True:
+        return True
+    text = str(value).lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise AuditUsageError(f"--tls-verify takes true or false, not {value!r}")

@@ -1,0 +1,175 @@
+"""Report writers: text grouped by layer, JSON as SPEC section 10, SARIF 2.1.0.
+
+They receive `Finding`s, which hold a redacted prefix and a fingerprint and
+never a value: no writer can print a secret.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from injector import __version__
+from injector.audit.findings import Finding
+
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+INFORMATION_URI = "https://github.com/stronghold-init/stronghold-init#image-audit"
+
+
+@dataclass
+class TargetReport:
+    target: str
+    image: str | None  # the config digest; None for a Dockerfile
+    findings: list[Finding]
+    layer_lines: dict[int, str] = field(default_factory=dict)  # layer -> its history line
+    label: str = ""
+
+    @property
+    def clean(self) -> bool:
+        return not self.findings
+
+
+def render(reports: list[TargetReport], fmt: str) -> str:
+    if fmt == "json":
+        return json_report(reports)
+    if fmt == "sarif":
+        return sarif_report(reports)
+    return text_report(reports)
+
+
+def json_report(reports: list[TargetReport]) -> str:
+    return json.dumps(
+        {
+            "targets": [
+                {
+                    "target": r.target,
+                    "image": r.image,
+                    "clean": r.clean,
+                    "findings": [f.as_json() for f in r.findings],
+                }
+                for r in reports
+            ]
+        },
+        ensure_ascii=False,
+        indent=2,
+    )
+
+
+def _location(finding: Finding) -> str:
+    parts = [finding.where]
+    if finding.path:
+        parts.append(finding.path)
+    if finding.key:
+        parts.append(finding.key)
+    return " ".join(parts)
+
+
+def text_report(reports: list[TargetReport]) -> str:
+    lines: list[str] = []
+    for report in reports:
+        title = f"{report.target}" + (f" ({report.label})" if report.label else "")
+        image = f" image {report.image}" if report.image else ""
+        if report.clean:
+            lines.append(f"{title}:{image} clean")
+            continue
+        count = len(report.findings)
+        lines.append(f"{title}:{image} {count} finding{'s' if count != 1 else ''}")
+        groups: dict[int | None, list[Finding]] = {}
+        for finding in report.findings:
+            groups.setdefault(finding.layer, []).append(finding)
+        for layer in sorted(groups, key=lambda x: -1 if x is None else x):
+            if layer is None:
+                lines.append("  image config and build file")
+            else:
+                history = report.layer_lines.get(layer, "")
+                lines.append(f"  layer {layer}" + (f": {_short(history)}" if history else ""))
+            for finding in groups[layer]:
+                lines.append(
+                    f"    {_location(finding)}: {finding.redacted} [{finding.rule}] {finding.fingerprint[:19]}… "
+                    f"fix: {finding.fix}"
+                )
+    return "\n".join(lines)
+
+
+def _short(line: str, limit: int = 100) -> str:
+    line = " ".join(line.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def sarif_report(reports: list[TargetReport]) -> str:
+    rules: dict[str, dict] = {}
+    results = []
+    for report in reports:
+        for finding in report.findings:
+            rule_id = finding.rule
+            rules.setdefault(
+                rule_id,
+                {
+                    "id": rule_id,
+                    "name": "".join(part.capitalize() for part in rule_id.replace("/", "-").split("-")),
+                    "shortDescription": {"text": f"A credential in an image ({rule_id})"},
+                    "help": {"text": "Keep credentials out of images: see stronghold-init's README, Image audit."},
+                    "defaultConfiguration": {"level": "error"},
+                },
+            )
+            where = f"{finding.where} {finding.key}" if finding.key else finding.where
+            uri = _artifact_uri(report.target, finding)
+            location: dict = {"physicalLocation": {"artifactLocation": {"uri": uri}}}
+            location["logicalLocations"] = [
+                {"name": where, "kind": "member", "fullyQualifiedName": f"{report.target}!{where}"}
+            ]
+            results.append(
+                {
+                    "ruleId": rule_id,
+                    "level": "error",
+                    "message": {
+                        "text": f"{finding.where}"
+                        + (f" layer {finding.layer}" if finding.layer is not None else "")
+                        + (f" {finding.path}" if finding.path else "")
+                        + (f" {finding.key}" if finding.key else "")
+                        + f": {finding.redacted}. Fix: {finding.fix}"
+                    },
+                    "locations": [location],
+                    "partialFingerprints": {"secretSha256/v1": finding.fingerprint.removeprefix("sha256:")},
+                    "properties": {
+                        "target": report.target,
+                        "image": report.image,
+                        "where": finding.where,
+                        "layer": finding.layer,
+                        "path": finding.path,
+                        "key": finding.key,
+                        "redacted": finding.redacted,
+                        "fingerprint": finding.fingerprint,
+                    },
+                }
+            )
+    sarif = {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "stronghold-init audit",
+                        "version": __version__,
+                        "informationUri": INFORMATION_URI,
+                        "rules": list(rules.values()),
+                    }
+                },
+                "results": results,
+                "columnKind": "unicodeCodePoints",
+            }
+        ],
+    }
+    return json.dumps(sarif, ensure_ascii=False, indent=2)
+
+
+def _artifact_uri(target: str, finding: Finding) -> str:
+    """A URI for code scanning: the Dockerfile itself, else the image path of the file, else the target."""
+    from urllib.parse import quote
+
+    if finding.where == "dockerfile":
+        return quote(target.removeprefix("dockerfile:"))
+    if finding.path:
+        return quote(finding.path.lstrip("/"))
+    return quote(target.split("://", 1)[-1].replace(":", "/"), safe="/@")

@@ -1,0 +1,258 @@
+"""`stronghold-init audit docker://...` against Debian's real docker-registry on loopback.
+
+One registry with htpasswd basic auth and TLS from trustme (images pushed with
+`skopeo copy`), one plain-http registry on the same storage, and a small
+token front (Bearer challenge, 307 redirects to "blob storage", a 503 and a
+corrupted blob on demand) in front of the plain one.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from audit_builder import all_forms
+from test_audit import DIRTY, DIRTY_FINDINGS, assert_no_value, audit, findings_of
+
+from conftest import wait_for_log
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("docker-registry") and shutil.which("skopeo")), reason="needs docker-registry and skopeo"
+)
+USER, PASSWORD = "auditor", "Reg1stryPassw0rd-x"
+
+
+class Registry:
+    def __init__(self, root: Path, name: str, *, auth: bool, tls: tuple[Path, Path] | None) -> None:
+        config = [
+            "version: 0.1",
+            "log:",
+            "  level: info",
+            "storage:",
+            "  filesystem:",
+            f"    rootdirectory: {root / 'data'}",
+        ]
+        config += ["  delete:", "    enabled: true", "http:", "  addr: 127.0.0.1:0", "  secret: test-only-http-secret"]
+        if tls:
+            config += ["  tls:", f"    certificate: {tls[0]}", f"    key: {tls[1]}"]
+        if auth:
+            import bcrypt
+
+            hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode().replace("$2b$", "$2y$", 1)
+            (root / f"{name}.htpasswd").write_text(f"{USER}:{hashed}\n")
+            config += ["auth:", "  htpasswd:", "    realm: test", f"    path: {root / f'{name}.htpasswd'}"]
+        (root / f"{name}.yml").write_text("\n".join(config) + "\n")
+        self.process = subprocess.Popen(
+            ["docker-registry", "serve", str(root / f"{name}.yml")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = wait_for_log(self.process, "listening on", timeout=300)
+        self.address = re.search(r"listening on (127\.0\.0\.1:\d+)", line).group(1)  # type: ignore[union-attr]
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        for _ in self.process.stderr:  # type: ignore[union-attr]
+            pass
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=120)
+
+
+@pytest.fixture(scope="module")
+def registries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    trustme = pytest.importorskip("trustme")
+    root = tmp_path_factory.mktemp("registry")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(root / "server.pem"))
+    cert.private_key_pem.write_to_path(str(root / "server.key"))
+    cert.cert_chain_pems[0].write_to_path(str(root / "server.crt"))
+    ca.cert_pem.write_to_path(str(root / "ca.pem"))
+    secure = Registry(root, "secure", auth=True, tls=(root / "server.crt", root / "server.key"))
+    plain = Registry(root, "plain", auth=False, tls=None)
+    forms = all_forms(DIRTY, root / "images")
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", f"{USER}:{PASSWORD}",
+         forms["docker-archive"], f"docker://{secure.address}/app/dirty:1"],
+        check=True, timeout=900, capture_output=True,
+    )  # fmt: skip
+    digest = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--creds", f"{USER}:{PASSWORD}", "--format", "{{.Digest}}",
+         f"docker://{secure.address}/app/dirty:1"],
+        check=True, timeout=900, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    yield {"secure": secure.address, "plain": plain.address, "ca": root / "ca.pem", "root": root, "digest": digest}
+    secure.stop()
+    plain.stop()
+
+
+def env_with(tmp_path: Path, **extra: str) -> dict[str, str]:
+    import os
+
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "REGISTRY_AUTH_FILE")
+    }
+    env["HOME"] = str(tmp_path)
+    env.update(extra)
+    return env
+
+
+def test_tls_and_basic_auth_finds_exactly_what_the_archive_holds(registries: dict, tmp_path: Path) -> None:
+    env = env_with(tmp_path, REQUESTS_CA_BUNDLE=str(registries["ca"]))
+    target = f"docker://{registries['secure']}/app/dirty:1"
+    result = audit("--format", "json", "--creds", f"{USER}:{PASSWORD}", target, env=env)
+    assert result.returncode == 1, result.stderr
+    assert findings_of(result) == DIRTY_FINDINGS
+    assert json.loads(result.stdout)["targets"][0]["target"] == target
+    assert_no_value(result, PASSWORD)
+    by_digest = audit("--format", "json", "--creds", f"{USER}:{PASSWORD}",
+                      f"docker://{registries['secure']}/app/dirty@{registries['digest']}", env=env)  # fmt: skip
+    assert by_digest.returncode == 1 and findings_of(by_digest) == DIRTY_FINDINGS
+
+
+def test_credentials_from_auth_files(registries: dict, tmp_path: Path) -> None:
+    auth = {"auths": {registries["secure"]: {"auth": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}}}
+    (tmp_path / "auth.json").write_text(json.dumps(auth))
+    target = f"docker://{registries['secure']}/app/dirty:1"
+    env = env_with(tmp_path, REGISTRY_AUTH_FILE=str(tmp_path / "auth.json"))
+    assert audit("--tls-verify=false", target, env=env).returncode == 1
+    (tmp_path / ".docker").mkdir()
+    (tmp_path / ".docker" / "config.json").write_text(json.dumps(auth))
+    assert audit("--tls-verify=false", target, env=env_with(tmp_path)).returncode == 1
+
+
+def test_refused_credentials_exit_77(registries: dict, tmp_path: Path) -> None:
+    target = f"docker://{registries['secure']}/app/dirty:1"
+    wrong = audit("--tls-verify=false", "--creds", f"{USER}:wrong-password", target, env=env_with(tmp_path))
+    assert wrong.returncode == 77 and len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr
+    assert "wrong-password" not in wrong.stderr + wrong.stdout
+    none = audit("--tls-verify=false", target, env=env_with(tmp_path))
+    assert none.returncode == 77, none.stderr
+
+
+def test_untrusted_certificate_and_unreachable_registry_exit_69(registries: dict, tmp_path: Path) -> None:
+    target = f"docker://{registries['secure']}/app/dirty:1"
+    untrusted = audit("--creds", f"{USER}:{PASSWORD}", target, env=env_with(tmp_path))
+    assert untrusted.returncode == 69 and "TLS" in untrusted.stderr, untrusted.stderr
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    down = audit(f"docker://127.0.0.1:{port}/app/dirty:1", env=env_with(tmp_path))
+    assert down.returncode == 69 and len(down.stderr.strip().splitlines()) == 1, down.stderr
+
+
+def test_tls_verify_false_is_refused_off_loopback(tmp_path: Path) -> None:
+    result = audit("--tls-verify=false", "docker://registry.example.com/app:1", env=env_with(tmp_path))
+    assert result.returncode == 64 and "loopback" in result.stderr
+
+
+def test_plain_http_registry_on_loopback_and_missing_tag(registries: dict, tmp_path: Path) -> None:
+    result = audit("--format", "json", f"docker://{registries['plain']}/app/dirty:1", env=env_with(tmp_path))
+    assert result.returncode == 1, result.stderr
+    assert findings_of(result) == DIRTY_FINDINGS
+    missing = audit(f"docker://{registries['plain']}/app/dirty:nope", env=env_with(tmp_path))
+    assert missing.returncode == 66, missing.stderr
+
+
+class TokenFront(http.server.ThreadingHTTPServer):
+    """A registry front with the Bearer-token challenge: /token checks basic auth and issues a
+    token; /v2/ calls need it; blob GETs are 307-redirected to the backend (another host name,
+    as blob storage is); `fail_once` answers one 503; `corrupt` flips a byte of every blob."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.token = "front-token-" + base64.b16encode(__import__("os").urandom(8)).decode()
+        self.fail_once = False
+        self.corrupt = False
+        self.seen: list[str] = []
+        super().__init__(("127.0.0.1", 0), _FrontHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+
+class _FrontHandler(http.server.BaseHTTPRequestHandler):
+    server: TokenFront
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        front = self.server
+        front.seen.append(self.path)
+        if self.path.startswith("/token"):
+            expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+            if (
+                self.headers.get("Authorization") != expected
+                or "scope=repository%3Aapp%2Fdirty%3Apull" not in self.path
+            ):
+                return self._send(401, b"{}")
+            return self._send(200, json.dumps({"token": front.token}).encode())
+        if self.headers.get("Authorization") != f"Bearer {front.token}":
+            realm = f"http://{front.address}/token"
+            return self._send(401, b"{}", {"WWW-Authenticate": f'Bearer realm="{realm}",service="front"'})
+        if front.fail_once:
+            front.fail_once = False
+            return self._send(503, b"busy")
+        if "/blobs/" in self.path and not front.corrupt:
+            port = front.backend.rsplit(":", 1)[1]
+            return self._send(307, b"", {"Location": f"http://localhost:{port}{self.path}"})
+        request = urllib.request.Request(
+            f"http://{front.backend}{self.path}", headers={"Accept": self.headers.get("Accept", "")}
+        )
+        with urllib.request.urlopen(request, timeout=300) as answer:
+            body = answer.read()
+            if front.corrupt and "/blobs/" in self.path and len(body) > 600:
+                body = body[:500] + bytes([body[500] ^ 1]) + body[501:]
+            self._send(200, body, {"Content-Type": answer.headers.get("Content-Type", "")})
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def front(registries: dict) -> Iterator[TokenFront]:
+    server = TokenFront(str(registries["plain"]))
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_bearer_challenge_redirects_and_a_retry(front: TokenFront, tmp_path: Path) -> None:
+    front.fail_once = True
+    result = audit("--format", "json", "--creds", f"{USER}:{PASSWORD}", f"docker://{front.address}/app/dirty:1",
+                   env=env_with(tmp_path))  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert findings_of(result) == DIRTY_FINDINGS
+    assert any(path.startswith("/token?") for path in front.seen)
+    assert sum("/blobs/" in path for path in front.seen) >= 4  # config + 3 layers, each via a redirect
+    assert_no_value(result, PASSWORD, front.token)
+
+
+def test_bearer_refused_and_corrupted_blob(front: TokenFront, tmp_path: Path) -> None:
+    target = f"docker://{front.address}/app/dirty:1"
+    refused = audit("--creds", f"{USER}:nope-nope", target, env=env_with(tmp_path))
+    assert refused.returncode == 77, refused.stderr
+    front.corrupt = True
+    corrupted = audit("--creds", f"{USER}:{PASSWORD}", target, env=env_with(tmp_path))
+    assert corrupted.returncode == 65 and "digest" in corrupted.stderr, corrupted.stderr
