@@ -70,7 +70,7 @@ def prepare_directory(plan: Plan, identity=None) -> TokenDirectory | None:
 
         gid = resolve_group(settings.file_group)
     return TokenDirectory.prepare(
-        choose_directory(settings),
+        choose_directory(settings, child_uid=uid),
         allow_disk=settings.allow_disk,
         uid=uid,
         gid=gid,
