@@ -229,7 +229,9 @@ class TokenDirectory:
                 problem = directory_problem(os.lstat(path), uid)
             except OSError:
                 problem = None
-            raise ConfigError(f"--dir {path} {problem}" if problem else f"--dir {path}: cannot open it ({exc.strerror})") from None
+            raise ConfigError(
+                f"--dir {path} {problem}" if problem else f"--dir {path}: cannot open it ({exc.strerror})"
+            ) from None
         try:
             problem = directory_problem(os.fstat(fd), uid) or (None if allow_disk else _memory_fs_problem(fd))
             if problem:

@@ -45,7 +45,9 @@ def skip_reason(path: str, child_uid: int = -1) -> str | None:
         if problem:
             return f"its parent {probe} {problem}"
     if not os.access(probe, os.W_OK | os.X_OK):
-        return "is not writable by this user" if info is not None else f"its parent {probe} is not writable by this user"
+        return (
+            "is not writable by this user" if info is not None else f"its parent {probe} is not writable by this user"
+        )
     try:
         if filesystem_type(probe) not in MEMORY_FILESYSTEMS:
             return "is not on tmpfs or ramfs"

@@ -60,7 +60,22 @@ def read_secret_file(path: str, what: str) -> str:
     if not value:
         raise ConfigError(f"{what} {path} is empty")
     log.protect(value)
+    check_static_credential(value, f"{what} {path}")
     return value
+
+
+def check_static_credential(value: str, source: str) -> None:
+    """78 for a credential with a line break or other control character in it.
+
+    A trailing newline is common (a Kubernetes secretKeyRef, `echo` into a
+    file); sent on, it would break the HTTP header and the error text would
+    carry the token.  Say where it came from instead.
+    """
+    log.protect(value)
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(
+            f"{source}: the credential contains a line break or control character (a trailing newline?); remove it"
+        )
 
 
 def login_body_factory(settings: Settings):  # -> Callable[[], dict[str, str]]
@@ -89,7 +104,7 @@ def login_body_factory(settings: Settings):  # -> Callable[[], dict[str, str]]
         return lambda: {"method": "bootstrap_token", "token": read_secret_file(token_file, "bootstrap token file")}
     if settings.bootstrap_token:
         token = settings.bootstrap_token
-        log.protect(token)
+        check_static_credential(token, "STRONGHOLD_BOOTSTRAP_TOKEN")
         # Out of our own environment too: nothing we start later inherits it.
         os.environ.pop("STRONGHOLD_BOOTSTRAP_TOKEN", None)
         return lambda: {"method": "bootstrap_token", "token": token}
@@ -140,7 +155,7 @@ def open_openbao_source(settings: Settings):  # -> OpenBaoSource
     from injector.sources.openbao import OpenBaoSource, vault_login_from
     from injector.transport import Transport
 
-    login = vault_login_from(settings, read_secret_file)
+    login = vault_login_from(settings, read_secret_file, check_static_credential)
     tls = _tls(settings)
     return OpenBaoSource([Transport(a, tls=tls) for a in addrs], login, namespace=settings.vault_namespace)
 

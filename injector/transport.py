@@ -57,7 +57,10 @@ class Response(namedtuple("Response", "status body retry_after")):
             text = errors[0]
         if not isinstance(text, str):
             return ""
-        clean = "".join(c if c.isprintable() else " " for c in text)[:MAX_ERROR_TEXT].strip()
+        from injector.log import log
+
+        # Redacted before it is cut: a cut could split an echoed token so that the redactor misses the rest.
+        clean = "".join(c if c.isprintable() else " " for c in log.redact(text))[:MAX_ERROR_TEXT].strip()
         return f": {clean}" if clean else ""
 
 

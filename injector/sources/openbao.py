@@ -407,9 +407,24 @@ def _non_negative_int(value: object, what: str) -> int:
     return value
 
 
-def vault_login_from(settings, read_file: Callable[[str, str], str]) -> VaultLogin:
-    """Check the auth configuration now (78 if incomplete) and build the login."""
+def _token_variable(value: str) -> str:
+    """Which variable the OpenBao token came from (for the error that names it)."""
+    for name in ("STRONGHOLD_VAULT_TOKEN", "BAO_TOKEN", "VAULT_TOKEN"):
+        if os.environ.get(name) == value:
+            return name
+    return "STRONGHOLD_VAULT_TOKEN, BAO_TOKEN or VAULT_TOKEN"
+
+
+def vault_login_from(
+    settings, read_file: Callable[[str, str], str], check_text: Callable[[str, str], None] | None = None
+) -> VaultLogin:
+    """Check the auth configuration now (78 if incomplete or a credential holds a line break) and build the login."""
     method = settings.vault_auth
+    if check_text is not None:
+        if method == "token" and settings.vault_token and not settings.vault_token_file:
+            check_text(settings.vault_token, _token_variable(settings.vault_token))
+        if method == "approle" and settings.vault_role_id:
+            check_text(settings.vault_role_id, "STRONGHOLD_VAULT_ROLE_ID")
     if method == "token":
         if settings.vault_token_file:
             read_file(settings.vault_token_file, "STRONGHOLD_VAULT_TOKEN_FILE")

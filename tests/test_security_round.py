@@ -1,0 +1,241 @@
+"""Security round 2 (docs/threat-model.md): each test is named for the
+finding it reproduces and runs the real binary where the attack is end to end.
+
+Tests that switch users need root and skip otherwise (CI runs as root).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import PYTHON, TestProxy, base_env, read_line, run, start, tell, wait_for
+from injector.devproxy import Answer
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+NOBODY_UID = 65534
+
+# Run as nobody (--user 65534): swap the token directory for a symlink into a
+# root-only directory, as a hostile app would, then wait for the test.
+SWAPPING_CHILD = textwrap.dedent(
+    """
+    dir=$(dirname "$A_FILE")
+    mv "$dir" "$dir-moved" && ln -s "$SECRET_DIR" "$dir" && echo swapped || echo swap-failed
+    read line
+    """
+)
+
+
+def credential_requests(proxy: TestProxy) -> int:
+    return proxy.paths().count("/v1/credentials")
+
+
+@needs_root
+def test_finding1_dir_swapped_for_symlink_cannot_steer_root_writes_or_deletes(
+    make_proxy, shm_dir: Path, tmp_path: Path, processes
+) -> None:
+    """The app (--user 65534) owns its --dir, renames it and leaves a symlink to
+    a root-only directory: the next refresh must not write there, and cleanup
+    at exit must not delete the root-owned file of the same name there."""
+    proxy = make_proxy(ttl=2)
+    secret_dir = tmp_path / "root-only"
+    secret_dir.mkdir(mode=0o700)
+    victim = secret_dir / "B"
+    victim.write_text("root's own file")
+    victim.chmod(0o600)
+    moved = Path(f"{shm_dir}-moved")
+    env = base_env(
+        proxy,
+        A_FILE="stronghold://stripe/live?ttl=2",
+        B_FILE="stronghold://postgres/app?ttl=3600",
+        SECRET_DIR=str(secret_dir),
+    )
+    args = ["--user", str(NOBODY_UID), "--dir", str(shm_dir), "--", "sh", "-c", SWAPPING_CHILD]
+    process = start(args, env, stdin=subprocess.PIPE)
+    processes.append(process)
+    try:
+        assert read_line(process).strip() == "swapped"
+        issued = credential_requests(proxy)
+        wait_for(lambda: credential_requests(proxy) >= issued + 2, timeout=60, what="two refreshes after the swap")
+        assert not (secret_dir / "A").exists(), "a refresh wrote the token through the symlink"
+        assert [p.name for p in secret_dir.iterdir() if p.name.endswith(".tmp")] == []
+        tell(process)
+        assert process.wait(timeout=30) == 0
+        assert victim.read_text() == "root's own file", "cleanup deleted a root-owned file through the symlink"
+        assert sorted(p.name for p in secret_dir.iterdir()) == ["B"]
+        assert list(moved.iterdir()) == [], "the files in the directory that was checked are removed"
+    finally:
+        if shm_dir.is_symlink():
+            shm_dir.unlink()
+        shutil.rmtree(moved, ignore_errors=True)
+
+
+@needs_root
+def test_finding1_dir_not_created_under_a_parent_others_can_write(proxy: TestProxy, shm_dir: Path) -> None:
+    """A 0777 non-sticky parent (an emptyDir-like root): an attacker there could
+    swap the new directory between mkdir and chown, so it is refused."""
+    shm_dir.mkdir()
+    shm_dir.chmod(0o777)
+    target = shm_dir / "tokens"
+    env = base_env(proxy, K_FILE="stronghold://stripe/live")
+    result = run(["--user", str(NOBODY_UID), "--dir", str(target), "--", "true"], env)
+    assert result.code == 78, result.stderr
+    assert "parent" in result.stderr and "written by others" in result.stderr
+    assert not target.exists() and proxy.issued_values == []
+    # A root-owned sticky parent (like /dev/shm itself) is fine.
+    shm_dir.chmod(0o1777)
+    result = run(["--user", str(NOBODY_UID), "--dir", str(target), "--", "true"], env)
+    assert result.code == 0, result.stderr
+
+
+def test_also_group_writable_dir_is_refused(proxy: TestProxy, shm_dir: Path) -> None:
+    shm_dir.mkdir()
+    shm_dir.chmod(0o770)
+    result = run(["--dir", str(shm_dir), "--", "true"], base_env(proxy, K_FILE="stronghold://stripe/live"))
+    assert result.code == 78 and "writable by its group" in result.stderr
+    assert proxy.issued_values == []
+
+
+@needs_root
+def test_issue15_check_and_run_share_one_dir_owner_rule(proxy: TestProxy, shm_dir: Path) -> None:
+    """`check --user 65534` accepts the --dir owned by 65534 that `run --user 65534` accepts."""
+    shm_dir.mkdir(mode=0o700)
+    os.chown(shm_dir, NOBODY_UID, NOBODY_UID)
+    env = base_env(proxy, K_FILE="stronghold://stripe/live")
+    checked = run(["check", "--user", str(NOBODY_UID), "--dir", str(shm_dir)], env)
+    ran = run(["--user", str(NOBODY_UID), "--dir", str(shm_dir), "--", "true"], env)
+    assert (checked.code, ran.code) == (0, 0), checked.stderr + ran.stderr
+    os.chown(shm_dir, 12345, 12345)
+    checked = run(["check", "--user", str(NOBODY_UID), "--dir", str(shm_dir)], env)
+    ran = run(["--user", str(NOBODY_UID), "--dir", str(shm_dir), "--", "true"], env)
+    assert (checked.code, ran.code) == (78, 78)
+    assert "owned by uid 12345" in checked.stderr and "owned by uid 12345" in ran.stderr
+
+
+# -- finding 2: a static credential with a line break -------------------------
+
+
+@pytest.mark.parametrize("variable", ["VAULT_TOKEN", "BAO_TOKEN", "STRONGHOLD_VAULT_TOKEN"])
+def test_finding2_vault_token_with_trailing_newline_is_78_and_never_printed(variable: str) -> None:
+    token = "hvs.TRAILINGNEWLINE0123456789"
+    env = base_env(None, STRONGHOLD_VAULT_ADDR="http://127.0.0.1:9", K="vault://secret/data/app#K")
+    env[variable] = token + "\n"
+    result = run(["--log-level", "debug", "--", "true"], env)
+    assert result.code == 78, result.stderr
+    assert variable in result.stderr and "newline" in result.stderr
+    assert "TRAILINGNEWLINE" not in result.stderr + result.stdout
+
+
+def test_finding2_bootstrap_token_file_with_a_second_line_is_78(proxy: TestProxy, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(proxy.token + "\nsecond-line-SECRET\n")
+    env = base_env(None, STRONGHOLD_PROXY_URL=proxy.url, K="stronghold://stripe/live")
+    result = run(["--log-level", "debug", "--bootstrap-token-file", str(token_file), "--", "true"], env)
+    assert result.code == 78 and str(token_file) in result.stderr
+    assert proxy.token not in result.stderr and "second-line" not in result.stderr
+    assert proxy.requests == []
+
+
+def test_finding2_bootstrap_token_env_with_newline_is_78(proxy: TestProxy) -> None:
+    env = base_env(proxy, K="stronghold://stripe/live")
+    env["STRONGHOLD_BOOTSTRAP_TOKEN"] = proxy.token + "\r\n"
+    result = run(["--log-level", "debug", "--", "true"], env)
+    assert result.code == 78 and "STRONGHOLD_BOOTSTRAP_TOKEN" in result.stderr
+    assert proxy.token not in result.stderr and proxy.requests == []
+
+
+def test_finding2_redactor_catches_escaped_forms() -> None:
+    import io
+
+    from injector.log import Logger
+
+    stream = io.StringIO()
+    logger = Logger(stream)
+    secret = 'tok"en\\with\nnewline-é'
+    logger.protect(secret)
+    logger.error(f"repr {secret!r}", json=json.dumps(secret), raw=secret, data=repr(secret.encode()))
+    assert "tok" not in stream.getvalue() and "newline" not in stream.getvalue()
+
+
+# -- finding 3: the logger never raises, the refresher never dies -------------
+
+# Sets O_NONBLOCK on the stderr it shares with stronghold-init (as Node does)
+# and fills the pipe, then waits.
+FILLING_CHILD = textwrap.dedent(
+    """
+    import fcntl, os, sys
+    flags = fcntl.fcntl(2, fcntl.F_GETFL)
+    fcntl.fcntl(2, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+    try:
+        while True:
+            os.write(2, b"x" * 4096)
+    except BlockingIOError:
+        pass
+    print("full", flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def test_finding3_nonblocking_full_stderr_does_not_stop_refreshing(make_proxy, shm_dir: Path, processes) -> None:
+    proxy = make_proxy(ttl=2)
+    env = base_env(proxy, K_FILE="stronghold://stripe/live?ttl=2")
+    args = ["--log-level", "debug", "--dir", str(shm_dir), "--", PYTHON, "-c", FILLING_CHILD]
+    process = start(args, env, stdin=subprocess.PIPE)
+    processes.append(process)
+    assert read_line(process).strip() == "full"
+    issued = credential_requests(proxy)
+    wait_for(lambda: credential_requests(proxy) >= issued + 3, timeout=60, what="refreshes with stderr full")
+    tell(process)
+    assert process.wait(timeout=30) == 0
+
+
+def test_finding3_log_reader_gone_does_not_stop_refreshing(make_proxy, shm_dir: Path, processes) -> None:
+    proxy = make_proxy(ttl=2)
+    env = base_env(proxy, K_FILE="stronghold://stripe/live?ttl=2")
+    child = "import sys; print('ready', flush=True); sys.stdin.readline()"
+    process = start(
+        ["--log-level", "debug", "--dir", str(shm_dir), "--", PYTHON, "-c", child], env, stdin=subprocess.PIPE
+    )
+    processes.append(process)
+    assert read_line(process).strip() == "ready"
+    process.stderr.close()  # type: ignore[union-attr]  # every later log line meets EPIPE
+    issued = credential_requests(proxy)
+    wait_for(lambda: credential_requests(proxy) >= issued + 3, timeout=60, what="refreshes with no log reader")
+    tell(process)
+    assert process.wait(timeout=30) == 0
+
+
+# -- finding 8: redact first, then truncate and format ------------------------
+
+
+def test_finding8_padded_echo_of_the_bootstrap_token_is_redacted_before_the_cut(proxy: TestProxy) -> None:
+    proxy.script("/v1/auth/login", Answer(403, {"error": "x" * 180 + " " + proxy.token}))
+    result = run(["--", "true"], base_env(proxy, K="stronghold://stripe/live"))
+    assert result.code == 77, result.stderr
+    token_body = proxy.token.removeprefix("boot-")
+    assert token_body[:8] not in result.stderr
+
+
+def test_finding8_json_escaping_does_not_hide_a_token_from_the_redactor(proxy: TestProxy) -> None:
+    token = 'boot-quote"back\\slash-é-' + os.urandom(6).hex()
+    proxy.token = token
+    proxy.script("/v1/auth/login", Answer(403, {"error": f"refused {token}"}))
+    env = base_env(proxy, K="stronghold://stripe/live")
+    result = run(["--log-format", "json", "--", "true"], env)
+    assert result.code == 77, result.stderr
+    tail = token.split("-")[-1]
+    assert tail not in result.stderr and "quote" not in result.stderr
+
+
+def test_also_newline_in_a_variable_name_cannot_forge_a_log_line(proxy: TestProxy) -> None:
+    env = base_env(proxy)
+    env["BAD\nstronghold-init: error: FORGED_FILE"] = "stronghold://stripe/live"
+    result = run(["--", "true"], env)
+    assert not any(line.startswith("stronghold-init: error: FORGED") for line in result.stderr.splitlines())
