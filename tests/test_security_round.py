@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PYTHON, TestProxy, base_env, read_line, run, start, tell, wait_for
+from conftest import STRONGHOLD as STRONGHOLD_BIN
 from injector.devproxy import Answer
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -239,3 +240,35 @@ def test_also_newline_in_a_variable_name_cannot_forge_a_log_line(proxy: TestProx
     env["BAD\nstronghold-init: error: FORGED_FILE"] = "stronghold://stripe/live"
     result = run(["--", "true"], env)
     assert not any(line.startswith("stronghold-init: error: FORGED") for line in result.stderr.splitlines())
+
+
+# -- finding 9: no libc search that runs gcc/ld from PATH ---------------------
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+def test_finding9_no_compiler_from_path_sees_the_environment(proxy: TestProxy, shm_dir: Path, tmp_path: Path) -> None:
+    """With `ldconfig -p` failing (musl, stripped images), ctypes.util.find_library
+    runs `gcc`/`cc`/`ld` from PATH with our environment.  A fake compiler first
+    in PATH must never run."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    seen = tmp_path / "seen"
+    for name in ("gcc", "cc", "ld", "objdump"):
+        tool = fake_bin / name
+        tool.write_text(f"#!/bin/sh\nenv >> {seen}\nexit 1\n")
+        tool.chmod(0o755)
+    ldconfig = os.path.realpath(shutil.which("ldconfig") or "/sbin/ldconfig")
+    env = base_env(proxy, K_FILE="stronghold://stripe/live", VAULT_TOKEN="hvs.SEENBYGCC0123")
+    env["PATH"] = f"{fake_bin}:{env['PATH']}"
+    script = f'mount --bind /bin/false {ldconfig} && exec "$@"'
+    for mode in (["--dir", str(shm_dir), "--", "true"], ["check", "--dir", str(shm_dir)]):
+        done = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", STRONGHOLD_BIN, *mode],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert not seen.exists(), "a compiler from PATH ran with our environment"
