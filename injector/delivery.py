@@ -302,9 +302,11 @@ class TokenDirectory:
             except FileNotFoundError:
                 pass
             os.replace(temporary, file_name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
-        except (OSError, ValueError) as exc:  # ValueError: a name with NUL
-            if created:
+        except BaseException as exc:
+            if created:  # a temporary file holding the token is never left behind, whatever failed
                 self._unlink(temporary)
+            if not isinstance(exc, (OSError, ValueError, OverflowError)):
+                raise
             # 78 like every other --dir problem; during refresh it is logged and the old token kept
             raise ConfigError(f"cannot write {final}: {getattr(exc, 'strerror', None) or exc}") from None
         self.written.add(file_name)

@@ -272,3 +272,65 @@ def test_finding9_no_compiler_from_path_sees_the_environment(proxy: TestProxy, s
         )
         assert done.returncode == 0, done.stderr
         assert not seen.exists(), "a compiler from PATH ran with our environment"
+
+
+# -- finding 11: bad input is 78 before any request; nothing left behind -----
+
+HUGE = 10**400
+
+
+def revoked_leases(proxy: TestProxy) -> list[str]:
+    return [lease for body in proxy.bodies("/v1/leases/revoke") for lease in body["lease_ids"]]  # type: ignore[index]
+
+
+def test_finding11_huge_credential_ttl_is_capped_and_the_lease_revoked(proxy: TestProxy) -> None:
+    answer = {"credentials": [{"name": "K", "value": "v-HUGETTL-SECRET", "ttl": HUGE, "lease_id": "lease-huge"}]}
+    proxy.script("/v1/credentials", Answer(200, answer))
+    result = run(["--", "sh", "-c", 'test "$K" = v-HUGETTL-SECRET'], base_env(proxy, K="stronghold://stripe/live"))
+    assert result.code == 0, result.stderr
+    assert "lease-huge" in revoked_leases(proxy)
+
+
+def test_finding11_huge_session_ttl_is_capped(proxy: TestProxy) -> None:
+    import time
+
+    with proxy.lock:
+        proxy.sessions["s.fixed-session-HUGE"] = time.monotonic() + 3600
+    proxy.script("/v1/auth/login", Answer(200, {"session_token": "s.fixed-session-HUGE", "ttl": HUGE}))
+    result = run(["--", "true"], base_env(proxy, K="stronghold://stripe/live"))
+    assert result.code == 0, result.stderr
+    assert revoked_leases(proxy) == proxy.leases_issued
+
+
+def test_finding11_lone_surrogate_value_is_never_delivered(proxy: TestProxy, shm_dir: Path) -> None:
+    bad = {"credentials": [{"name": "K", "value": "bad\ud800value", "ttl": 60, "lease_id": "lease-bad"}]}
+    proxy.script("/v1/credentials", Answer(200, bad))
+    env = base_env(proxy, K="stronghold://stripe/live")
+    result = run(["--mask-output", "--", "sh", "-c", 'echo "$K"'], env)
+    assert result.code == 0, result.stderr
+    assert "broken" in result.stderr or "surrogate" in result.stderr
+    assert set(proxy.leases_issued) <= set(revoked_leases(proxy))
+
+
+@pytest.mark.parametrize("user", ["²", "4294967295", "99999999999999999999", "1:99999999999999999999"])
+def test_finding11_bad_user_is_78_before_any_request(proxy: TestProxy, shm_dir: Path, user: str) -> None:
+    env = base_env(proxy, K_FILE="stronghold://stripe/live")
+    result = run(["--user", user, "--no-refresh", "--dir", str(shm_dir), "--", "true"], env)
+    assert result.code == 78, result.stderr
+    assert "--user" in result.stderr
+    assert proxy.requests == []
+    assert not shm_dir.exists() or list(shm_dir.iterdir()) == []
+
+
+def test_finding11_bad_file_group_is_78(proxy: TestProxy, shm_dir: Path) -> None:
+    env = base_env(proxy, K_FILE="stronghold://stripe/live")
+    result = run(["--file-group", "4294967295", "--dir", str(shm_dir), "--", "true"], env)
+    assert result.code == 78 and proxy.requests == []
+
+
+def test_finding11_overlong_file_name_is_78_before_any_request(proxy: TestProxy, shm_dir: Path) -> None:
+    env = base_env(proxy)
+    env["A" * 250 + "_FILE"] = "stronghold://stripe/live"
+    result = run(["--dir", str(shm_dir), "--", "true"], env)
+    assert result.code == 78 and "longer than" in result.stderr
+    assert proxy.requests == []

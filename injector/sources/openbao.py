@@ -35,7 +35,7 @@ from injector.errors import (
     UnavailableError,
 )
 from injector.log import log
-from injector.references import Credential, Reference
+from injector.references import Credential, Reference, granted_ttl, value_problem
 from injector.transport import Response, Transport
 
 TRANSIENT_STATUSES = frozenset({412, 429, 500, 502, 503, 504})
@@ -213,7 +213,7 @@ class OpenBaoSource:
         ttl = info.get("ttl") if isinstance(info, dict) else None
         if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0:
             raise BrokenAnswerError("lookup-self answer has no ttl")
-        self._set_session(ttl, sent_at)
+        self._set_session(granted_ttl(ttl), sent_at)
 
     def _take_auth(self, data: dict, sent_at: float, what: str) -> None:
         auth = data.get("auth")
@@ -396,15 +396,16 @@ def _field(values: dict, reference: Reference) -> str:
         value = str(value)
     if not isinstance(value, str):
         raise ConfigError(f"{reference.name}: field {reference.field!r} at {reference.secret} is not a string")
-    if not value or "\0" in value:
-        raise BrokenAnswerError(f"{reference.name}: the value is empty or holds NUL")
+    problem = value_problem(value)
+    if problem:
+        raise BrokenAnswerError(f"{reference.name}: the value {problem}")
     return value
 
 
 def _non_negative_int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise BrokenAnswerError(f"{what} is not a non-negative integer")
-    return value
+    return granted_ttl(value)
 
 
 def _token_variable(value: str) -> str:
