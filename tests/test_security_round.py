@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, TestProxy, base_env, read_line, run, start, tell, wait_for
+from conftest import PYTHON, ScriptedHandler, TestProxy, base_env, read_line, run, start, tell, wait_for
 from conftest import STRONGHOLD as STRONGHOLD_BIN
-from injector.devproxy import Answer
+from injector.devproxy import Answer, make_server, server_url
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 NOBODY_UID = 65534
@@ -334,3 +334,69 @@ def test_finding11_overlong_file_name_is_78_before_any_request(proxy: TestProxy,
     result = run(["--dir", str(shm_dir), "--", "true"], env)
     assert result.code == 78 and "longer than" in result.stderr
     assert proxy.requests == []
+
+
+# -- finding 7: a timeout bounds the whole request ---------------------------
+
+DRIP = "drip"  # a scripted answer: a status line, then one header byte every 0.2 s, for ever
+
+
+class DripHandler(ScriptedHandler):
+    def _send(self, answer) -> None:  # type: ignore[override]
+        if answer != DRIP:
+            super()._send(answer)
+            return
+        self.close_connection = True
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+            while not self.server.stopping.is_set():  # type: ignore[attr-defined]
+                self.wfile.write(b"a")
+                self.wfile.flush()
+                self.server.stopping.wait(0.2)  # type: ignore[attr-defined]  # the attacker's pace, not a sync
+        except OSError:
+            pass  # the client gave up: what the test wants
+
+
+@pytest.fixture
+def drip_proxy():
+    import threading
+
+    proxy = TestProxy()
+    server = make_server(proxy, "127.0.0.1:0", handler=DripHandler)
+    server.stopping = threading.Event()  # type: ignore[attr-defined]
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    proxy.url = server_url(server)
+    yield proxy
+    server.stopping.set()  # type: ignore[attr-defined]
+    server.shutdown()
+    server.server_close()
+
+
+def test_finding7_dripping_proxy_cannot_stretch_startup_past_its_timeout(drip_proxy: TestProxy) -> None:
+    """One byte every 0.2 s used to keep each read alive: start-up ran 111 s with --startup-timeout 2."""
+    import time
+
+    drip_proxy.script("/v1/auth/login", *[DRIP] * 50)
+    started = time.monotonic()
+    result = run(["--startup-timeout", "2", "--", "true"], base_env(drip_proxy, K="stronghold://stripe/live"))
+    elapsed = time.monotonic() - started
+    assert result.code == 69, result.stderr
+    assert "timed out" in result.stderr
+    assert elapsed < 30, f"start-up ran {elapsed:.0f}s with --startup-timeout 2"
+
+
+def test_finding7_slow_revoke_at_exit_is_cut_and_files_removed(drip_proxy: TestProxy, shm_dir: Path) -> None:
+    """A revoke answered one byte at a time took 22 s against the promised 2 s, token files in place meanwhile."""
+    import time
+
+    drip_proxy.script("/v1/leases/revoke", DRIP, DRIP)
+    env = base_env(drip_proxy, K_FILE="stronghold://stripe/live")
+    started = time.monotonic()
+    result = run(["--dir", str(shm_dir), "--", "true"], env)
+    elapsed = time.monotonic() - started
+    assert result.code == 0, result.stderr
+    assert "revoking leases failed" in result.stderr
+    assert elapsed < 15, f"exit took {elapsed:.0f}s with a dripping revoke"
+    assert not shm_dir.exists()
