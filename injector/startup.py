@@ -178,7 +178,6 @@ def issue_all(source, references: Sequence[Reference], settings: Settings) -> li
     import time
 
     from injector.errors import TransientError
-
     from injector.transport import deadline_scope
 
     deadline = time.monotonic() + settings.startup_timeout

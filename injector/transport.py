@@ -165,7 +165,7 @@ class Transport:
                 if answer.will_close or len(data) > MAX_BODY:
                     self._drop()
                 if watchdog.fired:  # the cut may have ended the body early: never trust a short read
-                    raise socket.timeout("timed out")
+                    raise TimeoutError("timed out")
             except (OSError, http.client.HTTPException) as exc:
                 self._drop()
                 if watchdog.fired:
