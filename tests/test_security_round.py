@@ -400,3 +400,47 @@ def test_finding7_slow_revoke_at_exit_is_cut_and_files_removed(drip_proxy: TestP
     assert "revoking leases failed" in result.stderr
     assert elapsed < 15, f"exit took {elapsed:.0f}s with a dripping revoke"
     assert not shm_dir.exists()
+
+
+# -- finding 5: the health endpoint cannot be starved -------------------------
+
+
+def test_finding5_idle_connection_flood_neither_starves_refresh_nor_hangs_healthz(
+    make_proxy, shm_dir: Path, processes
+) -> None:
+    """150 idle connections under `ulimit -n 100`: refreshes went EMFILE and /healthz hung."""
+    import resource
+    import socket
+    import urllib.request
+
+    from test_sidecar import get_health, health_url
+
+    proxy = make_proxy(ttl=2)
+    env = base_env(proxy, A_FILE="stronghold://stripe/live?ttl=2")
+    process = start(
+        ["sidecar", "--dir", str(shm_dir), "--health-listen", "127.0.0.1:0"],
+        env,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100)),
+    )
+    processes.append(process)
+    url = health_url(process, [])
+    host, port = urllib.request.urlparse(url).netloc.split(":")
+    flood = []
+    try:
+        for _ in range(150):
+            flood.append(socket.create_connection((host, int(port)), timeout=10))
+        issued = credential_requests(proxy)
+        wait_for(lambda: credential_requests(proxy) >= issued + 3, timeout=60, what="refreshes during the flood")
+
+        def healthy() -> bool:
+            try:
+                return get_health(url)[0] == 200
+            except OSError:
+                return False  # refused while the cap is full: the probe tries again, as a kubelet does
+
+        wait_for(healthy, timeout=30, interval=0.2, what="/healthz to answer during the flood")
+    finally:
+        for sock in flood:
+            sock.close()
+    process.send_signal(__import__("signal").SIGTERM)
+    assert process.wait(timeout=30) == 0
