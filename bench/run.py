@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import herd
+import masking
 import openbao
 import scale
 import startup
@@ -155,6 +156,8 @@ def main() -> None:
         f" (goal >= 15%), each at {crowd['refresh_at_min_pct']:.1f}-{crowd['refresh_at_max_pct']:.1f}% of its own ttl;"
         f" at most **{crowd['max_refreshes_in_100ms']}** refreshes in any 100 ms."
     )
+
+    masking.report(emit, quick)
 
     Path(args.output).write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {args.output}")

@@ -350,6 +350,28 @@ class TokenDirectory:
             pass
 
 
+# What Python's C-locale coercion (PEP 538) puts in LC_CTYPE when the locale is C or POSIX.
+COERCION_TARGETS = ("C.UTF-8", "C.utf8", "UTF-8")
+
+
+def undo_locale_coercion(environ: dict[str, str], initial_environ: str = "/proc/self/environ") -> None:
+    """Remove the LC_CTYPE Python added at start-up, so the child gets the environment exactly as given.
+
+    The interpreter sets LC_CTYPE=C.UTF-8 in its own environment when started
+    under the C locale; the kernel's copy of the environment we were started
+    with (/proc/self/environ) shows whether it was really given.
+    """
+    if environ.get("LC_CTYPE") not in COERCION_TARGETS or "LC_ALL" in environ:
+        return
+    try:
+        with open(initial_environ, "rb") as handle:
+            given = handle.read().split(b"\0")
+    except OSError:
+        return
+    if not any(entry.startswith(b"LC_CTYPE=") for entry in given):
+        del environ["LC_CTYPE"]
+
+
 def scrub_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment minus configuration variables (STRONGHOLD_*)."""
     return {name: value for name, value in environ.items() if not is_config_variable(name)}

@@ -104,7 +104,7 @@ def supervise_command(plan, command: Command, base_env, source, directory, crede
 
         masker = Masker()
         for credential in credentials:
-            masker.add(credential.value, credential.name)
+            masker.add(credential.value, credential.name, credential.expires_at)
         masked = MaskedOutput(masker)
     stdio = (masked.stdout_fd, masked.stderr_fd) if masked is not None else None
     supervisor = sv.Supervisor(command, environment, grace=settings.grace, identity=identity, stdio=stdio)
@@ -123,7 +123,7 @@ def supervise_command(plan, command: Command, base_env, source, directory, crede
 
     def deliver(reference: Reference, credential: Credential) -> None:
         if masker is not None:
-            masker.add(credential.value, credential.name)  # before it can reach the child
+            masker.add(credential.value, credential.name, credential.expires_at)  # before it can reach the child
         if directory is not None:
             directory.deliver(reference, credential)
 

@@ -35,6 +35,9 @@ class Plan:
 
 def make_plan(options: Mapping[str, object], env_files: Sequence[str]) -> Plan:
     environ = dict(os.environ)
+    from injector.delivery import undo_locale_coercion
+
+    undo_locale_coercion(environ)
     # Logging is configured first from flags and environment alone, so that
     # errors in the env files are already logged the way the user asked.
     configure_logging(build_settings(options, environ))

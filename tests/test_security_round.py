@@ -444,3 +444,84 @@ def test_finding5_idle_connection_flood_neither_starves_refresh_nor_hangs_health
             sock.close()
     process.send_signal(__import__("signal").SIGTERM)
     assert process.wait(timeout=30) == 0
+
+
+# -- the default --dir chain (issues 11 and 14) -------------------------------
+
+NOBODY_PREFIX = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+SQUAT = Path(f"/dev/shm/stronghold-{NOBODY_UID}")
+
+
+@pytest.fixture
+def nobody_fallback_dir():
+    """/dev/shm/stronghold-65534, absent at the start and removed afterwards."""
+    if SQUAT.exists():
+        pytest.skip(f"{SQUAT} exists already")
+    yield SQUAT
+    shutil.rmtree(SQUAT, ignore_errors=True)
+
+
+def _nobody_env(proxy: TestProxy) -> dict[str, str]:
+    env = base_env(proxy, K_FILE="stronghold://stripe/live")
+    env.pop("XDG_RUNTIME_DIR", None)
+    return env
+
+
+@needs_root
+def test_issue14_unusable_default_chain_names_every_candidate_and_the_squatter(
+    proxy: TestProxy, nobody_fallback_dir: Path
+) -> None:
+    nobody_fallback_dir.mkdir(mode=0o700)
+    os.chown(nobody_fallback_dir, 12345, 12345)  # another user got there first
+    done = subprocess.run(
+        [*NOBODY_PREFIX, STRONGHOLD_BIN, "--", "true"], env=_nobody_env(proxy), capture_output=True, text=True
+    )
+    assert done.returncode == 78, done.stderr
+    assert "/run/stronghold" in done.stderr and str(nobody_fallback_dir) in done.stderr
+    assert "owned by uid 12345" in done.stderr
+    assert proxy.requests == []
+
+
+@needs_root
+def test_issue11_fallback_to_dev_shm_is_logged_with_the_reason(proxy: TestProxy, nobody_fallback_dir: Path) -> None:
+    child = 'test "$K_FILE" = ' + f"{nobody_fallback_dir}/K"
+    done = subprocess.run(
+        [*NOBODY_PREFIX, STRONGHOLD_BIN, "--", "sh", "-c", child],
+        env=_nobody_env(proxy),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    line = next(line for line in done.stderr.splitlines() if "token files go to" in line)
+    assert str(nobody_fallback_dir) in line and "/run/stronghold" in line and "info" in line
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+def test_issue11_as_pid_1_never_falls_back_to_dev_shm(proxy: TestProxy, nobody_fallback_dir: Path) -> None:
+    """In a container /dev/shm may be the host's (--ipc=host): exit 78 naming the --tmpfs that fixes it."""
+    done = subprocess.run(
+        ["unshare", "--pid", "--fork", *NOBODY_PREFIX, STRONGHOLD_BIN, "--", "true"],
+        env=_nobody_env(proxy),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 78, done.stderr
+    assert "--tmpfs /run/stronghold:mode=0700,U" in done.stderr
+    assert "--tmpfs /run/stronghold:uid=65534,gid=65534,mode=0700" in done.stderr
+    assert not nobody_fallback_dir.exists() and proxy.requests == []
+
+
+# -- the child's environment, exactly as given --------------------------------
+
+
+@pytest.mark.parametrize("refs", [{}, {"K": "stronghold://stripe/live"}])
+def test_also_no_lc_ctype_from_python_locale_coercion(proxy: TestProxy, refs: dict[str, str]) -> None:
+    env = base_env(proxy, **refs)
+    del env["LANG"]  # the C locale: Python would add LC_CTYPE=C.UTF-8 to its own environment
+    result = run(["--", "env"], env)
+    assert result.code == 0, result.stderr
+    assert "LC_CTYPE" not in result.stdout
+    env["LC_CTYPE"] = "C.UTF-8"  # given by the user: passed on
+    assert "LC_CTYPE=C.UTF-8" in run(["--", "env"], env).stdout
