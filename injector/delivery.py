@@ -10,9 +10,9 @@ The directory is opened once (`O_DIRECTORY|O_NOFOLLOW`) and checked with
 fchmod is relative to it.  The child's user owns the directory, so it can
 rename it away and put a symlink in its place: root's writes and deletes
 still land in the directory that was checked, never where the symlink points.
-A directory is created only in a parent that no one else can write (or a
-root-owned sticky one such as /dev/shm), so nobody can swap it for another
-between mkdir and open.
+A new directory is opened right after mkdir and checked on that descriptor
+(ours, 0700, empty) before it is chowned, so someone who can write the
+parent cannot swap in another file or directory for root to chown.
 """
 
 from __future__ import annotations
@@ -146,11 +146,6 @@ def inspect_directory(path: str, *, allow_disk: bool, child_uid: int = -1) -> No
         problem = directory_problem(os.lstat(path), child_uid)
         if problem:
             raise ConfigError(f"--dir {path} {problem}")
-    else:
-        parent = _nearest_existing(os.path.dirname(path))
-        problem = parent_problem(os.stat(parent))
-        if problem:
-            raise ConfigError(f"--dir {path}: its parent {parent} {problem}")
 
 
 def _close(fd: int | None) -> None:
@@ -162,12 +157,13 @@ def _close(fd: int | None) -> None:
 
 
 def _open_parent(parent: str) -> int:
-    """The parent of a --dir to create (made when missing), checked for who can write it."""
+    """The parent of a --dir to create (made when missing).
+
+    A parent others can write (a Kubernetes emptyDir's root is 0777) is used,
+    but said: they cannot make us chown anything else (the new directory is
+    checked on its descriptor before fchown), yet they can rename it later.
+    """
     if not os.path.isdir(parent):
-        ancestor = _nearest_existing(parent)
-        problem = parent_problem(os.stat(ancestor))
-        if problem:
-            raise ConfigError(f"--dir: its parent {ancestor} {problem}")
         os.makedirs(parent, 0o755, exist_ok=True)
     # Ancestors may be symlinks (/var/run -> /run); only the last component must not be.
     fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -177,8 +173,9 @@ def _open_parent(parent: str) -> int:
         os.close(fd)
         raise
     if problem:
-        os.close(fd)
-        raise ConfigError(f"--dir: its parent {parent} {problem}")
+        from injector.log import log
+
+        log.info(f"--dir's parent {parent} {problem.split(';')[0]}; a sticky parent (chmod +t) prevents that")
     return fd
 
 

@@ -38,6 +38,7 @@ class Masker:
         self._expiry: dict[bytes, float | None] = {}  # token -> when its lease ends (None: unknown)
         self._current: dict[str, bytes] = {}  # name -> its current token
         self._previous: dict[str, bytes] = {}  # name -> the token it superseded
+        self._superseded: list[bytes] = []  # tokens no longer current: the only ones ever dropped
         self._ordered: list[bytes] = []  # longest first, so a token that contains another is masked whole
         self._short_prefixes: set[bytes] = set()  # every proper prefix shorter than HEAD
         self._longest = 0
@@ -51,24 +52,42 @@ class Masker:
             previous = self._current.get(name)
             if previous is not None and previous != token:
                 self._previous[name] = previous
+                self._superseded.append(previous)
             self._current[name] = token
-            self._tokens[token] = f"<redacted:{name}>".encode()
             self._expiry[token] = expires_at
-            self._forget_ended()
-            self._rebuild()
+            if token not in self._tokens:
+                self._tokens[token] = f"<redacted:{name}>".encode()
+                self._insert(token)
+            if self._forget_ended():
+                self._rebuild()
 
-    def _forget_ended(self) -> None:
-        """Drop superseded tokens whose lease ended; with no known end, keep each name's last superseded one."""
+    def _forget_ended(self) -> bool:
+        """Drop superseded tokens whose lease ended (with no known end, keep each name's last superseded one)."""
         now = self._clock()
         current = set(self._current.values())
         previous = set(self._previous.values())
-        for token in list(self._tokens):
-            if token in current or (token in previous and self._expiry[token] is None):
+        kept: list[bytes] = []
+        dropped = False
+        for token in self._superseded:
+            if token in current or token not in self._tokens:
+                continue  # current again, or already gone
+            ends = self._expiry.get(token)
+            if (ends is None and token in previous) or (ends is not None and ends > now):
+                kept.append(token)
                 continue
-            ends = self._expiry[token]
-            if ends is None or ends <= now:
-                del self._tokens[token]
-                del self._expiry[token]
+            del self._tokens[token]
+            self._expiry.pop(token, None)
+            dropped = True
+        self._superseded = kept
+        return dropped
+
+    def _insert(self, token: bytes) -> None:
+        """Add one token to the search structures without rebuilding them (adds are frequent, drops rare)."""
+        import bisect
+
+        bisect.insort(self._ordered, token, key=lambda t: -len(t))
+        self._longest = max(self._longest, len(token))
+        self._short_prefixes.update(token[:i] for i in range(1, min(HEAD, len(token))))
 
     def _rebuild(self) -> None:
         self._ordered = sorted(self._tokens, key=len, reverse=True)

@@ -54,7 +54,15 @@ class _Watchdog:
         self._connection = connection
         self._timer = threading.Timer(max(seconds, 0.0), self._cut)
         self._timer.daemon = True
-        self._timer.start()
+        # Started with every signal blocked (threads inherit the mask): a signal
+        # such as SIGCHLD must reach the thread that waits for it, never this one.
+        import signal
+
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            self._timer.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def _cut(self) -> None:
         self.fired = True

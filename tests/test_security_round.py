@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import textwrap
 from pathlib import Path
@@ -21,6 +22,7 @@ from injector.devproxy import Answer, make_server, server_url
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 NOBODY_UID = 65534
+NOBODY_PREFIX = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
 
 # Run as nobody (--user 65534): swap the token directory for a symlink into a
 # root-only directory, as a hostile app would, then wait for the test.
@@ -77,22 +79,52 @@ def test_finding1_dir_swapped_for_symlink_cannot_steer_root_writes_or_deletes(
         shutil.rmtree(moved, ignore_errors=True)
 
 
+# As nobody, in a 0777 non-sticky parent: wait for `tokens` to appear, then
+# exchange it with root's file `victim` once (renameat2 RENAME_EXCHANGE).
+EXCHANGING_ATTACKER = textwrap.dedent(
+    """
+    import ctypes, os, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = sys.argv[1].encode()
+    print("ready", flush=True)
+    while libc.renameat2(-100, parent + b"/tokens", -100, parent + b"/victim", 2) != 0:
+        pass
+    print("swapped", flush=True)
+    """
+)
+
+
 @needs_root
-def test_finding1_dir_not_created_under_a_parent_others_can_write(proxy: TestProxy, shm_dir: Path) -> None:
-    """A 0777 non-sticky parent (an emptyDir-like root): an attacker there could
-    swap the new directory between mkdir and chown, so it is refused."""
+def test_finding1_exchange_race_at_creation_cannot_make_root_chown_a_file(proxy: TestProxy, shm_dir: Path) -> None:
+    """Someone who can write the parent swaps the new --dir for root's 0600 file
+    between mkdir and chown: root must never chown or chmod that file."""
     shm_dir.mkdir()
-    shm_dir.chmod(0o777)
-    target = shm_dir / "tokens"
+    shm_dir.chmod(0o777)  # an emptyDir-like root: writable by all, not sticky
     env = base_env(proxy, K_FILE="stronghold://stripe/live")
-    result = run(["--user", str(NOBODY_UID), "--dir", str(target), "--", "true"], env)
-    assert result.code == 78, result.stderr
-    assert "parent" in result.stderr and "written by others" in result.stderr
-    assert not target.exists() and proxy.issued_values == []
-    # A root-owned sticky parent (like /dev/shm itself) is fine.
-    shm_dir.chmod(0o1777)
-    result = run(["--user", str(NOBODY_UID), "--dir", str(target), "--", "true"], env)
-    assert result.code == 0, result.stderr
+    for _ in range(12):
+        victim = shm_dir / "victim"
+        victim.write_text("root's own file")
+        victim.chmod(0o600)
+        inode = victim.stat().st_ino
+        attacker = subprocess.Popen(
+            [*NOBODY_PREFIX, PYTHON, "-c", EXCHANGING_ATTACKER, str(shm_dir)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert attacker.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
+            run(["--user", str(NOBODY_UID), "--dir", str(shm_dir / "tokens"), "--", "true"], env)
+        finally:
+            attacker.kill()
+            attacker.wait(timeout=10)
+        (found,) = [p for p in shm_dir.iterdir() if p.lstat().st_ino == inode]
+        info = found.lstat()
+        assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o600), "root chowned or chmodded the swapped-in file"
+        for entry in shm_dir.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
 
 def test_also_group_writable_dir_is_refused(proxy: TestProxy, shm_dir: Path) -> None:
@@ -448,7 +480,6 @@ def test_finding5_idle_connection_flood_neither_starves_refresh_nor_hangs_health
 
 # -- the default --dir chain (issues 11 and 14) -------------------------------
 
-NOBODY_PREFIX = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
 SQUAT = Path(f"/dev/shm/stronghold-{NOBODY_UID}")
 
 
