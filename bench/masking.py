@@ -128,7 +128,7 @@ def report(emit, quick: bool) -> None:
     emit()
     emit("## --mask-output: throughput and memory")
     emit()
-    pumped = throughput(1_000_000 if quick else 32_000_000, 1 if quick else 5)
+    pumped = throughput(1_000_000 if quick else 16_000_000, 1 if quick else 3)
     emit("Log-like text through the supervisor's own output pump (real pipe -> /dev/null), MB/s:")
     emit()
     emit("| tokens masked | median | min | max | ratio to no token |")
@@ -142,7 +142,7 @@ def report(emit, quick: bool) -> None:
     emit()
     emit("Goal: masked throughput at least half of unmasked (ratio >= 0.5) with 100 tokens of 40 bytes and with")
     emit("one 20 KB token.")
-    whole = end_to_end(1_000_000 if quick else 64_000_000, 1 if quick else 3)
+    whole = end_to_end(1_000_000 if quick else 32_000_000, 1 if quick else 3)
     emit()
     emit(
         f"End to end, a child's stdout through the binary with 100 references: {whole['unmasked']:.0f} MB/s"
@@ -154,7 +154,7 @@ def report(emit, quick: bool) -> None:
     emit()
     emit("| token bytes | tokens | bytes held | held per token byte |")
     emit("| --- | --- | --- | --- |")
-    for row in memory([40_000, 400_000] if quick else [40_000, 400_000, 4_000_000]):
+    for row in memory([40_000, 400_000] if quick else [40_000, 400_000, 2_000_000]):
         emit(
             f"| {row['token_bytes']:,} | {row['count']:,} x {row['length']:,} B | {row['held']:,}"
             f" | {row['held'] / row['token_bytes']:.2f} |"
