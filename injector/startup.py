@@ -212,8 +212,8 @@ def issue_all(source, references: Sequence[Reference], settings: Settings) -> li
     from injector.errors import TransientError
     from injector.transport import deadline_scope
 
-<<<<<<< HEAD
-    deadline = time.monotonic() + settings.startup_timeout
+    started = time.monotonic()
+    deadline = started + settings.startup_timeout
     with deadline_scope(deadline):  # no single request may outlive --startup-timeout either
         try:  # the first attempt does not import the retry machinery
             credentials = source.issue(references)
@@ -221,19 +221,11 @@ def issue_all(source, references: Sequence[Reference], settings: Settings) -> li
             from injector.retry import retry_after_failure
 
             credentials = retry_after_failure(
-                lambda: source.issue(references), first, deadline=deadline, what="fetching credentials"
+                lambda: source.issue(references),
+                first,
+                deadline=deadline,
+                what="fetching credentials",
+                started=started,
             )
-=======
-    started = time.monotonic()
-    deadline = started + settings.startup_timeout
-    try:  # the first attempt does not import the retry machinery
-        credentials = source.issue(references)
-    except TransientError as first:
-        from injector.retry import retry_after_failure
-
-        credentials = retry_after_failure(
-            lambda: source.issue(references), first, deadline=deadline, what="fetching credentials", started=started
-        )
->>>>>>> main
     log.info("credentials issued", count=len(credentials))
     return credentials

@@ -166,7 +166,7 @@ class Transport:
         for fresh in (False, True):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TransientError(f"request to {self._host} timed out (no time left)")
+                raise TransientError(f"{self.label} timed out after {deadline - started:.1f} s without an answer")
             connection, reused = self._connection(fresh, left)
             watchdog = _Watchdog(connection, left)
             try:
@@ -181,26 +181,21 @@ class Transport:
                     raise TimeoutError("timed out")
             except (OSError, http.client.HTTPException) as exc:
                 self._drop()
-                if watchdog.fired:
-                    raise TransientError(
-                        f"request to {self._host} timed out after {deadline - started:.1f}s (the whole request)"
-                    ) from None
+                if watchdog.fired:  # the whole request ran out of time, however the server dripped
+                    waited = round(deadline - started, 1)
+                    raise TransientError(f"{self.label} timed out after {waited:g} s without an answer") from None
                 if _fatal_tls(exc):
                     raise UnavailableError(
                         f"TLS with {self._host} failed: {_describe_tls(exc)} (at {self.label})"
                     ) from None
                 if reused and not fresh:
                     continue
-<<<<<<< HEAD
-                raise TransientError(f"cannot reach {self._host}: {_describe(exc)}") from None
-            finally:
-                watchdog.cancel()
-=======
                 if isinstance(exc, socket.timeout):
                     waited = timeout or self._timeout
                     raise TransientError(f"{self.label} timed out after {waited:g} s without an answer") from None
                 raise TransientError(f"cannot reach {self.label}: {_describe(exc)}") from None
->>>>>>> main
+            finally:
+                watchdog.cancel()
             if len(data) > MAX_BODY:
                 raise BrokenAnswerError("answer body is over 1 MiB")
             return Response(status, data, retry_after)
