@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import container
 import herd
+import masking
 import openbao
 import scale
 import startup
@@ -157,6 +158,8 @@ def main() -> None:
         f" at most **{crowd['max_refreshes_in_100ms']}** refreshes in any 100 ms."
     )
 
+    masking.report(emit, quick)
+
     emit()
     import audit  # bench/audit.py: the image audit's throughput, memory and recall
 
@@ -167,11 +170,8 @@ def main() -> None:
     # bench/container.py (root, podman, minutes of image builds) writes its own section: keep it.
     kept = output.read_text().partition(container.SECTION)[2] if output.exists() else ""
     if kept and not quick:
-        lines += ["", container.SECTION + kept.rstrip("
-")]
-    output.write_text("
-".join(lines) + "
-")
+        lines += ["", container.SECTION + kept.rstrip("\n")]
+    output.write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {args.output}")
 
 

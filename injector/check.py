@@ -2,6 +2,8 @@
 
 Logs in, issues every reference, revokes them at once, and prints one line
 per reference: its variable, env or file, and the destination.  Never a value.
+The --dir is checked with the same rules `run`, `fetch` and `sidecar` apply
+(`delivery.inspect_directory`), --user included, but nothing is created.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-from injector.delivery import check_existing_dir, check_memory_fs
+from injector.delivery import inspect_directory
 from injector.startup import Plan, issue_all, open_source
 
 
@@ -21,10 +23,13 @@ def check(plan: Plan) -> int:
     if plan.file_references:
         from injector.dirs import choose_directory
 
-        directory = os.path.abspath(choose_directory(plan.settings))
-        check_memory_fs(directory, allow_disk=plan.settings.allow_disk)
-        if os.path.lexists(directory):
-            check_existing_dir(directory, {0, os.geteuid()})
+        child_uid = -1
+        if plan.settings.user:
+            from injector.users import resolve_user
+
+            child_uid = resolve_user(plan.settings.user).uid
+        directory = os.path.abspath(choose_directory(plan.settings, child_uid=child_uid))
+        inspect_directory(directory, allow_disk=plan.settings.allow_disk, child_uid=child_uid)
     source = open_source(plan.settings, plan.references)
     credentials = issue_all(source, plan.references, plan.settings)
     source.revoke([c.lease_id for c in credentials if c.lease_id])

@@ -1,9 +1,18 @@
 """Hand credentials to the child: files on tmpfs, or its environment.
 
 Files: the directory must be on tmpfs or ramfs (statfs), must not be a
-symlink or writable by others; each token is written to a temporary file in
-the same directory and renamed into place, so a reader never sees half a
-token, with mode 0400, owned by the user the child runs as.
+symlink or writable by anyone but its owner; each token is written to a
+temporary file in the same directory and renamed into place, so a reader
+never sees half a token, with mode 0400, owned by the user the child runs as.
+
+The directory is opened once (`O_DIRECTORY|O_NOFOLLOW`) and checked with
+`fstat` on that descriptor; every later open, rename, unlink, fchown and
+fchmod is relative to it.  The child's user owns the directory, so it can
+rename it away and put a symlink in its place: root's writes and deletes
+still land in the directory that was checked, never where the symlink points.
+A new directory is opened right after mkdir and checked on that descriptor
+(ours, 0700, empty) before it is chowned, so someone who can write the
+parent cannot swap in another file or directory for root to chown.
 """
 
 from __future__ import annotations
@@ -19,24 +28,90 @@ TMPFS_MAGIC = 0x01021994
 RAMFS_MAGIC = 0x858458F6
 MEMORY_FILESYSTEMS = (TMPFS_MAGIC, RAMFS_MAGIC)
 READY_FILE = ".ready"
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def filesystem_type(path: str) -> int:
-    """statfs(2)'s f_type for `path` (os.statvfs does not expose it)."""
+def _statfs_type(call: str, target: object) -> int:
     import ctypes
-    import ctypes.util
 
     class _StatFs(ctypes.Structure):
         # Only f_type is read; it is the first field, a long on Linux.  The
         # buffer is padded well past the real struct's size.
         _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 256)]
 
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # CDLL(None): the libc this process already runs on.  Never
+    # ctypes.util.find_library, which may run gcc or ld from PATH with our
+    # whole environment (credentials included) when ldconfig is missing.
+    libc = ctypes.CDLL(None, use_errno=True)
     buffer = _StatFs()
-    if libc.statfs(os.fsencode(path), ctypes.byref(buffer)) != 0:
+    if getattr(libc, call)(target, ctypes.byref(buffer)) != 0:
         errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno), path)
+        raise OSError(errno, os.strerror(errno))
     return buffer.f_type & 0xFFFFFFFF
+
+
+def filesystem_type(path: str) -> int:
+    """statfs(2)'s f_type for `path` (os.statvfs does not expose it)."""
+    return _statfs_type("statfs", os.fsencode(path))
+
+
+def fd_filesystem_type(fd: int) -> int:
+    """fstatfs(2)'s f_type for an open descriptor."""
+    return _statfs_type("fstatfs", fd)
+
+
+def allowed_owners(child_uid: int = -1) -> set[int]:
+    """Who may own an existing --dir: root, this user, the child's user.  Every mode uses this one rule."""
+    return {0, os.geteuid()} | ({child_uid} if child_uid >= 0 else set())
+
+
+def _mode_problem(info: os.stat_result) -> str | None:
+    if info.st_mode & stat.S_IWOTH:
+        return "is writable by other users"
+    if info.st_mode & stat.S_IWGRP:
+        return "is writable by its group"
+    return None
+
+
+def directory_problem(info: os.stat_result, child_uid: int = -1) -> str | None:
+    """Why an existing --dir (its lstat/fstat) cannot be trusted, or None (SPEC section 3)."""
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symlink; give the real directory"
+    if not stat.S_ISDIR(info.st_mode):
+        return "exists and is not a directory"
+    problem = _mode_problem(info)
+    if problem:
+        return problem
+    if info.st_uid not in allowed_owners(child_uid):
+        return f"is owned by uid {info.st_uid}, not by root, this user or the child's user"
+    return None
+
+
+def parent_problem(info: os.stat_result) -> str | None:
+    """Why a directory must not be created in this parent, or None.
+
+    Someone else who can write the parent could swap our new directory for
+    another between mkdir and chown.  A root-owned sticky parent (/dev/shm,
+    /tmp) is fine: there only an entry's owner may rename it.
+    """
+    shared = info.st_uid not in (0, os.geteuid()) or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if shared and not (info.st_uid == 0 and info.st_mode & stat.S_ISVTX):
+        return (
+            f"can be written by others (uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):o}), so they could "
+            "swap the new directory; create it beforehand, or use a parent only root can write or a root-owned "
+            "sticky one"
+        )
+    return None
+
+
+def _memory_fs_problem(fd: int) -> str | None:
+    try:
+        kind = fd_filesystem_type(fd)
+    except OSError as exc:
+        return f"cannot check its file system ({exc.strerror})"
+    if kind not in MEMORY_FILESYSTEMS:
+        return "is not on tmpfs or ramfs, so tokens would reach a disk; use a memory file system (or --allow-disk)"
+    return None
 
 
 def _nearest_existing(path: str) -> str:
@@ -63,31 +138,73 @@ def check_memory_fs(path: str, *, allow_disk: bool) -> None:
         )
 
 
-def check_existing_dir(path: str, allowed_owners: Iterable[int]) -> None:
-    """An existing --dir must be a real directory we can trust (SPEC section 3)."""
-    info = os.lstat(path)
-    if stat.S_ISLNK(info.st_mode):
-        raise ConfigError(f"--dir {path} is a symlink; give the real directory")
-    if not stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"--dir {path} exists and is not a directory")
-    if info.st_mode & stat.S_IWOTH:
-        raise ConfigError(f"--dir {path} is writable by other users")
-    if info.st_uid not in set(allowed_owners):
-        raise ConfigError(f"--dir {path} is owned by uid {info.st_uid}, not by root, this user or the child's user")
+def inspect_directory(path: str, *, allow_disk: bool, child_uid: int = -1) -> None:
+    """The checks `TokenDirectory.prepare` makes, without creating or changing anything (`check`)."""
+    path = os.path.abspath(path)
+    check_memory_fs(path, allow_disk=allow_disk)
+    if os.path.lexists(path):
+        problem = directory_problem(os.lstat(path), child_uid)
+        if problem:
+            raise ConfigError(f"--dir {path} {problem}")
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _open_parent(parent: str) -> int:
+    """The parent of a --dir to create (made when missing).
+
+    A parent others can write (a Kubernetes emptyDir's root is 0777) is used,
+    but said: they cannot make us chown anything else (the new directory is
+    checked on its descriptor before fchown), yet they can rename it later.
+    """
+    if not os.path.isdir(parent):
+        os.makedirs(parent, 0o755, exist_ok=True)
+    # Ancestors may be symlinks (/var/run -> /run); only the last component must not be.
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        problem = parent_problem(os.fstat(fd))
+    except OSError:
+        os.close(fd)
+        raise
+    if problem:
+        from injector.log import log
+
+        log.info(f"--dir's parent {parent} {problem.split(';')[0]}; a sticky parent (chmod +t) prevents that")
+    return fd
 
 
 class TokenDirectory:
-    """The --dir where `_FILE` tokens live, and every file written into it."""
+    """The --dir where `_FILE` tokens live, held open, and every file written into it."""
 
     def __init__(
-        self, path: str, *, uid: int = -1, gid: int = -1, group_readable: bool = False, created: bool = False
+        self,
+        path: str,
+        fd: int,
+        *,
+        uid: int = -1,
+        gid: int = -1,
+        group_readable: bool = False,
+        parent_fd: int | None = None,
     ) -> None:
         self.path = path
+        self.fd = fd  # every operation is relative to this descriptor, never to `path`
         self.uid = uid  # owner of the files (-1: leave as the current user)
         self.gid = gid  # their group (-1: leave as is)
         self.file_mode = 0o440 if group_readable else 0o400
-        self.created = created  # we made it, so cleanup removes it
-        self.written: set[str] = set()
+        self.parent_fd = parent_fd  # set when we created it, so cleanup removes it
+        info = os.fstat(fd)
+        self._identity = (info.st_dev, info.st_ino)
+        self.written: set[str] = set()  # file names inside the directory
+
+    @property
+    def created(self) -> bool:
+        return self.parent_fd is not None
 
     @classmethod
     def prepare(
@@ -100,32 +217,72 @@ class TokenDirectory:
         """
         path = os.path.abspath(path)
         check_memory_fs(path, allow_disk=allow_disk)
-        owners = {0, os.geteuid()} | ({uid} if uid >= 0 else set())
-        created = False
-        if os.path.lexists(path):
-            check_existing_dir(path, owners)
-        else:
+        try:
+            fd = os.open(path, _OPEN_DIR)
+        except FileNotFoundError:
+            return cls._create(path, allow_disk=allow_disk, uid=uid, gid=gid, group_readable=group_readable)
+        except OSError as exc:
             try:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                os.mkdir(path, 0o700)  # never wider than 0700 while it is being set up
-            except OSError as exc:
-                raise ConfigError(f"--dir {path}: cannot create it ({exc.strerror})") from None
-            created = True
+                problem = directory_problem(os.lstat(path), uid)
+            except OSError:
+                problem = None
+            raise ConfigError(
+                f"--dir {path} {problem}" if problem else f"--dir {path}: cannot open it ({exc.strerror})"
+            ) from None
+        try:
+            problem = directory_problem(os.fstat(fd), uid) or (None if allow_disk else _memory_fs_problem(fd))
+            if problem:
+                raise ConfigError(f"--dir {path} {problem}")
+            return cls(path, fd, uid=uid, gid=gid, group_readable=group_readable)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @classmethod
+    def _create(cls, path: str, *, allow_disk: bool, uid: int, gid: int, group_readable: bool) -> TokenDirectory:
+        name = os.path.basename(path)
+        parent_fd = fd = None
+        try:
+            parent_fd = _open_parent(os.path.dirname(path))
+            if not allow_disk:
+                problem = _memory_fs_problem(parent_fd)
+                if problem:
+                    raise ConfigError(f"--dir {path} {problem}")
+            os.mkdir(name, 0o700, dir_fd=parent_fd)  # never wider than 0700 while it is being set up
+            fd = os.open(name, _OPEN_DIR, dir_fd=parent_fd)
+            info = os.fstat(fd)
+            if info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) & 0o077 or info.st_nlink != 2:
+                raise ConfigError(f"--dir {path} was replaced while it was being created; refusing to use it")
             if uid >= 0 or gid >= 0:
-                os.chown(path, uid, gid)
-            os.chmod(path, 0o750 if group_readable else 0o700)  # mkdir's mode is filtered by the umask
-            check_memory_fs(path, allow_disk=allow_disk)
-        return cls(path=path, uid=uid, gid=gid, group_readable=group_readable, created=created)
+                os.fchown(fd, uid, gid)
+            os.fchmod(fd, 0o750 if group_readable else 0o700)  # mkdir's mode is filtered by the umask
+            directory = cls(path, fd, uid=uid, gid=gid, group_readable=group_readable, parent_fd=parent_fd)
+        except ConfigError:
+            _close(fd)
+            _close(parent_fd)
+            raise
+        except OSError as exc:
+            _close(fd)
+            _close(parent_fd)
+            raise ConfigError(f"--dir {path}: cannot create it ({exc.strerror})") from None
+        return directory
 
     def file_path(self, reference: Reference) -> str:
         return os.path.join(self.path, reference.target)
 
     def write(self, file_name: str, data: bytes) -> str:
-        """Atomically put `data` at `<dir>/<file_name>`, mode 0400."""
+        """Atomically put `data` at `<dir>/<file_name>`, mode 0400, all relative to the open directory."""
         final = os.path.join(self.path, file_name)
-        temporary = os.path.join(self.path, f".{file_name}.{os.urandom(6).hex()}.tmp")
+        temporary = f".{file_name}.{os.urandom(6).hex()}.tmp"
+        created = False
         try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o400)
+            fd = os.open(
+                temporary,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o400,
+                dir_fd=self.fd,
+            )
+            created = True
             # 0400 until owner and group are right; only then, maybe, 0440
             try:
                 view = memoryview(data)
@@ -136,14 +293,20 @@ class TokenDirectory:
                 os.fchmod(fd, self.file_mode)
             finally:
                 os.close(fd)
-            if os.path.isdir(final) and not os.path.islink(final):
-                raise IsADirectoryError(21, "is a directory", final)
-            os.replace(temporary, final)
-        except OSError as exc:
-            _unlink(temporary)
+            try:
+                if stat.S_ISDIR(os.stat(file_name, dir_fd=self.fd, follow_symlinks=False).st_mode):
+                    raise IsADirectoryError(21, "is a directory", final)
+            except FileNotFoundError:
+                pass
+            os.replace(temporary, file_name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except BaseException as exc:
+            if created:  # a temporary file holding the token is never left behind, whatever failed
+                self._unlink(temporary)
+            if not isinstance(exc, (OSError, ValueError, OverflowError)):
+                raise
             # 78 like every other --dir problem; during refresh it is logged and the old token kept
-            raise ConfigError(f"cannot write {final}: {exc.strerror or exc}") from None
-        self.written.add(final)
+            raise ConfigError(f"cannot write {final}: {getattr(exc, 'strerror', None) or exc}") from None
+        self.written.add(file_name)
         return final
 
     def write_credential(self, reference: Reference, credential: Credential) -> str:
@@ -158,22 +321,52 @@ class TokenDirectory:
         self.write(READY_FILE, b"")
 
     def cleanup(self) -> None:
-        """Remove every file written, and the directory if we created it."""
-        for path in sorted(self.written):
-            _unlink(path)
+        """Remove every file written, and the directory if we created it (never anything elsewhere)."""
+        if self.fd < 0:
+            return
+        for name in sorted(self.written):
+            self._unlink(name)
         self.written.clear()
-        if self.created:
+        if self.parent_fd is not None:
+            name = os.path.basename(self.path)
             try:
-                os.rmdir(self.path)
+                info = os.stat(name, dir_fd=self.parent_fd, follow_symlinks=False)
+                if (info.st_dev, info.st_ino) == self._identity:  # still ours, not a swapped-in one
+                    os.rmdir(name, dir_fd=self.parent_fd)
             except OSError:
-                pass  # something else put files there: leave it
+                pass  # moved away, or something else put files there: leave it
+            _close(self.parent_fd)
+            self.parent_fd = None
+        _close(self.fd)
+        self.fd = -1
+
+    def _unlink(self, name: str) -> None:
+        try:
+            os.unlink(name, dir_fd=self.fd)
+        except OSError:
+            pass
 
 
-def _unlink(path: str) -> None:
+# What Python's C-locale coercion (PEP 538) puts in LC_CTYPE when the locale is C or POSIX.
+COERCION_TARGETS = ("C.UTF-8", "C.utf8", "UTF-8")
+
+
+def undo_locale_coercion(environ: dict[str, str], initial_environ: str = "/proc/self/environ") -> None:
+    """Remove the LC_CTYPE Python added at start-up, so the child gets the environment exactly as given.
+
+    The interpreter sets LC_CTYPE=C.UTF-8 in its own environment when started
+    under the C locale; the kernel's copy of the environment we were started
+    with (/proc/self/environ) shows whether it was really given.
+    """
+    if environ.get("LC_CTYPE") not in COERCION_TARGETS or "LC_ALL" in environ:
+        return
     try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+        with open(initial_environ, "rb") as handle:
+            given = handle.read().split(b"\0")
+    except OSError:
+        return
+    if not any(entry.startswith(b"LC_CTYPE=") for entry in given):
+        del environ["LC_CTYPE"]
 
 
 def scrub_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -195,7 +388,8 @@ def child_environment(
     environ = dict(base)
     for reference in references:
         if reference.is_file:
-            assert directory is not None
+            if directory is None:
+                raise ValueError(f"{reference.name}: a file reference needs a directory")
             environ[reference.name] = directory.file_path(reference)
         else:
             environ[reference.name] = values[reference.name]

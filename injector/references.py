@@ -43,6 +43,11 @@ _POLICY = re.compile(r"[A-Za-z0-9._-]+")
 # plain name: no path separators, nothing hidden (.ready lives there too).
 _FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _DURATION = re.compile(r"([0-9]{1,9})([smh]?)")
+# A file name and its temporary twin (`.<name>.<12 hex>.tmp`) must fit in NAME_MAX (255).
+MAX_FILE_NAME = 200
+# A granted ttl beyond ten years is taken as ten years: `now + ttl` stays a
+# finite float (10**400 would raise OverflowError) and refresh still happens.
+MAX_TTL = 10 * 365 * 24 * 3600
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
 
 # Value types are namedtuples rather than dataclasses: importing dataclasses
@@ -253,6 +258,26 @@ def _check_secret(secret: str) -> None:
 def _check_target(name: str) -> None:
     if name.endswith(FILE_SUFFIX) and not _FILE_NAME.fullmatch(name[: -len(FILE_SUFFIX)]):
         raise ValueError("a _FILE reference needs a plain name before _FILE")
+    if name.endswith(FILE_SUFFIX) and len(name) - len(FILE_SUFFIX) > MAX_FILE_NAME:
+        raise ValueError(f"the file name before _FILE is longer than {MAX_FILE_NAME} characters")
+
+
+def granted_ttl(value: int) -> int:
+    """A validated, non-negative ttl from an answer, capped at MAX_TTL."""
+    return min(value, MAX_TTL)
+
+
+def value_problem(value: object) -> str | None:
+    """Why an issued value must not be delivered, or None (SPEC section 4)."""
+    if not isinstance(value, str) or not value:
+        return "is not a non-empty string"
+    if "\0" in value:
+        return "holds NUL"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 (a lone surrogate)"
+    return None
 
 
 def collect_references(environ: Mapping[str, str], origins: Mapping[str, str] | None = None) -> list[Reference]:

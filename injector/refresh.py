@@ -25,6 +25,7 @@ from injector.log import log
 from injector.references import Credential, Reference
 from injector.schedule import refresh_due, refresh_window_open, retry_delay
 
+UNEXPECTED_ERROR_PAUSE = 1.0  # seconds, after an exception no step expected
 MAX_SLEEP = 3600.0  # wake at least hourly, even with nothing due (static values, eternal sessions)
 
 
@@ -125,7 +126,11 @@ class Refresher:
             if wake > now:
                 self._stop.wait(min(wake - now, MAX_SLEEP))
                 continue
-            self.tick(now)
+            try:
+                self.tick(now)
+            except Exception as exc:  # from a callback (delivery, on_rotated, on_expired): never end refreshing
+                log.error(f"internal error in the refresher: {type(exc).__name__}; carrying on")
+                self._stop.wait(UNEXPECTED_ERROR_PAUSE)  # do not spin if the same step fails again at once
 
     # -- one step, public for tests on an injected clock ----------------------
 

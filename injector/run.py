@@ -80,7 +80,7 @@ def prepare_directory(plan: Plan, identity=None) -> TokenDirectory | None:
 
         gid = resolve_group(settings.file_group)
     return TokenDirectory.prepare(
-        choose_directory(settings),
+        choose_directory(settings, child_uid=uid),
         allow_disk=settings.allow_disk,
         uid=uid,
         gid=gid,
@@ -121,7 +121,7 @@ def supervise_command(
 
         masker = Masker()
         for credential in credentials:
-            masker.add(credential.value, credential.name)
+            masker.add(credential.value, credential.name, credential.expires_at)
         masked = MaskedOutput(masker)
     stdio = (masked.stdout_fd, masked.stderr_fd) if masked is not None else None
     supervisor = sv.Supervisor(
@@ -149,7 +149,7 @@ def supervise_command(
 
     def deliver(reference: Reference, credential: Credential) -> None:
         if masker is not None:
-            masker.add(credential.value, credential.name)  # before it can reach the child
+            masker.add(credential.value, credential.name, credential.expires_at)  # before it can reach the child
         if directory is not None:
             directory.deliver(reference, credential)
 

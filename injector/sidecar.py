@@ -19,6 +19,8 @@ from injector.run import child_identity, prepare_directory, write_files
 from injector.startup import Plan, issue_all, open_source
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+HEALTH_CONNECTION_TIMEOUT = 2.0  # seconds a /healthz client may take per read
+HEALTH_MAX_CONNECTIONS = 16  # probes are one short request each; more at once is a flood
 WAKE = signal.SIGRTMIN  # the refresher asks the main thread to exit (--on-expiry exit)
 
 
@@ -111,6 +113,7 @@ def bind_health(listen: str):  # -> http.server.ThreadingHTTPServer, listening b
 
     class HealthHandler(BaseHTTPRequestHandler):
         disable_nagle_algorithm = True  # headers and body go out as two writes: do not stall the body
+        timeout = HEALTH_CONNECTION_TIMEOUT  # an idle or slow client is dropped, not waited on for ever
 
         def do_GET(self) -> None:
             if self.path != "/healthz":
@@ -133,11 +136,36 @@ def bind_health(listen: str):  # -> http.server.ThreadingHTTPServer, listening b
         def log_message(self, format: str, *args: object) -> None:
             pass  # probes every few seconds would flood the log
 
-    server_class = ThreadingHTTPServer
+    class CappedServer(ThreadingHTTPServer):
+        """At most HEALTH_MAX_CONNECTIONS at once; more are closed at once.
+
+        A thread and a descriptor per connection, unbounded, let a flood of idle
+        connections use up the descriptors the refresher needs (EMFILE).
+        """
+
+        slots = threading.BoundedSemaphore(HEALTH_MAX_CONNECTIONS)
+
+        def process_request(self, request, client_address) -> None:
+            if not self.slots.acquire(blocking=False):
+                self.shutdown_request(request)
+                return
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                self.slots.release()
+                raise
+
+        def process_request_thread(self, request, client_address) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                self.slots.release()
+
+    server_class = CappedServer
     if ":" in host:  # an IPv6 address, e.g. [::] or [::1]
         import socket
 
-        class ServerV6(ThreadingHTTPServer):
+        class ServerV6(CappedServer):
             address_family = socket.AF_INET6
 
         server_class = ServerV6

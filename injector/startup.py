@@ -35,6 +35,9 @@ class Plan:
 
 def make_plan(options: Mapping[str, object], env_files: Sequence[str]) -> Plan:
     environ = dict(os.environ)
+    from injector.delivery import undo_locale_coercion
+
+    undo_locale_coercion(environ)
     # Logging is configured first from flags and environment alone, so that
     # errors in the env files are already logged the way the user asked.
     configure_logging(build_settings(options, environ))
@@ -67,7 +70,22 @@ def read_secret_file(path: str, what: str) -> str:
     if not value:
         raise ConfigError(f"{what} {path} is empty")
     log.protect(value)
+    check_static_credential(value, f"{what} {path}")
     return value
+
+
+def check_static_credential(value: str, source: str) -> None:
+    """78 for a credential with a line break or other control character in it.
+
+    A trailing newline is common (a Kubernetes secretKeyRef, `echo` into a
+    file); sent on, it would break the HTTP header and the error text would
+    carry the token.  Say where it came from instead.
+    """
+    log.protect(value)
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(
+            f"{source}: the credential contains a line break or control character (a trailing newline?); remove it"
+        )
 
 
 def login_body_factory(settings: Settings):  # -> Callable[[], dict[str, str]]
@@ -96,7 +114,7 @@ def login_body_factory(settings: Settings):  # -> Callable[[], dict[str, str]]
         return lambda: {"method": "bootstrap_token", "token": read_secret_file(token_file, "bootstrap token file")}
     if settings.bootstrap_token:
         token = settings.bootstrap_token
-        log.protect(token)
+        check_static_credential(token, "STRONGHOLD_BOOTSTRAP_TOKEN")
         # Out of our own environment too: nothing we start later inherits it.
         os.environ.pop("STRONGHOLD_BOOTSTRAP_TOKEN", None)
         return lambda: {"method": "bootstrap_token", "token": token}
@@ -148,7 +166,7 @@ def open_openbao_source(settings: Settings):  # -> OpenBaoSource
     from injector.sources.openbao import OpenBaoSource, vault_login_from
     from injector.transport import Transport, display_url
 
-    login = vault_login_from(settings, read_secret_file)
+    login = vault_login_from(settings, read_secret_file, check_static_credential)
     tls = _tls(settings)
     origin = _origin_text(settings, "vault_addrs", "STRONGHOLD_VAULT_ADDR")
     transports = [Transport(a, tls=tls, label=f"{display_url(a)} ({origin})") for a in addrs]
@@ -198,16 +216,22 @@ def issue_all(source, references: Sequence[Reference], settings: Settings) -> li
     import time
 
     from injector.errors import TransientError
+    from injector.transport import deadline_scope
 
     started = time.monotonic()
     deadline = started + settings.startup_timeout
-    try:  # the first attempt does not import the retry machinery
-        credentials = source.issue(references)
-    except TransientError as first:
-        from injector.retry import retry_after_failure
+    with deadline_scope(deadline):  # no single request may outlive --startup-timeout either
+        try:  # the first attempt does not import the retry machinery
+            credentials = source.issue(references)
+        except TransientError as first:
+            from injector.retry import retry_after_failure
 
-        credentials = retry_after_failure(
-            lambda: source.issue(references), first, deadline=deadline, what="fetching credentials", started=started
-        )
+            credentials = retry_after_failure(
+                lambda: source.issue(references),
+                first,
+                deadline=deadline,
+                what="fetching credentials",
+                started=started,
+            )
     log.info("credentials issued", count=len(credentials))
     return credentials

@@ -8,6 +8,11 @@ optional client certificate, timeouts, a size limit, and *no* redirects
 
 One keep-alive connection per thread, so the refresher thread and the main
 thread never share a socket.
+
+Timeouts bound the whole request, not each socket read: a server that drips
+one byte at a time would otherwise keep a request alive for ever.  A timer
+shuts the socket down at the deadline, and `deadline_scope()` lets a caller
+(start-up, bounded by --startup-timeout) cap every request made inside it.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import http.client
 import json
 import socket
 import threading
+import time
 from collections import namedtuple
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 from injector import __version__
@@ -25,6 +32,49 @@ from injector.errors import BrokenAnswerError, ConfigError, TransientError, Unav
 MAX_BODY = 1024 * 1024  # SPEC section 4: a body over 1 MiB is a broken answer
 MAX_ERROR_TEXT = 200  # of a server's error message, shown in ours
 USER_AGENT = f"stronghold-init/{__version__}"
+_scope = threading.local()  # .deadline: a monotonic time no request in this thread may outlive
+
+
+@contextmanager
+def deadline_scope(deadline: float):
+    """Every request made by this thread inside the block ends by `deadline` (time.monotonic())."""
+    previous = getattr(_scope, "deadline", None)
+    _scope.deadline = deadline if previous is None else min(previous, deadline)
+    try:
+        yield
+    finally:
+        _scope.deadline = previous
+
+
+class _Watchdog:
+    """Cuts a connection's socket at a deadline, so no read can outlive the request."""
+
+    def __init__(self, connection: http.client.HTTPConnection, seconds: float) -> None:
+        self.fired = False
+        self._connection = connection
+        self._timer = threading.Timer(max(seconds, 0.0), self._cut)
+        self._timer.daemon = True
+        # Started with every signal blocked (threads inherit the mask): a signal
+        # such as SIGCHLD must reach the thread that waits for it, never this one.
+        import signal
+
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            self._timer.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def _cut(self) -> None:
+        self.fired = True
+        sock = self._connection.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 class Response(namedtuple("Response", "status body retry_after")):
@@ -57,7 +107,10 @@ class Response(namedtuple("Response", "status body retry_after")):
             text = errors[0]
         if not isinstance(text, str):
             return ""
-        clean = "".join(c if c.isprintable() else " " for c in text)[:MAX_ERROR_TEXT].strip()
+        from injector.log import log
+
+        # Redacted before it is cut: a cut could split an echoed token so that the redactor misses the rest.
+        clean = "".join(c if c.isprintable() else " " for c in log.redact(text))[:MAX_ERROR_TEXT].strip()
         return f": {clean}" if clean else ""
 
 
@@ -105,8 +158,17 @@ class Transport:
         # A kept-alive connection may have been closed by the server since the
         # last call; that shows as a failure on the first use, so try a fresh
         # connection once before calling it transient.
+        started = time.monotonic()
+        deadline = started + (timeout or self._timeout)
+        scope = getattr(_scope, "deadline", None)
+        if scope is not None and scope < deadline:
+            deadline = scope
         for fresh in (False, True):
-            connection, reused = self._connection(fresh, timeout)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TransientError(f"{self.label} timed out after {deadline - started:.1f} s without an answer")
+            connection, reused = self._connection(fresh, left)
+            watchdog = _Watchdog(connection, left)
             try:
                 connection.request(method, url_path, body=payload, headers=all_headers)
                 answer = connection.getresponse()
@@ -115,8 +177,13 @@ class Transport:
                 status = answer.status
                 if answer.will_close or len(data) > MAX_BODY:
                     self._drop()
+                if watchdog.fired:  # the cut may have ended the body early: never trust a short read
+                    raise TimeoutError("timed out")
             except (OSError, http.client.HTTPException) as exc:
                 self._drop()
+                if watchdog.fired:  # the whole request ran out of time, however the server dripped
+                    waited = round(deadline - started, 1)
+                    raise TransientError(f"{self.label} timed out after {waited:g} s without an answer") from None
                 if _fatal_tls(exc):
                     raise UnavailableError(
                         f"TLS with {self._host} failed: {_describe_tls(exc)} (at {self.label})"
@@ -127,6 +194,8 @@ class Transport:
                     waited = timeout or self._timeout
                     raise TransientError(f"{self.label} timed out after {waited:g} s without an answer") from None
                 raise TransientError(f"cannot reach {self.label}: {_describe(exc)}") from None
+            finally:
+                watchdog.cancel()
             if len(data) > MAX_BODY:
                 raise BrokenAnswerError("answer body is over 1 MiB")
             return Response(status, data, retry_after)

@@ -127,3 +127,33 @@ def test_mask_output_cannot_go_with_no_refresh() -> None:
     result = run(["--mask-output", "--no-refresh", "--", "true"], base_env())
     assert result.code == 64
     assert "--mask-output" in result.stderr
+
+
+@given(st.lists(st.integers(3, 60), min_size=1, max_size=4), st.lists(st.integers(0, 600), max_size=6), st.randoms())
+def test_finding4_split_anywhere_equals_masking_at_once(lengths: list[int], cuts: list[int], rng) -> None:
+    """Short tokens (the prefix set) and ones over 16 bytes (the first-16-bytes search) alike."""
+    masker = Masker()
+    # Distinct heads ("T<i>_") and hex bodies: no token overlaps another, so one answer is right.
+    tokens = [f"T{i}_" + "".join(rng.choice("0123456789abcdef") for _ in range(n)) for i, n in enumerate(lengths)]
+    for index, token in enumerate(tokens):
+        masker.add(token, f"N{index}")
+    parts = [rng.choice([*tokens, "x", "\n", "T", "T0_", tokens[0][:-1]]) for _ in range(12)]
+    text = "".join(parts).encode()
+    expected = text
+    for index, token in sorted(enumerate(tokens), key=lambda item: -len(item[1])):
+        expected = expected.replace(token.encode(), f"<redacted:N{index}>".encode())
+    bounds = sorted({0, len(text), *(c % (len(text) + 1) for c in cuts)})
+    assert feed_all(masker, [text[a:b] for a, b in itertools.pairwise(bounds)]) == expected
+
+
+def test_finding4_memory_linear_and_rotated_values_dropped_when_their_lease_ends() -> None:
+    now = [0.0]
+    masker = Masker(clock=lambda: now[0])
+    big = "P" * 20000
+    masker.add(big, "PEM", expires_at=10.0)
+    assert len(masker._short_prefixes) == 15  # not 20 000 prefixes of up to 20 KB each
+    masker.add("Q" * 20000, "PEM", expires_at=20.0)
+    assert feed_all(masker, [big.encode()]) == b"<redacted:PEM>", "superseded, lease still running"
+    now[0] = 11.0
+    masker.add("R" * 20000, "PEM", expires_at=30.0)
+    assert big.encode() not in masker._tokens and len(masker._tokens) == 2

@@ -35,7 +35,7 @@ from injector.errors import (
     UnavailableError,
 )
 from injector.log import log
-from injector.references import Credential, Reference
+from injector.references import Credential, Reference, granted_ttl, value_problem
 from injector.transport import Response, Transport
 
 TRANSIENT_STATUSES = frozenset({412, 429, 500, 502, 503, 504})
@@ -213,7 +213,7 @@ class OpenBaoSource:
         ttl = info.get("ttl") if isinstance(info, dict) else None
         if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0:
             raise BrokenAnswerError("lookup-self answer has no ttl")
-        self._set_session(ttl, sent_at)
+        self._set_session(granted_ttl(ttl), sent_at)
 
     def _take_auth(self, data: dict, sent_at: float, what: str) -> None:
         auth = data.get("auth")
@@ -403,8 +403,9 @@ def _field(values: dict, reference: Reference) -> str:
         value = str(value)
     if not isinstance(value, str):
         raise ConfigError(f"{reference.name}: field {reference.field!r} at {reference.secret} is not a string")
-    if not value or "\0" in value:
-        raise BrokenAnswerError(f"{reference.name}: the value is empty or holds NUL")
+    problem = value_problem(value)
+    if problem:
+        raise BrokenAnswerError(f"{reference.name}: the value {problem}")
     return value
 
 
@@ -433,12 +434,27 @@ def _kv2_hint(path: str, answer: Response, *, certain: bool) -> str:
 def _non_negative_int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise BrokenAnswerError(f"{what} is not a non-negative integer")
-    return value
+    return granted_ttl(value)
 
 
-def vault_login_from(settings, read_file: Callable[[str, str], str]) -> VaultLogin:
-    """Check the auth configuration now (78 if incomplete) and build the login."""
+def _token_variable(value: str) -> str:
+    """Which variable the OpenBao token came from (for the error that names it)."""
+    for name in ("STRONGHOLD_VAULT_TOKEN", "BAO_TOKEN", "VAULT_TOKEN"):
+        if os.environ.get(name) == value:
+            return name
+    return "STRONGHOLD_VAULT_TOKEN, BAO_TOKEN or VAULT_TOKEN"
+
+
+def vault_login_from(
+    settings, read_file: Callable[[str, str], str], check_text: Callable[[str, str], None] | None = None
+) -> VaultLogin:
+    """Check the auth configuration now (78 if incomplete or a credential holds a line break) and build the login."""
     method = settings.vault_auth
+    if check_text is not None:
+        if method == "token" and settings.vault_token and not settings.vault_token_file:
+            check_text(settings.vault_token, _token_variable(settings.vault_token))
+        if method == "approle" and settings.vault_role_id:
+            check_text(settings.vault_role_id, "STRONGHOLD_VAULT_ROLE_ID")
     if method == "token":
         if settings.vault_token_file:
             read_file(settings.vault_token_file, "STRONGHOLD_VAULT_TOKEN_FILE")

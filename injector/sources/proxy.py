@@ -21,7 +21,7 @@ from injector.errors import (
     UnavailableError,
 )
 from injector.log import log
-from injector.references import Credential, Reference
+from injector.references import Credential, Reference, granted_ttl, value_problem
 from injector.transport import Response, Transport
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -218,7 +218,7 @@ def _looks_like_openbao(answer: Response) -> bool:
 def _positive_int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise BrokenAnswerError(f"{what} is not a positive integer")
-    return value
+    return granted_ttl(value)
 
 
 def _credentials_from(data: dict, names: Sequence[str], sent_at: float) -> list[Credential]:
@@ -234,8 +234,9 @@ def _credentials_from(data: dict, names: Sequence[str], sent_at: float) -> list[
         if name not in wanted or name in issued:
             raise BrokenAnswerError("answer holds a credential that was not asked for, or one twice")
         value = item.get("value")
-        if not isinstance(value, str) or not value or "\0" in value:
-            raise BrokenAnswerError(f"{name}: the value in the answer is not a non-empty string without NUL")
+        problem = value_problem(value)
+        if problem:
+            raise BrokenAnswerError(f"{name}: the value in the answer {problem}")
         ttl = _positive_int(item.get("ttl"), f"{name}: ttl")
         lease_id = item.get("lease_id")
         if lease_id is not None and (not isinstance(lease_id, str) or not lease_id):
