@@ -83,8 +83,22 @@ def retry_after_failure(
         ),
         reraise=True,
     )
+    last_failure = failure
+
+    def attempt_in_time() -> list[Credential]:
+        # The last wait is cut to end at the deadline: an attempt made then has no time left, and its
+        # "timed out after 0 s" would hide the real trouble (refused, 503...). Report that instead.
+        nonlocal last_failure
+        if clock() >= deadline:
+            raise last_failure
+        try:
+            return attempt()
+        except TransientError as exc:
+            last_failure = exc
+            raise
+
     try:
-        return retrying(attempt)
+        return retrying(attempt_in_time)
     except TransientError as last:
         raise _give_up(what, last, clock() - began, deadline - began) from None
 

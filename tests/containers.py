@@ -220,7 +220,10 @@ def wheelhouse(repo: Path, dest: Path) -> Path:
     def download(out: Path) -> None:
         out.mkdir()
         subprocess.run(
-            [*pip, "download", "--no-deps", "--only-binary=:all:", "--dest", str(out), *pins], check=True, timeout=600
+            # With their own dependencies (the audit's pull in PyYAML, urllib3, ...): the image has no network.
+            [*pip, "download", "--only-binary=:all:", "--dest", str(out), *pins],
+            check=True,
+            timeout=600,
         )
 
     deps = _cached("wheels", tuple(sorted(pins)), download, suffix="")
