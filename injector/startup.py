@@ -56,6 +56,12 @@ def read_secret_file(path: str, what: str) -> str:
             value = handle.read().strip()
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
+        if isinstance(exc, PermissionError):
+            # In a container this is a host file mounted for another uid: say what fixes it.
+            reason += (
+                f"; uid {os.getuid()} must be able to read it: chown or chmod the file it is mounted from,"
+                " or run as its owner (--user)"
+            )
         raise ConfigError(f"{what} {path}: cannot read it ({reason})") from None
     if not value:
         raise ConfigError(f"{what} {path} is empty")

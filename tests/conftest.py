@@ -292,3 +292,30 @@ def bao(tmp_path_factory):  # -> openbao.OpenBao
     server = OpenBao(tmp_path_factory.mktemp("openbao"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def container_env(tmp_path_factory):  # -> containers.ContainerEnv
+    """One podman storage for the session (tests/containers.py); skips with one reason when tools are missing."""
+    import containers
+
+    absent = containers.missing()
+    if absent:
+        pytest.skip(f"container tools missing: {', '.join(absent)}; install them with: {containers.INSTALL_HINT}")
+    if os.geteuid() != 0:
+        pytest.skip("container tests run rootful podman: run them as root (as .ci/run does)")
+    env = containers.ContainerEnv(tmp_path_factory.mktemp("podman"))
+    yield env
+    env.teardown()
+
+
+@pytest.fixture(scope="session")
+def example_image(container_env):  # -> containers.ExampleImage
+    """examples/Dockerfile built once per session on the local Debian base (tests/containers.py)."""
+    import containers
+
+    return containers.build_example_image(container_env, Path(__file__).resolve().parent.parent)
+
+
+# Fixtures that start the example image with a probe app (tests/container_app.py).
+from container_app import app_bootstrap_file, host_token_dir, launch_app  # noqa: E402, F401

@@ -12,8 +12,12 @@ from conftest import BIN_DIR
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def readme_blocks() -> list[str]:
+    return re.findall(r"```sh\n(.+?)\n```", (ROOT / "README.md").read_text(), re.S)
+
+
 def readme_commands() -> list[str]:
-    return re.findall(r"```sh\n(.+?)\n```", (ROOT / "README.md").read_text(), re.S)[:2]
+    return readme_blocks()[:2]
 
 
 def test_ci_runs_the_readme_commands_verbatim() -> None:
@@ -23,6 +27,18 @@ def test_ci_runs_the_readme_commands_verbatim() -> None:
     assert install_and_demo in ci.splitlines()
     assert test_suite in ci.splitlines()
     assert "set -euo pipefail" in ci
+
+
+def test_ci_installs_the_container_tools_the_readme_names_before_the_tests() -> None:
+    install = next(block for block in readme_blocks() if "apt-get install" in block)
+    assert "podman" in install and "mmdebstrap" in install and "busybox-static" in install
+    lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert install in lines, "the README's install command, verbatim"
+    _, test_suite = readme_commands()
+    assert lines.index(install) < lines.index(test_suite), "installed before the tests run"
+    guard = " ".join(lines[: lines.index(install)])
+    for tool in ("podman", "buildah", "skopeo", "runc", "mmdebstrap"):
+        assert f"command -v {tool}" in guard, f"installed only when {tool} is absent"
 
 
 def test_demo_shows_credentials_without_printing_them() -> None:
