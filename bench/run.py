@@ -156,6 +156,18 @@ def main() -> None:
         f" at most **{crowd['max_refreshes_in_100ms']}** refreshes in any 100 ms."
     )
 
+    emit()
+    emit("## Python-free bundle")
+    emit()
+    # Its builds take minutes, so bench/bundle.py and bench/bundle_image.py (root, podman) write
+    # their own figures; they are carried over here as last measured.
+    for name in ("bundle-figures.md", "bundle-image.md"):
+        figures = ROOT / "docs" / name
+        if figures.is_file():
+            for line in figures.read_text().splitlines():
+                emit(line.replace("# ", "### ", 1) if line.startswith("# ") else line)
+            emit()
+
     Path(args.output).write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {args.output}")
 
