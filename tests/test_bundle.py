@@ -132,12 +132,17 @@ def test_runs_in_a_root_with_only_the_bundle_and_the_c_library(tmp_path: Path, p
             target = root / path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
+    # What every container has and a glibc base image ships: /proc (the bundle finds itself through
+    # /proc/self/exe) and glibc's C.UTF-8 locale (Debian's libc-bin; distroless/base has it too).
+    (root / "proc").mkdir()
+    shutil.copytree("/usr/lib/locale/C.utf8", root / "usr" / "lib" / "locale" / "C.utf8")
     assert not [p for p in root.rglob("python*") if p.is_file()], "the test root must hold no interpreter"
     env = base_env(proxy, DB_FILE="stronghold://postgres/app")
     env["PATH"] = "/opt/stronghold"
     (root / "tokens").mkdir(mode=0o700)
     chroot = shutil.which("chroot") or "/usr/sbin/chroot"
-    argv = [chroot, str(root), "/opt/stronghold/stronghold-init", "fetch", "--dir", "/tokens", "--allow-disk"]
+    unshare = [shutil.which("unshare") or "/usr/bin/unshare", "--mount", "--pid", "--fork", f"--mount-proc={root}/proc"]
+    argv = [*unshare, chroot, str(root), "/opt/stronghold/stronghold-init", "fetch", "--dir", "/tokens", "--allow-disk"]
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert (root / "tokens" / "DB").read_text() in proxy.issued_values

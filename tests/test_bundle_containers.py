@@ -9,7 +9,8 @@ digests of what it received, never the values. Containers reach the test
 proxy on 127.0.0.1 through --network=host.
 
 Also here: examples/go.Dockerfile built for real on a distroless-style base
-that holds nothing but glibc's loader and libraries and a passwd file, with
+that holds nothing but glibc (libc6's libraries and its C.UTF-8 locale, as
+distroless/base has) and a passwd file, with
 a Go app compiled by Debian's Go toolchain.
 """
 
@@ -244,9 +245,9 @@ def test_sidecar_writes_ready_and_cleans_up_on_stop(
 
 GLIBC_ONLY = """\
 FROM {debian} AS glibc
-RUN mkdir -p /base/etc /base/tmp /base/lib64 /base/lib/x86_64-linux-gnu \\
- && cp -a /lib64/ld-linux-x86-64.so.2 /base/lib64/ \\
- && cp -aL /lib/x86_64-linux-gnu/libc.so.6 /lib/x86_64-linux-gnu/libm.so.6 /base/lib/x86_64-linux-gnu/ \\
+RUN mkdir -p /base/etc /base/tmp /base/lib64 /base/lib/x86_64-linux-gnu /base/usr/lib/locale \\
+ && cp -a /lib64/ld-linux-x86-64.so.2 /base/lib64/ && cp -a /usr/lib/locale/C.utf8 /base/usr/lib/locale/ \\
+ && cp -aL $(dpkg -L libc6 | grep -E '^/lib/x86_64-linux-gnu/[^/]+[.]so[.0-9]*$') /base/lib/x86_64-linux-gnu/ \\
  && echo 'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' > /base/etc/passwd \\
  && echo 'nonroot:x:65532:' > /base/etc/group && chmod 1777 /base/tmp
 FROM scratch
