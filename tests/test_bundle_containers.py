@@ -78,11 +78,11 @@ def nopy_image(container_env: ContainerEnv) -> str:
     return container_env.build(context, "localhost/stronghold-bundle-nopy:test")
 
 
-@pytest.fixture
-def bootstrap_file(container_env: ContainerEnv, proxy: TestProxy) -> Path:
+def bootstrap_file(container_env: ContainerEnv, proxy: TestProxy, uid: int = UID) -> Path:
+    """The proxy's bootstrap token in a file the container user owns, mode 0400 (mounted read-only)."""
     path = container_env.scratch / f"bootstrap-{uuid.uuid4().hex[:8]}"
     path.write_text(proxy.token)
-    os.chown(path, UID, UID)
+    os.chown(path, uid, uid)
     path.chmod(0o400)
     return path
 
@@ -114,15 +114,21 @@ class Container:
 
 
 @pytest.fixture
-def launch(container_env: ContainerEnv, nopy_image: str, proxy: TestProxy, bootstrap_file: Path) -> Iterator:
+def launch(container_env: ContainerEnv, nopy_image: str, proxy: TestProxy) -> Iterator:
+    """Start the image attached; `target` is the proxy to use (default `proxy`), `login_to` whose token to mount."""
     started: list[Container] = []
 
     def start(
-        *args: str, env: dict[str, str] | None = None, mount: Path | None = None, target: TestProxy | None = None
+        *args: str,
+        env: dict[str, str] | None = None,
+        mount: Path | None = None,
+        target: TestProxy | None = None,
+        login_to: TestProxy | None = None,
     ) -> Container:
         name = f"shbundle-{uuid.uuid4().hex[:10]}"
+        token = bootstrap_file(container_env, login_to or target or proxy)
         options = ["run", "--rm", "--name", name, "--network=host"]
-        options += ["--volume", f"{bootstrap_file}:/run/secrets/stronghold-bootstrap:ro"]
+        options += ["--volume", f"{token}:/run/secrets/stronghold-bootstrap:ro"]
         options += ["--env", f"STRONGHOLD_PROXY_URL={(target or proxy).url}"]
         options += ["--env", "STRONGHOLD_BOOTSTRAP_TOKEN_FILE=/run/secrets/stronghold-bootstrap"]
         if mount is None:
@@ -131,6 +137,8 @@ def launch(container_env: ContainerEnv, nopy_image: str, proxy: TestProxy, boots
             options += ["--volume", f"{mount}:/run/stronghold"]
         for key, value in (env or {}).items():
             options += ["--env", f"{key}={value}"]
+        if args:  # a whole argv of its own (options, a subcommand), not a command after the image's `--`
+            options += ["--entrypoint", json.dumps(["/opt/stronghold/stronghold-init"])]
         container = Container(container_env, container_env.popen(*options, nopy_image, *args), name)
         started.append(container)
         return container
@@ -220,9 +228,9 @@ def test_exit_codes(launch, command: list[str], expected: int) -> None:
     assert code == expected, err
 
 
-def test_a_refused_login_is_77_and_the_app_never_starts(launch, container_env, make_proxy) -> None:
-    other = make_proxy()  # a proxy that does not know this bootstrap token
-    code, out, err = launch(env=REFERENCES, target=other).finish()
+def test_a_refused_login_is_77_and_the_app_never_starts(launch, proxy: TestProxy, make_proxy) -> None:
+    other = make_proxy()  # a proxy that does not know `proxy`'s bootstrap token
+    code, out, err = launch(env=REFERENCES, target=other, login_to=proxy).finish()
     assert code == 77, err
     assert '"event":"start"' not in out
 
@@ -290,10 +298,7 @@ def go_image(container_env: ContainerEnv, tmp_path_factory) -> str:
 
 
 def test_go_app_on_a_glibc_only_base(container_env: ContainerEnv, go_image: str, proxy: TestProxy) -> None:
-    bootstrap = container_env.scratch / f"go-bootstrap-{uuid.uuid4().hex[:8]}"
-    bootstrap.write_text(proxy.token)
-    os.chown(bootstrap, 65532, 65532)
-    bootstrap.chmod(0o400)
+    bootstrap = bootstrap_file(container_env, proxy, uid=65532)
     name = f"shgo-{uuid.uuid4().hex[:10]}"
     process = container_env.popen(
         "run",
