@@ -3,7 +3,8 @@
     python bench/bundle.py                 # builds both, twice each (reproducibility), then measures
     python bench/bundle.py --runs 10 --builds 1   # quicker: one build per tool
 
-For each tool: build time (scripts/build-bundle, from scratch), size on disk
+For each tool: build time (scripts/build-bundle, from scratch: the first
+build with empty compiler caches, the second with warm ones), size on disk
 and gzipped, whether two builds give the same tarball checksum, start-up
 (`--no-refresh -- true`, 3 references, loopback dev proxy) and supervisor RSS,
 each against the pip-installed command in a fresh venv (`pip install .`, not
@@ -38,16 +39,24 @@ TOOLS = ("nuitka", "pyinstaller")
 GOALS = "start-up <= 1.3x the venv's; <= 25 MB on disk, <= 10 MB gzipped; supervisor RSS <= 1.2x the venv's"
 
 
-def build(tool: str, out: Path) -> dict[str, object]:
+def build(tool: str, out: Path, caches: Path | None) -> dict[str, object]:
+    """One build from scratch; with `caches`, Nuitka's and ccache's caches start empty there (a cold build)."""
+    env = dict(os.environ)
+    if caches is not None:
+        env.update(NUITKA_CACHE_DIR=str(caches / "nuitka"), CCACHE_DIR=str(caches / "ccache"))
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "build-bundle"), "--tool", tool, "--out", str(out)],
         capture_output=True,
         text=True,
+        env=env,
     )
     if done.returncode != 0:
         raise SystemExit(f"build-bundle --tool {tool} failed:\n{done.stderr[-3000:]}")
-    seconds = time.monotonic() - started
+    return measure_output(out, time.monotonic() - started)
+
+
+def measure_output(out: Path, seconds: float) -> dict[str, object]:
     tarball = next(out.glob("stronghold-init-*.tar.gz"))
     directory = out / "stronghold-init"
     files = [path for path in directory.rglob("*") if path.is_file() and not path.is_symlink()]
@@ -107,14 +116,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--builds", type=int, default=2, help="builds per tool (2 checks reproducibility)")
+    parser.add_argument(
+        "--prebuilt",
+        action="append",
+        default=[],
+        metavar="TOOL=OUT[,OUT2]",
+        help="measure existing scripts/build-bundle outputs instead of building (build seconds then unknown)",
+    )
     parser.add_argument("--output", default=str(ROOT / "docs" / "bundle-figures.md"))
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="stronghold-bench-bundle-"))
     try:
         builds: dict[str, list[dict[str, object]]] = {}
-        for tool in TOOLS:
-            builds[tool] = [build(tool, scratch / f"{tool}-{n}") for n in range(args.builds)]
+        for item in args.prebuilt:
+            tool, _, outs = item.partition("=")
+            builds[tool] = [measure_output(Path(out), float("nan")) for out in outs.split(",")]
+        for tool in (tool for tool in TOOLS if tool not in builds):
+            # The first build is cold (empty compiler caches), the next ones reuse what it cached:
+            # the same checksum from both says the caches do not change the result either.
+            builds[tool] = [
+                build(tool, scratch / f"{tool}-{n}", scratch / f"{tool}-caches" if n == 0 else None)
+                for n in range(args.builds)
+            ]
             print(f"{tool}: built in {[round(float(b['seconds'])) for b in builds[tool]]} s", flush=True)
         binaries = {"venv (pip install .)": reference_venv(scratch / "venv")}
         binaries.update({f"bundle, {tool}": str(builds[tool][0]["binary"]) for tool in TOOLS})
@@ -123,6 +147,8 @@ def main() -> None:
     finally:
         lines = report(builds, samples, rss, args) if "rss" in locals() else []
         shutil.rmtree(scratch, ignore_errors=True)
+    if not lines:
+        raise SystemExit("no figures: a measurement failed")
     Path(args.output).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"\nwritten to {args.output}")
@@ -151,11 +177,14 @@ def report(builds, samples, rss, args) -> list[str]:
         if tool in builds:
             first = builds[tool][0]
             same = "—" if len(builds[tool]) < 2 else ("yes" if len({b["sha256"] for b in builds[tool]}) == 1 else "no")
-            seconds = "/".join(f"{float(b['seconds']):.0f}" for b in builds[tool])
+            seconds = "/".join(
+                "—" if b["seconds"] != b["seconds"] else f"{float(b['seconds']):.0f}" for b in builds[tool]
+            )
             row += f" | {first['disk_mb']:.1f} ({first['files']}) | {first['gzip_mb']:.1f} | {seconds} | {same} |"
         else:
             row += " | — | — | — | — |"
         lines.append(row)
+    lines += ["", "Build seconds: the first build with empty compiler caches, then with warm ones."]
     lines += ["", "Tarball checksums:"]
     for tool, runs in builds.items():
         lines += [f"- {tool}: " + ", ".join(f"`{str(b['sha256'])[:16]}`" for b in runs)]
