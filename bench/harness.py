@@ -42,14 +42,13 @@ class DevProxyProcess:
                 path,
                 "--listen",
                 "127.0.0.1:0",
-                "--token",
-                self.token,
                 "--ttl",
                 str(self._ttl),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
+            env={**os.environ, "STRONGHOLD_DEV_TOKEN": self.token},  # not in argv, where `ps` shows it
         )
         self.url = self._process.stdout.readline().strip()  # type: ignore[union-attr]
         if not self.url:

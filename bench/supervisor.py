@@ -143,7 +143,9 @@ def rotation_soak(rotations: int, references: int = 10) -> dict[str, float]:
 
     class Recording(DevProxy):
         def __init__(self) -> None:
-            super().__init__({f"soak/s{i}": f"v{i}" for i in range(references)}, token="soak-token-123", ttl=2)
+            super().__init__(
+                {f"soak/s{i}": f"v{i}" for i in range(references)}, token="soak-token-123", ttl=2, rotate=True
+            )
             self.expiry: dict[str, float] = {}
 
         def issue(self, body: object):

@@ -12,8 +12,10 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 # A throwaway bootstrap token for this demo only.
+# It goes to the proxy through STRONGHOLD_DEV_TOKEN, not --token: an argv is
+# readable by every local user.
 token=$(od -An -N18 -tx1 /dev/urandom | tr -d ' \n')
-stronghold-init dev-proxy --secrets "$here/dev-secrets.env" --listen 127.0.0.1:0 --token "$token" \
+STRONGHOLD_DEV_TOKEN=$token stronghold-init dev-proxy --secrets "$here/dev-secrets.env" --listen 127.0.0.1:0 \
     > "$work/proxy.out" &
 proxy_pid=$!
 

@@ -13,30 +13,36 @@ import sys
 from collections.abc import Sequence
 
 from injector import __version__
-from injector.config import ON_EXPIRY, parse_on_rotate
-from injector.errors import StrongholdError, UsageError
+from injector.config import ON_EXPIRY, parse_on_rotate, parse_remap_exit, parse_rewrite_signal
+from injector.errors import ConfigError, StrongholdError, UsageError
 from injector.log import LEVELS, LOG_FORMATS, log
 
-SUBCOMMANDS = ("sidecar", "fetch", "check", "dev-proxy")
+SUBCOMMANDS = ("sidecar", "fetch", "check", "dev-proxy", "completion")
 INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE: a bug, not one of SPEC section 7's cases
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
 DESCRIPTION = """\
-Fetch short-lived, scoped credentials from a credential proxy and hand them
-to a command as process-only environment variables or files on tmpfs.
+Fetch short-lived, scoped credentials from a credential proxy (or OpenBao/Vault)
+and hand them to a command as process-only environment variables or files on tmpfs.
 
   stronghold-init [OPTIONS] -- COMMAND [ARGS...]   run COMMAND with its credentials
   stronghold-init check [OPTIONS]                  show what would go where
   stronghold-init fetch [OPTIONS]                  write the files once and exit
   stronghold-init sidecar [OPTIONS]                keep files fresh in a shared directory
   stronghold-init dev-proxy --secrets FILE         a local credential proxy
+  stronghold-init completion bash|zsh|fish         print a shell completion script
 
-A reference is a variable whose value is stronghold://SECRET[?scope=a,b&ttl=15m]:
+A reference is a variable whose value is one of:
+  stronghold://SECRET[?scope=a,b&ttl=15m]          a token from the credential proxy
+  vault://API-PATH[?ttl=15m]#FIELD                 a field read from OpenBao/Vault
+  vault-token://?policies=a,b[&ttl=15m]            a token minted by OpenBao/Vault
 NAME=... puts the token in the child's environment; NAME_FILE=... writes it to
 <dir>/NAME and sets NAME_FILE to that path.
 """
 EXIT_CODES = """\
 exit codes: the command's own (or 128+N if killed by signal N); 64 usage;
-69 proxy unreachable or broken; 77 refused; 78 configuration; 126/127 command
-not executable / not found.
+69 proxy unreachable or broken; 70 internal error (a bug); 77 refused;
+78 configuration (bad reference, unknown secret, unusable --dir, ...);
+126/127 command not executable / not found.
 """
 
 
@@ -71,15 +77,39 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
-    if value < 0 or value != value:
-        raise ValueError(text)
+    """A flag's number of seconds; argparse names the flag in front of the message."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more, e.g. 10 or 2.5)")
     return value
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds above 0")
+    return int(text)
 
 
 def _on_rotate(text: str):  # -> RotateAction
     try:
         return parse_on_rotate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _rewrite_signal(text: str) -> tuple[int, int]:
+    try:
+        return parse_rewrite_signal(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _remap_exit(text: str) -> tuple[int, int]:
+    try:
+        return parse_remap_exit(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -147,12 +177,17 @@ def _common_options() -> argparse.ArgumentParser:
     group.add_argument(
         "--env-file", action="append", metavar="PATH", help="load a dotenv file first (repeatable; set variables win)"
     )
-    group = common.add_argument_group("logging")
+    _logging_options(common)
+    return common
+
+
+def _logging_options(parser: argparse.ArgumentParser) -> None:
+    """Taken before or after any subcommand (`check --log-level debug` works as well)."""
+    group = parser.add_argument_group("logging")
     group.add_argument(
         "--log-format", choices=LOG_FORMATS, help="log lines on stderr [STRONGHOLD_LOG_FORMAT] (default text)"
     )
     group.add_argument("--log-level", choices=tuple(LEVELS), help="[STRONGHOLD_LOG_LEVEL] (default info)")
-    return common
 
 
 def _refresh_options(parser: argparse.ArgumentParser) -> None:
@@ -176,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"stronghold-init {__version__}")
     group = parser.add_argument_group("running the command")
     group.add_argument(
-        "--no-refresh", action="store_true", help="fetch once and exec the command (nothing stays running)"
+        "--no-refresh",
+        action="store_true",
+        help="fetch once and exec the command (nothing stays running; as PID 1 it stays as the parent)",
     )
     group.add_argument(
         "--on-rotate",
@@ -193,32 +230,68 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace",
         type=_seconds,
         metavar="SECONDS",
-        help="SIGTERM-to-SIGKILL wait when restarting or stopping (default 10)",
+        help="SIGTERM-to-SIGKILL wait when restarting or stopping, also after a SIGTERM to us (default 10)",
+    )
+    group.add_argument(
+        "--signal-group",
+        action="store_true",
+        help="forward signals to the command's whole process group, and SIGTERM the rest of it when "
+        "the command exits (dumb-init's setsid mode)",
+    )
+    group.add_argument(
+        "--rewrite-signal",
+        action="append",
+        type=_rewrite_signal,
+        metavar="FROM:TO",
+        help="forward signal FROM as TO, e.g. TERM:QUIT for a graceful nginx stop; TO 0 drops it (repeatable)",
+    )
+    group.add_argument(
+        "--remap-exit",
+        action="append",
+        type=_remap_exit,
+        metavar="CODE:CODE",
+        help="exit with the second code when the command exits with the first, e.g. 143:0 (repeatable)",
     )
     _refresh_options(parser)
 
-    subparsers = parser.add_subparsers(dest="mode", metavar="{sidecar,fetch,check,dev-proxy}")
-    subparsers.add_parser(
-        "check",
-        parents=[common],
-        help="resolve and authenticate; show where each reference goes",
-        argument_default=argparse.SUPPRESS,
-    )
-    subparsers.add_parser(
-        "fetch",
-        parents=[common],
-        help="write the _FILE tokens and <dir>/.ready once, then exit",
-        argument_default=argparse.SUPPRESS,
-    )
-    sidecar = subparsers.add_parser(
-        "sidecar",
-        parents=[common],
-        help="keep _FILE tokens fresh in --dir until SIGTERM",
-        argument_default=argparse.SUPPRESS,
-    )
+    subparsers = parser.add_subparsers(dest="mode", metavar="{sidecar,fetch,check,dev-proxy,completion}")
+    for name in ("check", "fetch"):
+        _subcommand(subparsers, name, parents=[common], argument_default=argparse.SUPPRESS)
+    sidecar = _subcommand(subparsers, "sidecar", parents=[common], argument_default=argparse.SUPPRESS)
     sidecar.add_argument("--health-listen", metavar="HOST:PORT", help="serve GET /healthz there")
     _refresh_options(sidecar)
-    dev = subparsers.add_parser("dev-proxy", help="serve the credential proxy protocol on loopback from a secrets file")
+    # SUPPRESS: a --log-level given before `dev-proxy` is not reset by its own absent one
+    _dev_proxy_options(_subcommand(subparsers, "dev-proxy", argument_default=argparse.SUPPRESS))
+    completion = _subcommand(subparsers, "completion", epilog=COMPLETION_EPILOG)
+    completion.add_argument("shell", choices=COMPLETION_SHELLS, help="the shell to complete for")
+    return parser
+
+
+# Each subcommand's one-line description: its --help and the top-level list show it.
+SUBCOMMAND_SUMMARIES = {
+    "check": "Resolve the configuration, log in and issue every reference, revoke at once, and show where each goes.",
+    "fetch": "Write the _FILE tokens and <dir>/.ready once, then exit 0 (an init container).",
+    "sidecar": "Keep _FILE tokens fresh in --dir for an app beside it, until SIGTERM.",
+    "dev-proxy": "Serve the credential proxy protocol on loopback from a dotenv file of secret/path=value lines.",
+    "completion": "Print a completion script for bash, zsh or fish on standard output.",
+}
+
+
+def _subcommand(subparsers, name: str, **kwargs: object) -> argparse.ArgumentParser:
+    """A subcommand with its summary as help and description.  `subparsers`: argparse's _SubParsersAction."""
+    summary = SUBCOMMAND_SUMMARIES[name]
+    return subparsers.add_parser(name, help=summary, description=summary, **kwargs)
+
+
+COMPLETION_EPILOG = """\
+install it (then open a new shell):
+  bash: stronghold-init completion bash > ~/.local/share/bash-completion/completions/stronghold-init
+  zsh:  stronghold-init completion zsh > ~/.zfunc/_stronghold-init   (with fpath+=(~/.zfunc) before compinit)
+  fish: stronghold-init completion fish > ~/.config/fish/completions/stronghold-init.fish
+"""
+
+
+def _dev_proxy_options(dev: argparse.ArgumentParser) -> None:
     dev.add_argument("--secrets", required=True, metavar="FILE", help="dotenv file of secret/path=value lines")
     dev.add_argument(
         "--listen",
@@ -226,11 +299,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="loopback address (port 0 picks a free one; default 127.0.0.1:8787)",
     )
-    dev.add_argument("--token", default=None, help="the bootstrap token to accept (default: generated and printed)")
     dev.add_argument(
-        "--ttl", type=int, default=300, metavar="SECONDS", help="most seconds a credential lives (default 300)"
+        "--token",
+        default=None,
+        help="the bootstrap token to accept; visible to every local user in ps, prefer --token-file or "
+        "STRONGHOLD_DEV_TOKEN (default: generated and printed)",
     )
-    return parser
+    dev.add_argument(
+        "--token-file", default=None, metavar="PATH", help="read the bootstrap token to accept from this file"
+    )
+    dev.add_argument(
+        "--ttl",
+        type=_positive_int,
+        default=300,
+        metavar="SECONDS",
+        help="most seconds a credential lives (default 300)",
+    )
+    dev.add_argument(
+        "--rotate",
+        action="store_true",
+        default=False,
+        help="mint a distinct <value>.<random> token on every issue (demos, rotation tests); default: values verbatim",
+    )
+    _logging_options(dev)
 
 
 def parse(argv: Sequence[str]) -> tuple[str, dict[str, object], list[str]]:
@@ -241,7 +332,11 @@ def parse(argv: Sequence[str]) -> tuple[str, dict[str, object], list[str]]:
         argv, command = argv[:split], argv[split + 1 :]
     else:
         command = []
-    options = vars(build_parser().parse_args(argv))
+    parser = build_parser()
+    try:
+        options = vars(parser.parse_args(argv))
+    except UsageError as error:
+        raise explain_usage_error(parser, argv) or error from None
     mode = str(options.pop("mode", None) or "run")
     if mode == "run" and not command:
         raise UsageError("no command given: put it after --, as in stronghold-init -- node server.js")
@@ -285,12 +380,21 @@ def run_cli(argv: Sequence[str]) -> int:
 
 
 def dispatch(mode: str, options: dict[str, object], command: list[str]) -> int:
+    if mode == "completion":
+        return print_completion(str(options["shell"]))
     if mode == "dev-proxy":
         from injector.devproxy import serve
 
+        log.configure(level=options.get("log_level"), fmt=options.get("log_format"))  # type: ignore[arg-type]
         return serve(
-            str(options["secrets"]), listen=str(options["listen"]), token=options["token"], ttl=int(options["ttl"])
-        )  # type: ignore[arg-type]
+            str(options["secrets"]),
+            listen=str(options["listen"]),
+            token=options["token"],  # type: ignore[arg-type]
+            token_file=options["token_file"],  # type: ignore[arg-type]
+            ttl=int(options["ttl"]),  # type: ignore[arg-type]
+            rotate=bool(options["rotate"]),
+        )
+    require_linux()
     _stop_cleanly_on_signals()
     from injector.prctl import make_undumpable
 
@@ -310,6 +414,91 @@ def dispatch(mode: str, options: dict[str, object], command: list[str]) -> int:
     from injector.run import run
 
     return run(plan, command)
+
+
+def require_linux(platform: str | None = None) -> None:
+    """Credential modes need Linux: prctl (non-dumpable, subreaper), statfs for
+    tmpfs, /proc.  Say so in one line (78) rather than fail later with a bug's 70."""
+    platform = platform or sys.platform
+    loaded = sys.modules.get("platform")  # never imported here just for this (start-up time)
+    if loaded is not None and platform.startswith("linux") and loaded.system() != "Linux":
+        platform = loaded.system()
+    if not platform.startswith("linux"):
+        raise ConfigError(
+            f"stronghold-init needs Linux (prctl, statfs and tmpfs are missing on {platform}); "
+            "run it in a Linux container or VM (the dev proxy and completion work anywhere)"
+        )
+
+
+def print_completion(shell: str) -> int:
+    """The completion script, generated from the parser itself (shtab, imported only here)."""
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=shell), flush=True)
+    return 0
+
+
+def explain_usage_error(parser: argparse.ArgumentParser, argv: Sequence[str]) -> UsageError | None:
+    """A clearer message for the commonest slips, or None to keep argparse's.
+
+    - an unknown option (argparse then misreads its value as a subcommand):
+      name it and suggest the closest known one;
+    - a command without `--` in front of it: show the corrected command line.
+    """
+    options = _option_arity(parser)
+    subcommands = _subparsers(parser)
+    subcommand = None
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        if token.startswith("-") and token != "-":
+            flag, has_value, _ = token.partition("=")
+            known = _known_option(flag, options)
+            if known is None:
+                import difflib
+
+                close = difflib.get_close_matches(flag, [o for o in options if o.startswith("--")], n=1, cutoff=0.6)
+                where = f" for {subcommand}" if subcommand else ""
+                hint = f"; did you mean {close[0]}?" if close else "; see --help for the options"
+                return UsageError(f"unrecognized arguments: {flag} is not an option{where}{hint}")
+            index += 2 if options[known] and not has_value else 1
+            continue
+        if subcommand is None and token in subcommands:
+            options, subcommand = _option_arity(subcommands[token]), token
+            index += 1
+            continue
+        if subcommand is None:
+            import shlex
+
+            fixed = shlex.join(["stronghold-init", *argv[:index], "--", *argv[index:]])
+            return UsageError(
+                f"{token!r} is not a subcommand ({', '.join(SUBCOMMANDS)}); to run a command, put it after --: {fixed}"
+            )
+        return None
+    return None
+
+
+def _option_arity(parser: argparse.ArgumentParser) -> dict[str, bool]:
+    """Option string -> whether it takes a value."""
+    return {flag: action.nargs != 0 for action in parser._actions for flag in action.option_strings}
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _known_option(flag: str, options: dict[str, bool]) -> str | None:
+    """The option `flag` means: exact, or (as argparse allows) a unique prefix of a long option."""
+    if flag in options:
+        return flag
+    if flag.startswith("--"):
+        matches = [option for option in options if option.startswith(flag)]
+        if len(matches) == 1:
+            return matches[0]
+    return None
 
 
 def _stop_cleanly_on_signals() -> None:

@@ -57,6 +57,56 @@ def parse_signal(name: str) -> int:
         raise ValueError(f"unknown signal {name!r}") from None
 
 
+def parse_signal_number(text: str) -> int:
+    """A signal as a user writes it: 15, TERM, SIGTERM, RTMIN+3, SIGRTMAX-1."""
+    import signal
+
+    upper = text.strip().upper()
+    if upper.isdigit():
+        number = int(upper)
+    else:
+        name = upper.removeprefix("SIG")
+        for base, sign in (("RTMIN", 1), ("RTMAX", -1)):
+            if name.startswith(base):
+                offset = name[len(base) :]
+                step = offset[1:] if offset[:1] in ("+", "-") and offset[1:].isdigit() else None
+                if offset and (step is None or (offset[0] == "+") != (sign == 1)):
+                    raise ValueError(f"unknown signal {text!r}")
+                number = int(getattr(signal, "SIG" + base)) + sign * int(step or 0)
+                break
+        else:
+            return parse_signal(name)
+    if number not in signal.valid_signals():
+        raise ValueError(f"unknown signal {text!r}")
+    return number
+
+
+def parse_rewrite_signal(text: str) -> tuple[int, int]:
+    """--rewrite-signal FROM:TO (dumb-init's -r): TO 0 drops FROM instead of forwarding it."""
+    import signal
+
+    source, sep, target = text.partition(":")
+    if not sep:
+        raise ValueError(f"bad --rewrite-signal {text!r} (use FROM:TO, e.g. TERM:QUIT)")
+    frm = parse_signal_number(source)
+    if frm in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
+        raise ValueError(f"--rewrite-signal: {source} cannot be caught or forwarded, so it cannot be rewritten")
+    to = 0 if target.strip() == "0" else parse_signal_number(target)
+    return frm, to
+
+
+def parse_remap_exit(text: str) -> tuple[int, int]:
+    """--remap-exit CODE:CODE (tini's -e, generalised): the command's exit code FROM becomes TO."""
+    source, sep, target = text.partition(":")
+    try:
+        frm, to = int(source), int(target)
+    except ValueError:
+        frm = to = -1
+    if not sep or not 0 <= frm <= 255 or not 0 <= to <= 255:
+        raise ValueError(f"bad --remap-exit {text!r} (use CODE:CODE, each 0-255, e.g. 143:0)")
+    return frm, to
+
+
 class Settings:
     """Everything the run needs besides the references themselves.
 
@@ -87,6 +137,9 @@ class Settings:
     on_rotate: RotateAction | None = None  # None: the default that follows from the references
     on_expiry: str = "keep"
     grace: float = 10.0
+    signal_group: bool = False  # forward to the command's whole process group (dumb-init's setsid mode)
+    rewrite_signals: tuple[tuple[int, int], ...] = ()  # (received, sent instead; 0 drops it)
+    remap_exit: tuple[tuple[int, int], ...] = ()  # (command's exit code, ours instead)
     health_listen: str | None = None
     # OpenBao / Vault (SPEC section 9)
     vault_addrs: tuple[str, ...] = ()
@@ -101,6 +154,17 @@ class Settings:
     vault_auth_mount: str | None = None
     vault_namespace: str | None = None
     vault_poll: float = DEFAULT_VAULT_POLL
+    env_origins: dict[str, str]  # variable -> the --env-file it was loaded from
+    # setting -> the flag or variable it was taken from (e.g. "proxy" ->
+    # "STRONGHOLD_PROXY_URL"), for error messages and the env-file rule
+    origins: dict[str, str]
+
+    def __init__(self) -> None:
+        self.origins = {}
+        self.env_origins = {}
+
+    def origin(self, setting: str, default: str) -> str:
+        return self.origins.get(setting, default)
 
 
 # flag attribute -> environment variable twin (SPEC section 3)
@@ -120,12 +184,20 @@ ENV_TWINS = {
 }
 
 
-def _pick(options: Mapping[str, object], environ: Mapping[str, str], key: str) -> str | None:
+def _pick(
+    options: Mapping[str, object], environ: Mapping[str, str], key: str, origins: dict[str, str] | None = None
+) -> str | None:
+    """The flag's value, else its environment twin's; `origins[key]` records which."""
     value = options.get(key)
     if value is not None:
+        if origins is not None:
+            origins[key] = "--" + key.replace("_", "-")
         return str(value)
     env_name = ENV_TWINS.get(key)
-    return environ.get(env_name) or None if env_name else None
+    found = environ.get(env_name) or None if env_name else None
+    if found is not None and origins is not None and env_name:
+        origins[key] = env_name
+    return found
 
 
 def _choice(value: str | None, allowed: tuple[str, ...] | list[str], what: str) -> str | None:
@@ -137,11 +209,15 @@ def _choice(value: str | None, allowed: tuple[str, ...] | list[str], what: str) 
 def build_settings(options: Mapping[str, object], environ: Mapping[str, str]) -> Settings:
     """Merge parsed flags (`options`, None for absent) with the environment."""
     settings = Settings()
-    settings.proxy_url = _pick(options, environ, "proxy")
-    settings.bootstrap_token_file = _pick(options, environ, "bootstrap_token_file")
+    settings.proxy_url = _pick(options, environ, "proxy", settings.origins)
+    settings.bootstrap_token_file = _pick(options, environ, "bootstrap_token_file", settings.origins)
     settings.bootstrap_token = environ.get("STRONGHOLD_BOOTSTRAP_TOKEN") or None
+    if settings.bootstrap_token:
+        settings.origins["bootstrap_token"] = "STRONGHOLD_BOOTSTRAP_TOKEN"
     settings.auth = _choice(_pick(options, environ, "auth"), AUTH_METHODS, "STRONGHOLD_AUTH") or "bootstrap_token"
     settings.k8s_token_file = environ.get("STRONGHOLD_K8S_TOKEN_FILE") or DEFAULT_K8S_TOKEN_FILE
+    if environ.get("STRONGHOLD_K8S_TOKEN_FILE"):
+        settings.origins["k8s_token_file"] = "STRONGHOLD_K8S_TOKEN_FILE"
     settings.role = _pick(options, environ, "role")
     directory = _pick(options, environ, "dir")
     settings.dir_given = directory is not None
@@ -158,6 +234,9 @@ def build_settings(options: Mapping[str, object], environ: Mapping[str, str]) ->
             setattr(settings, key, float(options[key]))  # type: ignore[arg-type]
     for key in ("insecure_http", "allow_disk", "no_refresh", "remove_bootstrap_token_file", "mask_output"):
         setattr(settings, key, bool(options.get(key)))
+    settings.signal_group = bool(options.get("signal_group"))
+    settings.rewrite_signals = tuple(options.get("rewrite_signal") or ())  # type: ignore[arg-type]
+    settings.remap_exit = tuple(options.get("remap_exit") or ())  # type: ignore[arg-type]
     if options.get("on_rotate") is not None:
         settings.on_rotate = options["on_rotate"]  # type: ignore[assignment]
     if options.get("on_expiry") is not None:
@@ -168,27 +247,39 @@ def build_settings(options: Mapping[str, object], environ: Mapping[str, str]) ->
     return settings
 
 
-def _first(environ: Mapping[str, str], *names: str) -> str | None:
+def _first(environ: Mapping[str, str], *names: str, origins: dict[str, str] | None = None, key: str = "") -> str | None:
+    """The first of `names` that is set; `origins[key]` records which."""
     for name in names:
         if environ.get(name):
+            if origins is not None:
+                origins[key] = name
             return environ[name]
     return None
 
 
 def _vault_settings(settings: Settings, options: Mapping[str, object], environ: Mapping[str, str]) -> None:
-    addrs = _first(environ, "STRONGHOLD_VAULT_ADDR", "BAO_ADDR", "VAULT_ADDR")
+    origins = settings.origins
+    addrs = _first(environ, "STRONGHOLD_VAULT_ADDR", "BAO_ADDR", "VAULT_ADDR", origins=origins, key="vault_addrs")
     settings.vault_addrs = tuple(a.strip() for a in addrs.split(",") if a.strip()) if addrs else ()
     settings.vault_token_file = environ.get("STRONGHOLD_VAULT_TOKEN_FILE") or None
-    settings.vault_token = _first(environ, "STRONGHOLD_VAULT_TOKEN", "BAO_TOKEN", "VAULT_TOKEN")
+    if settings.vault_token_file:
+        origins["vault_token_file"] = "STRONGHOLD_VAULT_TOKEN_FILE"
+    settings.vault_token = _first(
+        environ, "STRONGHOLD_VAULT_TOKEN", "BAO_TOKEN", "VAULT_TOKEN", origins=origins, key="vault_token"
+    )
     auth = _choice(environ.get("STRONGHOLD_VAULT_AUTH") or None, VAULT_AUTH_METHODS, "STRONGHOLD_VAULT_AUTH")
     settings.vault_auth = auth or "token"
     settings.vault_role_id = environ.get("STRONGHOLD_VAULT_ROLE_ID") or None
     settings.vault_secret_id_file = environ.get("STRONGHOLD_VAULT_SECRET_ID_FILE") or None
+    if settings.vault_secret_id_file:
+        origins["vault_secret_id_file"] = "STRONGHOLD_VAULT_SECRET_ID_FILE"
     remove = options.get("vault_remove_secret_id_file") or _truthy(
         environ.get("STRONGHOLD_VAULT_REMOVE_SECRET_ID_FILE")
     )
     settings.vault_remove_secret_id_file = bool(remove)
     settings.vault_jwt_file = environ.get("STRONGHOLD_VAULT_JWT_FILE") or None
+    if settings.vault_jwt_file:
+        origins["vault_jwt_file"] = "STRONGHOLD_VAULT_JWT_FILE"
     settings.vault_role = environ.get("STRONGHOLD_VAULT_ROLE") or None
     settings.vault_auth_mount = environ.get("STRONGHOLD_VAULT_AUTH_MOUNT") or None
     settings.vault_namespace = environ.get("STRONGHOLD_VAULT_NAMESPACE") or None
@@ -243,30 +334,103 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def load_env_files(paths: list[str], environ: MutableMapping[str, str]) -> dict[str, str]:
-    """Load dotenv files into `environ` with python-dotenv, in order.
+# Never interpolated into an env file: `INNOCENT=${STRONGHOLD_BOOTSTRAP_TOKEN}`
+# would otherwise hand a credential to the child under a name nobody scrubs.
+NOT_INTERPOLATED = ("STRONGHOLD_", "VAULT_", "BAO_")
 
-    As with python-dotenv's `load_dotenv()` called once per file, a variable
-    already set wins: over the files, and the first file over later ones.
-    Returns variable -> file it came from, for error messages.
+
+class _Interpolation(Mapping[str, str]):
+    """What `${NAME}` in an env file can see: the real environment over the
+    values loaded so far, without any credential-bearing variable."""
+
+    def __init__(self, real: Mapping[str, str], loaded: Mapping[str, str]) -> None:
+        self._real = real
+        self._loaded = loaded
+
+    def __getitem__(self, name: str) -> str:
+        if name.startswith(NOT_INTERPOLATED):
+            raise KeyError(name)
+        if name in self._real:
+            return self._real[name]
+        return self._loaded[name]
+
+    def __iter__(self):  # pragma: no cover - Mapping requires it; interpolation only looks names up
+        return iter(())
+
+    def __len__(self) -> int:  # pragma: no cover
+        return 0
+
+
+def load_env_files(paths: list[str], environ: MutableMapping[str, str]) -> dict[str, str]:
+    """Load dotenv files into `environ` with python-dotenv (SPEC section 2).
+
+    Precedence as Node's `--env-file` and Compose's `env_file`: the real
+    environment wins over every file, and a later file over an earlier one.
+    `${NAME}` is expanded (python-dotenv's POSIX syntax, `${NAME:-default}`
+    too) from the real environment and what was loaded before it, but never
+    from a STRONGHOLD_*, VAULT_* or BAO_* variable: those expand to "" (or the
+    default).  Returns variable -> file it came from, for error messages and
+    the rule that no credential from the environment goes to an address
+    from a file (`check_env_file_addresses`).
     """
     if not paths:
         return {}
     from dotenv import dotenv_values  # imported only when used: it costs ~40 ms
+    from dotenv.variables import parse_variables
 
+    real = dict(environ)
+    loaded: dict[str, str] = {}
     origins: dict[str, str] = {}
     for path in paths:
         if not os.path.isfile(path):
             raise ConfigError(f"--env-file {path}: no such file")
         try:
-            values = dotenv_values(path)
+            values = dotenv_values(path, interpolate=False)
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"--env-file {path}: cannot read it ({type(exc).__name__})") from None
-        for name, value in values.items():
-            if value is None or name in environ:
+        visible = _Interpolation(real, loaded)
+        for name, raw in values.items():
+            if raw is None:
                 continue
-            if "\0" in value or "\0" in name or "=" in name or not name:
+            if "\0" in raw or "\0" in name or "=" in name or not name:
                 raise ConfigError(f"--env-file {path}: bad variable {name!r}")
-            environ[name] = value
+            loaded[name] = "".join(atom.resolve(visible) for atom in parse_variables(raw))
             origins[name] = path
+    for name, value in loaded.items():
+        if name in real:
+            del origins[name]  # the real environment wins
+        else:
+            environ[name] = value
     return origins
+
+
+# source -> (the setting holding its address, that setting's usual variable)
+ADDRESS_SETTING = {"proxy": ("proxy", "STRONGHOLD_PROXY_URL"), "vault": ("vault_addrs", "STRONGHOLD_VAULT_ADDR")}
+
+
+def check_env_file_addresses(settings: Settings, source: str, sent: list[str]) -> None:
+    """A credential from the real environment (or a flag, or the default
+    service-account path) is never sent to an address that came from an env
+    file (SPEC section 2): a project's `.env` must not be able to point the
+    developer's own VAULT_TOKEN at a server of its choosing.
+
+    `sent`: the settings whose credential this source will send (for the
+    auth method in use); `source`: "proxy" or "vault".
+    """
+    env_origins = settings.env_origins
+    setting, default_name = ADDRESS_SETTING[source]
+    address_variable = settings.origin(setting, default_name)
+    env_file = env_origins.get(address_variable)
+    if env_file is None:
+        return  # the address is the user's own (environment or flag)
+    for credential in sent:
+        variable = settings.origins.get(credential)
+        if variable is None and credential == "k8s_token_file":
+            variable = "STRONGHOLD_K8S_TOKEN_FILE"  # the default path: the pod's own token
+        if variable is None or variable in env_origins:
+            continue  # not set, or from an env file too (the project's own dev setup)
+        raise ConfigError(
+            f"{address_variable} comes from the env file {env_file} but {variable} comes from your environment: "
+            f"a credential from the environment is never sent to an address from an env file; set "
+            f"{address_variable} in the environment (or with a flag), or keep {variable} out of it"
+        )

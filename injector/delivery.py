@@ -13,7 +13,7 @@ import stat
 from collections.abc import Iterable, Mapping
 
 from injector.errors import ConfigError
-from injector.references import Credential, Reference, is_config_variable
+from injector.references import Credential, Reference, passes_to_child
 
 TMPFS_MAGIC = 0x01021994
 RAMFS_MAGIC = 0x858458F6
@@ -177,8 +177,9 @@ def _unlink(path: str) -> None:
 
 
 def scrub_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment minus configuration variables (STRONGHOLD_*)."""
-    return {name: value for name, value in environ.items() if not is_config_variable(name)}
+    """The environment minus configuration variables (STRONGHOLD_*, and BAO_*/VAULT_* but for
+    the address, CA and namespace, SPEC section 9)."""
+    return {name: value for name, value in environ.items() if passes_to_child(name)}
 
 
 def child_environment(

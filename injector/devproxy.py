@@ -1,8 +1,11 @@
 """A credential proxy for local dev, demos and tests (SPEC sections 4 and 8).
 
-Serves protocol v1 from a dotenv file of `secret/path=value` lines.  Every
-issue mints a fresh token `<value>.<random>` so rotations are visible, with
-`ttl = min(requested, --ttl)`.  Standard library only.
+Serves protocol v1 from a dotenv file of `secret/path=value` lines, with
+`ttl = min(requested, --ttl)`.  Values are issued verbatim (a laptop's real
+test keys must work against the real service); with `--rotate` every issue
+mints a distinct `<value>.<random>` token, so rotations are visible in demos
+and tests.  The file is read again whenever it changes, so editing a value is
+a rotation at the next refresh.  Standard library apart from python-dotenv.
 
 `DevProxy` holds the protocol logic apart from HTTP, so tests can run the
 same code in a thread on port 0 and inject faults by overriding `answer`.
@@ -11,9 +14,12 @@ same code in a thread on port 0 and inject faults by overriding `answer`.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -33,13 +39,69 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+class SecretsFile:
+    """The --secrets file, read again when it changes (SPEC section 8).
+
+    Its bytes are read at every issue and parsed again when they differ from
+    last time: a dev proxy's file is small, and comparing content (not
+    mtime, which is only as fine as the kernel's clock tick) sees every edit,
+    in place or by rename.  A file that cannot be read or parsed just now
+    (mid-save, removed) keeps the last good table: an edit never takes the
+    proxy down.
+    """
+
+    MAX_SIZE = 1024 * 1024
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._raw: bytes | None = None
+        self._table: dict[str, str] = {}
+        self.reload_if_changed(first=True)
+
+    def reload_if_changed(self, *, first: bool = False) -> dict[str, str]:
+        with self._lock:
+            try:
+                with open(self.path, "rb") as handle:
+                    raw = handle.read(self.MAX_SIZE + 1)
+                if len(raw) > self.MAX_SIZE:
+                    raise ConfigError(f"--secrets {self.path}: over 1 MiB")
+                if raw == self._raw:
+                    return self._table
+                table = parse_secrets(raw, self.path)
+            except (OSError, ConfigError) as exc:
+                if first:
+                    if isinstance(exc, ConfigError):
+                        raise
+                    raise ConfigError(f"--secrets {self.path}: cannot read it ({exc.strerror})") from None
+                return self._table
+            if not first:
+                print(f"dev-proxy: {self.path} changed; serving {len(table)} secrets", file=sys.stderr, flush=True)
+            self._raw, self._table = raw, table
+            return table
+
+
 class DevProxy:
-    """Protocol v1 state: sessions, leases, secrets.  Thread-safe."""
+    """Protocol v1 state: sessions, leases, secrets.  Thread-safe.
+
+    `secrets_map` is a fixed table (tests edit it through `.secrets`);
+    `secrets_file`, when given, is read again on every issue if it changed.
+    `rotate`: mint `<value>.<random>` on every issue instead of the value itself.
+    """
 
     def __init__(
-        self, secrets_map: dict[str, str], *, token: str, ttl: int = DEFAULT_TTL, session_ttl: int = SESSION_TTL
+        self,
+        secrets_map: Mapping[str, str] | None = None,
+        *,
+        token: str,
+        ttl: int = DEFAULT_TTL,
+        session_ttl: int = SESSION_TTL,
+        rotate: bool = False,
+        secrets_file: SecretsFile | None = None,
     ) -> None:
-        self.secrets = dict(secrets_map)
+        self.secrets = dict(secrets_map or {})
+        self.secrets_file = secrets_file
+        self.rotate = rotate
         self.token = token
         self.ttl = ttl
         self.session_ttl = session_ttl
@@ -91,19 +153,20 @@ class DevProxy:
         requests = body.get("requests") if isinstance(body, dict) else None
         if not isinstance(requests, list) or not requests:
             return Answer(400, {"error": "requests must be a non-empty list"})
+        table = self.secrets_file.reload_if_changed() if self.secrets_file is not None else self.secrets
         credentials = []
         for item in requests:
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                 return Answer(400, {"error": "each request needs a name"})
             secret = item.get("secret")
-            if secret not in self.secrets:
+            if secret not in table:
                 return Answer(404, {"error": "unknown secret", "name": item["name"]})
             requested = item.get("ttl")
             ttl = min(requested, self.ttl) if isinstance(requested, int) and requested > 0 else self.ttl
             lease = "lease-" + secrets.token_hex(8)
             with self.lock:
                 self.leases[lease] = time.monotonic() + ttl
-            value = f"{self.secrets[secret]}.{secrets.token_hex(6)}"
+            value = f"{table[secret]}.{secrets.token_hex(6)}" if self.rotate else table[secret]
             credentials.append({"name": item["name"], "value": value, "ttl": ttl, "lease_id": lease})
         return Answer(200, {"credentials": credentials})
 
@@ -193,7 +256,17 @@ def make_server(proxy: DevProxy, listen: str = "127.0.0.1:0", handler: type[Hand
             address_family = socket.AF_INET6
 
         server_class = _Server6
-    server = server_class((host, port), handler or Handler)
+    try:
+        server = server_class((host, port), handler or Handler)
+    except OSError as exc:
+        import errno
+
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"--listen {listen}: that address is already in use (another dev proxy?); "
+                "pick another port, or port 0 for a free one"
+            ) from None
+        raise ConfigError(f"--listen {listen}: cannot listen there ({exc.strerror or exc})") from None
     server.proxy = proxy
     return server
 
@@ -203,27 +276,70 @@ def server_url(server: _Server) -> str:
     return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
 
 
-def load_secrets(path: str) -> dict[str, str]:
+def parse_secrets(raw: bytes, path: str) -> dict[str, str]:
+    """A secrets file's content -> {secret path: value}."""
+    import io
+
     from dotenv import dotenv_values
 
     try:
-        values = dotenv_values(path)
-    except OSError as exc:
-        raise ConfigError(f"--secrets {path}: cannot read it ({exc.strerror})") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"--secrets {path}: not UTF-8 text") from None
+    values = dotenv_values(stream=io.StringIO(text), interpolate=False)  # a secret's `$` is a character
     return {key: value for key, value in values.items() if value is not None}
 
 
-def serve(secrets_file: str, *, listen: str, token: str | None, ttl: int) -> int:
-    """`stronghold-init dev-proxy`: run until SIGTERM or SIGINT."""
-    import os
-    import signal
-    import sys
+TOKEN_VARIABLE = "STRONGHOLD_DEV_TOKEN"
 
-    table = load_secrets(secrets_file) if os.path.isfile(secrets_file) else None
-    if table is None:
+
+def bootstrap_token(token: str | None, token_file: str | None, environ: Mapping[str, str]) -> tuple[str, bool]:
+    """The token to accept -> (token, generated).
+
+    --token, else --token-file, else $STRONGHOLD_DEV_TOKEN, else a fresh one.
+    --token is readable by every local user in /proc/<pid>/cmdline; the
+    other two are not.
+    """
+    if token is not None and token_file is not None:
+        raise ConfigError("give --token or --token-file, not both")
+    if token_file is not None:
+        try:
+            with open(token_file, encoding="utf-8") as handle:
+                token = handle.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise ConfigError(f"--token-file {token_file}: cannot read it ({reason})") from None
+        if not token:
+            raise ConfigError(f"--token-file {token_file} is empty")
+    elif token is None:
+        token = environ.get(TOKEN_VARIABLE) or None
+    if token is not None:
+        if any(c in token for c in "\0\r\n"):
+            raise ConfigError("the dev proxy's bootstrap token must be one line")
+        return token, False
+    return secrets.token_hex(16), True  # hex: safe to paste after a flag
+
+
+def serve(
+    secrets_file: str,
+    *,
+    listen: str,
+    token: str | None,
+    ttl: int,
+    token_file: str | None = None,
+    rotate: bool = False,
+) -> int:
+    """`stronghold-init dev-proxy`: run until SIGTERM or SIGINT."""
+    import signal
+
+    if not os.path.isfile(secrets_file):
         raise ConfigError(f"--secrets {secrets_file}: no such file")
-    generated = token is None
-    proxy = DevProxy(table, token=token or secrets.token_hex(16), ttl=ttl)  # hex: safe to paste after a flag
+    if ttl <= 0:
+        raise ConfigError(f"--ttl {ttl}: must be a positive number of seconds")
+    accepted, generated = bootstrap_token(token, token_file, os.environ)
+    os.environ.pop(TOKEN_VARIABLE, None)
+    table = SecretsFile(secrets_file)
+    proxy = DevProxy(token=accepted, ttl=ttl, rotate=rotate, secrets_file=table)
     server = make_server(proxy, listen)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -233,7 +349,9 @@ def serve(secrets_file: str, *, listen: str, token: str | None, ttl: int) -> int
     print(server_url(server), flush=True)
     if generated:
         print(f"bootstrap token: {proxy.token}", flush=True)
-    print(f"dev-proxy: serving {len(table)} secrets, ttl {ttl}s; Ctrl-C stops", file=sys.stderr, flush=True)
+    how = "each issue mints <value>.<random> (--rotate)" if rotate else "values verbatim"
+    count = len(table.reload_if_changed())
+    print(f"dev-proxy: serving {count} secrets, {how}, ttl {ttl}s; Ctrl-C stops", file=sys.stderr, flush=True)
     while not stop.wait(3600):
         pass
     server.shutdown()

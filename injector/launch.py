@@ -97,11 +97,22 @@ def spawn(
     environ: Mapping[str, str],
     identity=None,
     stdio: tuple[int, int] | None = None,
+    *,
+    new_group: bool = False,
+    terminal_fd: int | None = None,
 ) -> int:
     """Fork and exec the command; returns its pid once exec has succeeded.
 
     A close-on-exec pipe reports an exec failure's errno back to the parent,
     so a failed start is an error here rather than a mystery exit code.
+
+    `new_group` puts the command in a process group of its own (its pid), so
+    the whole tree it starts can be signalled at once; `terminal_fd` then
+    makes that group the terminal's foreground group, as tini does, so job
+    control and Ctrl-C keep working.  Both happen before exec (the parent
+    learns the pid only after exec, so it never signals a group not yet made),
+    while SIGTTOU is still blocked: tcsetpgrp from a background group would
+    otherwise stop the child.
     """
     argv = list(command.argv)
     env = dict(environ)
@@ -114,6 +125,13 @@ def spawn(
             if stdio is not None:  # --mask-output: the child writes into our pipes
                 os.dup2(stdio[0], 1)
                 os.dup2(stdio[1], 2)
+            if new_group:
+                os.setpgid(0, 0)
+                if terminal_fd is not None:
+                    try:
+                        os.tcsetpgrp(terminal_fd, os.getpid())
+                    except OSError:
+                        pass  # the terminal went away meanwhile: run without it
             reset_signals()
             if identity is not None:  # groups, then gid, then uid: the order that works
                 os.setgroups(groups)

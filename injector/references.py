@@ -2,7 +2,8 @@
 
     stronghold://<secret>[?scope=a,b&ttl=15m]     the credential proxy
     vault://<api-path>[?ttl=15m]#<field>          a field read from OpenBao/Vault
-    vault-token://?policies=a,b[&ttl=15m]         a token minted for the app
+    vault-token://?policies=a,b[&ttl=15m][&default_policy=true]
+                                                  a token minted for the app
 
 A reference is any variable whose value starts with a known scheme.  The
 variable's name decides the delivery: `NAME` goes to the child's environment,
@@ -22,9 +23,17 @@ VAULT_SCHEME = "vault://"
 VAULT_TOKEN_SCHEME = "vault-token://"
 SCHEMES = (STRONGHOLD_SCHEME, VAULT_SCHEME, VAULT_TOKEN_SCHEME)
 # Configuration, never references, and never passed to the child: ours, and
-# OpenBao's and Vault's (their tokens and addresses are credentials too).
+# OpenBao's and Vault's (their tokens, role and secret ids are credentials).
 CONFIG_PREFIXES = ("STRONGHOLD_", "BAO_", "VAULT_")
+# ...except these, which the child gets (SPEC section 9): an address, a CA and
+# a namespace are not secrets, and a minted vault-token:// is useless without them.
+CHILD_PASSTHROUGH = frozenset(
+    {"BAO_ADDR", "VAULT_ADDR", "BAO_CACERT", "VAULT_CACERT", "BAO_NAMESPACE", "VAULT_NAMESPACE"}
+)
 FILE_SUFFIX = "_FILE"
+# What a slip of the keyboard makes of a scheme (SPEC section 2): caught, never passed on.
+_SCHEME_LIKE = re.compile(r"([A-Za-z][A-Za-z0-9+._-]{0,30}):(/*)")
+_RIGHT_SCHEMES = {"stronghold": STRONGHOLD_SCHEME, "vault": VAULT_SCHEME, "vault-token": VAULT_TOKEN_SCHEME}
 
 _SECRET = re.compile(r"[A-Za-z0-9._/-]+")
 _SCOPE = re.compile(r"[A-Za-z0-9._:/*+-]+")
@@ -41,7 +50,11 @@ _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
 
 
 class Reference(
-    namedtuple("Reference", "name secret scopes ttl scheme field", defaults=((), None, "stronghold", None))
+    namedtuple(
+        "Reference",
+        "name secret scopes ttl scheme field default_policy origin",
+        defaults=((), None, "stronghold", None, False, None),
+    )
 ):
     """One declared credential: where it comes from and where it goes.
 
@@ -49,6 +62,8 @@ class Reference(
     secret: the secret's path (for vault://, the API path; "" for vault-token://)
     scopes: tuple of scopes (for vault-token://, the policies); ttl: seconds asked for, or None
     scheme: "stronghold", "vault" or "vault-token"; field: the field to take (vault:// only)
+    default_policy: vault-token:// only, whether the token also gets OpenBao's `default` policy
+    origin: the --env-file the variable came from, or None (for error messages)
     """
 
     __slots__ = ()
@@ -68,8 +83,14 @@ class Reference(
         if self.scheme == "vault":
             return f"vault://{self.secret}#{self.field}"
         if self.scheme == "vault-token":
-            return f"vault-token://?policies={','.join(self.scopes)}"
+            extra = "&default_policy=true" if self.default_policy else ""
+            return f"vault-token://?policies={','.join(self.scopes)}{extra}"
         return f"stronghold://{self.secret}"
+
+    @property
+    def described(self) -> str:
+        """`NAME (set in FILE)`: the variable, and where to find it."""
+        return f"{self.name} (set in {self.origin})" if self.origin else self.name
 
 
 def is_reference(value: str) -> bool:
@@ -78,6 +99,54 @@ def is_reference(value: str) -> bool:
 
 def is_config_variable(name: str) -> bool:
     return name.startswith(CONFIG_PREFIXES)
+
+
+def passes_to_child(name: str) -> bool:
+    """Whether a variable of stronghold-init's own environment reaches the child."""
+    return not is_config_variable(name) or name in CHILD_PASSTHROUGH
+
+
+def misspelt_scheme(value: str) -> str | None:
+    """The scheme a look-alike value meant (`stronghold://`, ...), or None.
+
+    `stronghold:/x`, `Stronghold://x`, `strongold://x`, `vault:/x`: a scheme
+    within a typo of ours, or ours with the wrong case or slashes.  Only the
+    scheme is looked at, so an unrelated URL (`https://`, `postgres://`) never is.
+    """
+    match = _SCHEME_LIKE.match(value)
+    if not match:
+        return None
+    scheme, slashes = match.group(1), match.group(2)
+    lowered = scheme.lower()
+    after = value[match.end() : match.end() + 1]
+    if not slashes and (not after or after.isspace()):
+        return None  # `Vault: the big one` is prose, not a URL
+    if lowered in _RIGHT_SCHEMES:
+        # vault-token:// has no host part, but `vault-token:?...` is still a slip
+        return _RIGHT_SCHEMES[lowered] if (scheme != lowered or slashes != "//") else None
+    if not slashes:
+        return None  # `name:value` is ordinary text, not a URL
+    for right, spelled in _RIGHT_SCHEMES.items():
+        if _edit_distance(lowered, right, limit=2) <= (1 if right == "vault" else 2):
+            return spelled
+    return None
+
+
+def _edit_distance(a: str, b: str, limit: int) -> int:
+    """Damerau-Levenshtein distance (adjacent swaps count one), giving up past `limit`."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        current = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[len(b)]
 
 
 def parse_duration(text: str) -> int:
@@ -121,7 +190,10 @@ def _parse_stronghold(name: str, body: str) -> Reference:
 def _parse_vault(name: str, body: str) -> Reference:
     rest, hashmark, field_name = body.partition("#")
     if not hashmark or not field_name:
-        raise ValueError("vault:// references need #<field>, e.g. vault://secret/data/app#STRIPE_KEY")
+        raise ValueError(
+            "a vault:// reference needs the field to take after #: write vault://<path>#<field>, "
+            "e.g. vault://secret/data/app#STRIPE_KEY"
+        )
     if not _FIELD.fullmatch(field_name):
         raise ValueError("the #field may hold only A-Z a-z 0-9 . _ -")
     path, _, query = rest.partition("?")
@@ -134,12 +206,17 @@ def _parse_vault(name: str, body: str) -> Reference:
 def _parse_vault_token(name: str, body: str) -> Reference:
     if not body.startswith("?"):
         raise ValueError("vault-token:// takes only a query: vault-token://?policies=a,b&ttl=15m")
-    items = _parse_query(body[1:], ("policies", "ttl"))
+    items = _parse_query(body[1:], ("policies", "ttl", "default_policy"))
     if "policies" not in items:
         raise ValueError("vault-token:// needs policies=<p1>,<p2>")
     policies = _parse_list(items["policies"], _POLICY, "policy")
     ttl = parse_duration(items["ttl"]) if "ttl" in items else None
-    return Reference(name=name, secret="", scopes=policies, ttl=ttl, scheme="vault-token")
+    default_policy = items.get("default_policy", "false")
+    if default_policy not in ("true", "false"):
+        raise ValueError("default_policy must be true or false")
+    return Reference(
+        name=name, secret="", scopes=policies, ttl=ttl, scheme="vault-token", default_policy=default_policy == "true"
+    )
 
 
 def _parse_query(query: str, known: tuple[str, ...]) -> dict[str, str]:
@@ -188,12 +265,22 @@ def collect_references(environ: Mapping[str, str], origins: Mapping[str, str] | 
     references = []
     for name in sorted(environ):
         value = environ[name]
-        if is_config_variable(name) or not is_reference(value):
+        if is_config_variable(name):
+            continue
+        where = origins.get(name)
+        if not is_reference(value):
+            meant = misspelt_scheme(value)
+            if meant is not None:
+                # Only the scheme is echoed: the rest of the value could be anything.
+                scheme = value[: value.index(":") + 1]
+                raise ConfigError(
+                    f"{name}: {scheme!r}... looks like a misspelt reference; write {meant}..."
+                    + (f" (in {where})" if where else "")
+                )
             continue
         try:
-            references.append(parse_reference(name, value))
+            references.append(parse_reference(name, value)._replace(origin=where))
         except ConfigError as exc:
-            where = origins.get(name)
             raise ConfigError(f"{exc.message} (in {where})" if where else exc.message) from None
     _check_no_conflicts(references, environ)
     return references

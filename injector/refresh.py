@@ -135,12 +135,20 @@ class Refresher:
         return min(times)
 
     def tick(self, now: float) -> None:
-        self._notice_expiry(now)
+        """Refresh what is due first, then judge expiry.
+
+        After a pause longer than the ttl (SIGSTOP, `podman pause`, a
+        suspended laptop) every token looks expired on waking; the refresh
+        that is due at the same moment usually succeeds, and only a token it
+        could not replace has really expired (--on-expiry exit must not stop
+        the command over a pause).
+        """
         if self._session_due <= now:
             self._renew_session(now)
         due = [name for name, when in self._due.items() if when <= now]
         if due:
             self._refresh(self._batch(due, now), now)
+        self._notice_expiry(self._clock())
 
     def _batch(self, due: list[str], now: float) -> list[str]:
         """The due credentials plus every one already in its refresh window."""

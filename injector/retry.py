@@ -38,12 +38,15 @@ def retry_after_failure(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], object] | None = None,
     stop: threading.Event | None = None,
+    started: float | None = None,
 ) -> list[Credential]:
     """Run `attempt` again until it succeeds, fails for good, or `deadline` passes.
 
-    `failure` is the transient error of the attempt already made.  Giving up
-    raises UnavailableError (exit 69) naming the last failure.
+    `failure` is the transient error of the attempt already made (at
+    `started`, by `clock`).  Giving up raises UnavailableError (exit 69)
+    naming the last failure, how long was waited and --startup-timeout.
     """
+    began = clock() if started is None else started
     stop_event = stop or threading.Event()
     sleep = sleep or stop_event.wait
     jitter = tenacity.wait_random_exponential(multiplier=BACKOFF_MULTIPLIER, max=BACKOFF_MAX)
@@ -67,7 +70,7 @@ def retry_after_failure(
             log.warning(f"{what}: {error.message}; retrying", attempt=next_attempt)
 
     if clock() >= deadline:
-        raise _give_up(what, failure)
+        raise _give_up(what, failure, clock() - began, deadline - began)
     announce(failure, 2)
     sleep(wait_after(1, failure))
     retrying = tenacity.Retrying(
@@ -83,8 +86,11 @@ def retry_after_failure(
     try:
         return retrying(attempt)
     except TransientError as last:
-        raise _give_up(what, last) from None
+        raise _give_up(what, last, clock() - began, deadline - began) from None
 
 
-def _give_up(what: str, last: TransientError) -> UnavailableError:
-    return UnavailableError(f"{what}: gave up after the start-up timeout: {last.message}")
+def _give_up(what: str, last: TransientError, waited: float, timeout: float) -> UnavailableError:
+    return UnavailableError(
+        f"{what}: gave up after the start-up timeout ({waited:.1f} s waited, --startup-timeout {timeout:g}; "
+        f"raise it if the server needs longer to come up): {last.message}"
+    )

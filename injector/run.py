@@ -1,15 +1,21 @@
 """`stronghold-init [OPTIONS] -- COMMAND`: resolve, deliver, then exec or supervise.
 
 resolve the command      (127/126 before any credential is asked for)
-no references?           exec it: nothing of us stays running
+no references?           exec it: nothing of us stays running (as PID 1: supervise it)
 log in, issue all        (one request; nothing delivered until all are valid)
 write the _FILE tokens   (any failure removes what was written)
---no-refresh?            exec it
+--no-refresh?            exec it (as PID 1: supervise it, without refreshing)
 otherwise                supervise it and refresh until it exits,
                          then revoke, remove the files, exit with its code
+
+As PID 1 (a container's entrypoint) stronghold-init always stays as the
+parent, as tini does (SPEC section 6): an app exec'd as PID 1 reaps no
+zombies and ignores SIGTERM unless it installs a handler.
 """
 
 from __future__ import annotations
+
+import os
 
 from injector.delivery import TokenDirectory, child_environment, scrub_environment
 from injector.errors import ExitCode
@@ -25,17 +31,21 @@ def run(plan: Plan, argv: list[str]) -> int:
     if identity is not None:
         base_env["HOME"] = identity.home
     command = resolve_command(argv, base_env)
+    as_init = os.getpid() == 1
     if not plan.references:
+        if as_init:
+            log.debug("no references; supervising the command as PID 1")
+            return supervise_command(plan, command, base_env, None, None, [], identity, refresh=False)
         log.debug("no references; exec'ing the command")
         exec_command(command, base_env, identity)
     settings = plan.settings
     source = open_source(settings, plan.references)
     directory = prepare_directory(plan, identity)
-    supervise = not settings.no_refresh
+    refresh = not settings.no_refresh
     try:
         credentials = issue_all(source, plan.references, settings)
-        if supervise:
-            return supervise_command(plan, command, base_env, source, directory, credentials, identity)
+        if refresh or as_init:
+            return supervise_command(plan, command, base_env, source, directory, credentials, identity, refresh=refresh)
         try:
             write_files(directory, plan.references, credentials)
             values = {c.name: c.value for c in credentials}
@@ -85,7 +95,14 @@ def write_files(directory: TokenDirectory | None, references: list[Reference], c
         directory.deliver(reference, credential)
 
 
-def supervise_command(plan, command: Command, base_env, source, directory, credentials, identity) -> int:
+def supervise_command(
+    plan, command: Command, base_env, source, directory, credentials, identity, *, refresh: bool = True
+) -> int:
+    """Stay as the command's parent until it exits; refresh its credentials unless `refresh` is False.
+
+    Without refreshing (PID 1 with --no-refresh or no reference) the tokens
+    are delivered once, and still revoked and removed when the command exits.
+    """
     from injector import supervisor as sv
     from injector.prctl import become_subreaper
     from injector.refresh import Ledger, Refresher
@@ -107,7 +124,16 @@ def supervise_command(plan, command: Command, base_env, source, directory, crede
             masker.add(credential.value, credential.name)
         masked = MaskedOutput(masker)
     stdio = (masked.stdout_fd, masked.stderr_fd) if masked is not None else None
-    supervisor = sv.Supervisor(command, environment, grace=settings.grace, identity=identity, stdio=stdio)
+    supervisor = sv.Supervisor(
+        command,
+        environment,
+        grace=settings.grace,
+        identity=identity,
+        stdio=stdio,
+        signal_group=settings.signal_group,
+        rewrite=dict(settings.rewrite_signals),
+        remap_exit=dict(settings.remap_exit),
+    )
 
     def on_rotated(names: list[str]) -> None:
         log.info("credentials rotated", names=",".join(names), action=str(rotate))
@@ -127,15 +153,17 @@ def supervise_command(plan, command: Command, base_env, source, directory, crede
         if directory is not None:
             directory.deliver(reference, credential)
 
-    refresher = Refresher(
-        references,
-        source,
-        ledger,
-        deliver=deliver,
-        on_rotated=on_rotated,
-        on_expired=on_expired,
-        poll_interval=settings.vault_poll,
-    )
+    refresher = None
+    if refresh:
+        refresher = Refresher(
+            references,
+            source,
+            ledger,
+            deliver=deliver,
+            on_rotated=on_rotated,
+            on_expired=on_expired,
+            poll_interval=settings.vault_poll,
+        )
     try:
         write_files(directory, references, credentials)
         sv.block_signals()  # before the refresher thread exists, so it inherits the mask
@@ -143,13 +171,19 @@ def supervise_command(plan, command: Command, base_env, source, directory, crede
         if masked is not None:
             masked.start()
         supervisor.start()
-        refresher.start()
+        if refresher is not None:
+            refresher.start()
         code = supervisor.run()
         log.debug("command exited", code=code)
     finally:
         if masked is not None:
             masked.finish()
-        refresher.stop_and_revoke()
+        if refresher is not None:
+            refresher.stop_and_revoke()
+        elif source is not None:
+            import time
+
+            source.revoke(ledger.live_lease_ids(time.monotonic()))
     return code
 
 

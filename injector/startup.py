@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from injector.config import Settings, build_settings, check_proxy_url, load_env_files
+from injector.config import Settings, build_settings, check_env_file_addresses, check_proxy_url, load_env_files
 from injector.errors import ConfigError
 from injector.log import log
 from injector.references import Credential, Reference, collect_references
@@ -40,6 +40,7 @@ def make_plan(options: Mapping[str, object], env_files: Sequence[str]) -> Plan:
     configure_logging(build_settings(options, environ))
     origins = load_env_files(list(env_files), environ)
     settings = build_settings(options, environ)
+    settings.env_origins = origins
     configure_logging(settings)
     references = collect_references(environ, origins)
     return Plan(settings=settings, environ=environ, references=references)
@@ -140,15 +141,25 @@ def _tls(settings: Settings):  # -> TLSOptions
 def open_openbao_source(settings: Settings):  # -> OpenBaoSource
     if not settings.vault_addrs:
         raise ConfigError("a vault:// reference needs STRONGHOLD_VAULT_ADDR (or BAO_ADDR, VAULT_ADDR)")
+    check_env_file_addresses(settings, "vault", vault_credentials_sent(settings))
     addrs = [
         check_proxy_url(a, insecure_http=settings.insecure_http, what="OpenBao address") for a in settings.vault_addrs
     ]
     from injector.sources.openbao import OpenBaoSource, vault_login_from
-    from injector.transport import Transport
+    from injector.transport import Transport, display_url
 
     login = vault_login_from(settings, read_secret_file)
     tls = _tls(settings)
-    return OpenBaoSource([Transport(a, tls=tls) for a in addrs], login, namespace=settings.vault_namespace)
+    origin = _origin_text(settings, "vault_addrs", "STRONGHOLD_VAULT_ADDR")
+    transports = [Transport(a, tls=tls, label=f"{display_url(a)} ({origin})") for a in addrs]
+    return OpenBaoSource(transports, login, namespace=settings.vault_namespace)
+
+
+def _origin_text(settings: Settings, setting: str, default: str) -> str:
+    """`from STRONGHOLD_PROXY_URL`, `from --proxy`, `from STRONGHOLD_PROXY_URL in .env`."""
+    variable = settings.origin(setting, default)
+    env_file = settings.env_origins.get(variable)
+    return f"from {variable} in {env_file}" if env_file else f"from {variable}"
 
 
 def open_proxy_source(settings: Settings):  # -> ProxySource
@@ -156,12 +167,30 @@ def open_proxy_source(settings: Settings):  # -> ProxySource
     if not settings.proxy_url:
         raise ConfigError("STRONGHOLD_PROXY_URL (--proxy) is required when there is a reference")
     url = check_proxy_url(settings.proxy_url, insecure_http=settings.insecure_http)
+    check_env_file_addresses(settings, "proxy", proxy_credentials_sent(settings))
     login_body = login_body_factory(settings)
     tls = _tls(settings)
     from injector.sources.proxy import ProxySource
-    from injector.transport import Transport
+    from injector.transport import Transport, display_url
 
-    return ProxySource(Transport(url, tls=tls), login_body)
+    label = f"{display_url(url)} ({_origin_text(settings, 'proxy', 'STRONGHOLD_PROXY_URL')})"
+    return ProxySource(Transport(url, tls=tls, label=label), login_body)
+
+
+def proxy_credentials_sent(settings: Settings) -> list[str]:
+    """The settings whose credential a proxy login sends (as login_body_factory picks)."""
+    if settings.auth == "kubernetes":
+        return ["k8s_token_file"]
+    return ["bootstrap_token_file"] if settings.bootstrap_token_file else ["bootstrap_token"]
+
+
+def vault_credentials_sent(settings: Settings) -> list[str]:
+    """The settings whose credential an OpenBao login sends (as vault_login_from picks)."""
+    if settings.vault_auth == "approle":
+        return ["vault_secret_id_file"]
+    if settings.vault_auth == "jwt":
+        return ["vault_jwt_file"]
+    return ["vault_token_file"] if settings.vault_token_file else ["vault_token"]
 
 
 def issue_all(source, references: Sequence[Reference], settings: Settings) -> list[Credential]:
@@ -170,14 +199,15 @@ def issue_all(source, references: Sequence[Reference], settings: Settings) -> li
 
     from injector.errors import TransientError
 
-    deadline = time.monotonic() + settings.startup_timeout
+    started = time.monotonic()
+    deadline = started + settings.startup_timeout
     try:  # the first attempt does not import the retry machinery
         credentials = source.issue(references)
     except TransientError as first:
         from injector.retry import retry_after_failure
 
         credentials = retry_after_failure(
-            lambda: source.issue(references), first, deadline=deadline, what="fetching credentials"
+            lambda: source.issue(references), first, deadline=deadline, what="fetching credentials", started=started
         )
     log.info("credentials issued", count=len(credentials))
     return credentials

@@ -1,10 +1,24 @@
 """Stay as the command's parent: forward signals, reap zombies, restart on request.
 
-Signals are taken synchronously, tini-style: the forwarded set, SIGCHLD and
-an internal wake-up signal are blocked before any thread starts (threads
-inherit the mask) and the main thread sleeps in sigwaitinfo, so an idle
-supervisor uses no CPU.  Other threads (the refresher) never touch the child:
-they post a request and wake the main thread with `pthread_kill`.
+Signals are taken synchronously, tini-style: every signal a process can
+catch is blocked before any thread starts (threads inherit the mask) and the
+main thread sleeps in sigwaitinfo, so an idle supervisor uses no CPU.  Every
+one of them but SIGCHLD is forwarded to the command (SIGSEGV and the like too
+when they were sent with kill: a real fault in this process is delivered by
+the kernel even while blocked, and ends it as it should).  Blocked, SIGTSTP,
+SIGTTIN and SIGTTOU never stop stronghold-init itself.
+
+Other threads (the refresher) never touch the child: they post a request and
+wake the main thread with `pthread_kill(WAKE)`.  An outside process may send
+that same signal (SIGRTMIN); the siginfo tells them apart (ours carries our
+own pid, which no other sender has; a sender outside our PID namespace shows
+as 0), and real-time signals queue rather than merge, so an outside one is
+never swallowed by ours.
+
+The command runs in a process group of its own.  A restart, or a stop that
+stronghold-init starts itself (--on-expiry exit), ends that whole group:
+SIGTERM, SIGKILL after the grace period, and reaping until the group is
+empty, so no process of the old instance survives with the old token.
 
 This module knows no tokens: a restart asks a callable for the environment.
 """
@@ -22,23 +36,19 @@ from injector.errors import StrongholdError
 from injector.launch import Command, spawn
 from injector.log import log
 
-FORWARDED = (
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGWINCH,
-)
+# Everything catchable: valid_signals() already leaves out glibc's internal 32 and 33.
+WAITED = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
+WAKE = signal.SIGRTMIN  # internal: "a request is queued" (when sent by us; see module doc)
+# A SIGTERM from outside means "stop": the command gets SIGKILL if still there after --grace.
+# SIGINT and SIGQUIT end restarts too, but an interactive program may catch them and carry on.
 STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 # Signals a terminal sends to its whole foreground process group: when the
-# kernel sent one and the child is in our group, it already has it.
-TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGWINCH, signal.SIGHUP)
-WAKE = signal.SIGRTMIN  # internal: "a request is queued"
-WAITED = frozenset(FORWARDED) | {signal.SIGCHLD, WAKE}
+# kernel sent one to us and the command is in our group, it already has it.
+TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGWINCH, signal.SIGHUP, signal.SIGCONT)
 SI_KERNEL = 0x80
 RESTART_DEBOUNCE = 0.25  # rotations landing within this window cause one restart
+GROUP_POLL = 0.05  # while waiting for an ended group's last members, which may not be our children
+KILLED_GROUP_WAIT = 5.0  # after SIGKILL, how long to wait for the group to empty before going on
 
 
 def block_signals() -> None:
@@ -53,8 +63,34 @@ def exit_status(status: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether any process (a zombie too) is still in process group `pgid`."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member we may not signal (another user): still there
+        return True
+    return True
+
+
+def controlling_terminal() -> int | None:
+    """The first of stdin, stdout, stderr that is our controlling terminal with our group in the foreground.
+
+    Only then is the terminal handed to the command: a stronghold-init started
+    in the background must not steal the terminal from the shell.
+    """
+    for fd in (0, 1, 2):
+        try:
+            if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp():
+                return fd
+        except OSError:  # a terminal, but not our controlling one
+            continue
+    return None
+
+
 class Restart(namedtuple("Restart", "")):
-    """Stop the child (SIGTERM, grace, SIGKILL) and start it again."""
+    """Stop the child's whole group (SIGTERM, grace, SIGKILL) and start it again."""
 
     __slots__ = ()
 
@@ -66,7 +102,7 @@ class Signal(namedtuple("Signal", "signum")):
 
 
 class Stop(namedtuple("Stop", "exit_code")):
-    """Stop the child as on SIGTERM and exit with `exit_code` (e.g. on expiry)."""
+    """End the child's whole group as for a restart and exit with `exit_code` (e.g. on expiry)."""
 
     __slots__ = ()
 
@@ -83,20 +119,32 @@ class Supervisor:
         grace: float,
         identity=None,
         stdio: tuple[int, int] | None = None,
+        signal_group: bool = False,
+        rewrite: Mapping[int, int] | None = None,
+        remap_exit: Mapping[int, int] | None = None,
     ) -> None:
         self._command = command
         self._stdio = stdio  # the child's stdout and stderr, when not ours (--mask-output)
         self._identity = identity  # users.Identity for the child, or None
         self._environment = environment
         self._grace = grace
+        self._signal_group = signal_group  # forward to the command's whole group (--signal-group)
+        self._rewrite = dict(rewrite or {})  # received signal -> what the command gets; 0 drops it
+        self._remap_exit = dict(remap_exit or {})
         self._requests: deque[Request] = deque()
         self._main_thread = threading.get_ident()
+        self._pid = os.getpid()
         self.child: int | None = None
+        self._pgid: int | None = None  # the current (or last) instance's process group
+        self._terminal: int | None = None  # the fd whose terminal the command was handed
+        self._status: int | None = None  # the last instance's exit code
+        self._done: int | None = None  # set once run() should return this
         self._stopping = False  # no more restarts: we exit when the child does
         self._exit_code_override: int | None = None
-        self._restarting = False
+        self._ending = False  # ending the whole group (restart or our own stop)
         self._restart_at: float | None = None
         self._kill_at: float | None = None
+        self._give_up_at: float | None = None
 
     # -- called from other threads ----------------------------------------
 
@@ -107,13 +155,19 @@ class Supervisor:
     # -- main thread -------------------------------------------------------
 
     def start(self) -> int:
-        self.child = spawn(self._command, self._environment(), self._identity, self._stdio)
+        terminal = controlling_terminal()
+        self.child = spawn(
+            self._command, self._environment(), self._identity, self._stdio, new_group=True, terminal_fd=terminal
+        )
+        self._pgid = self.child
+        self._terminal = terminal
+        self._status = None
         log.debug("command started", pid=self.child)
         return self.child
 
     def run(self) -> int:
         """Wait for signals until the child is gone; return the exit code."""
-        while True:
+        while self._done is None:
             timeout = self._next_timer()
             if timeout is None:
                 info = signal.sigwaitinfo(WAITED)
@@ -122,16 +176,17 @@ class Supervisor:
             if info is None:
                 self._on_timer()
             elif info.si_signo == signal.SIGCHLD:
-                code = self._reap()
-                if code is not None:
-                    return code
-            elif info.si_signo == WAKE:
+                self._reap()
+            elif info.si_signo == WAKE and info.si_pid == self._pid:
                 self._drain_requests()
             else:
                 self._forward(info)
+        return self._done
 
     def _next_timer(self) -> float | None:
-        timers = [t for t in (self._restart_at, self._kill_at) if t is not None]
+        timers = [t for t in (self._restart_at, self._kill_at, self._give_up_at) if t is not None]
+        if self._ending and self.child is None:  # the rest of the group may not be our children
+            timers.append(time.monotonic() + GROUP_POLL)
         return min(timers) if timers else None
 
     def _on_timer(self) -> None:
@@ -139,49 +194,96 @@ class Supervisor:
         if self._kill_at is not None and now >= self._kill_at:
             self._kill_at = None
             log.warning("command did not stop within the grace period; sending SIGKILL")
-            self._send(signal.SIGKILL)
+            if self._ending:
+                self._signal_group_of_command(signal.SIGKILL)
+                self._give_up_at = now + KILLED_GROUP_WAIT
+            else:
+                self._send(signal.SIGKILL)
         if self._restart_at is not None and now >= self._restart_at:
             self._restart_at = None
             if not self._stopping:
                 log.info("restarting the command with rotated credentials")
-                self._restarting = True
-                self._terminate()
+                self._end_group()
+        if self._ending and self.child is None:
+            self._check_group_ended(now)
 
-    def _terminate(self) -> None:
-        self._send(signal.SIGTERM)
-        self._kill_at = time.monotonic() + self._grace
+    def _end_group(self) -> None:
+        """SIGTERM (as rewritten) to the command's whole group; SIGKILL after the grace period."""
+        self._ending = True
+        self._signal_group_of_command(self._rewrite.get(signal.SIGTERM, signal.SIGTERM))
+        if self._kill_at is None:
+            self._kill_at = time.monotonic() + self._grace
+
+    def _check_group_ended(self, now: float) -> None:
+        if self._pgid is not None and group_alive(self._pgid):
+            if self._give_up_at is None or now < self._give_up_at:
+                return
+            log.warning("processes of the old instance outlived SIGKILL; going on without them", pgid=self._pgid)
+        self._ending = False
+        self._kill_at = self._give_up_at = None
+        if self._stopping:
+            self._finish()
+            return
+        try:
+            self.start()
+        except StrongholdError as exc:
+            log.error(f"restart failed: {exc.message}")
+            self._done = int(exc.exit_code)
 
     def _drain_requests(self) -> None:
         while self._requests:
             item = self._requests.popleft()
             if isinstance(item, Restart):
-                if self._restart_at is None and not self._restarting:
+                if self._restart_at is None and not self._ending and not self._stopping:
                     self._restart_at = time.monotonic() + RESTART_DEBOUNCE
             elif isinstance(item, Signal):
                 self._send(item.signum)
             elif isinstance(item, Stop):
                 self._stopping = True
+                self._restart_at = None
                 self._exit_code_override = item.exit_code
-                self._terminate()
+                if not self._ending:
+                    self._end_group()
 
     def _forward(self, info: signal.struct_siginfo) -> None:
         signum = info.si_signo
+        target = self._rewrite.get(signum, signum)
+        if target == 0:  # the user asked for this signal to mean nothing at all
+            log.debug("signal dropped (--rewrite-signal ...:0)", signal=signum)
+            return
         if signum in STOPPING_SIGNALS:
             self._stopping = True  # a SIGTERM during a restart ends it (SPEC section 5)
             self._restart_at = None
-        if info.si_code == SI_KERNEL and signum in TERMINAL_SIGNALS and self._child_in_our_group():
-            # Ctrl-C on a terminal: the kernel signalled the whole foreground
-            # group, child included; forwarding would deliver it twice.
+            if signum == signal.SIGTERM and self._kill_at is None:
+                self._kill_at = time.monotonic() + self._grace  # --grace applies to a stop too
+        if self._kernel_already_delivered(info):
             return
-        self._send(signum)
+        self._send(target)
 
-    def _child_in_our_group(self) -> bool:
+    def _kernel_already_delivered(self, info: signal.struct_siginfo) -> bool:
+        """Whether the terminal already sent this signal to the command too.
+
+        The kernel sends Ctrl-C, Ctrl-\\, Ctrl-Z and resizes to the terminal's
+        foreground group: we got one, so we are in that group, and the command
+        has it too exactly when it is in our group.  A hangup is different: it
+        goes to the session leader alone, so when we lead the session the
+        command never got it and it must be forwarded.
+        """
+        signum = info.si_signo
+        if info.si_code != SI_KERNEL or signum not in TERMINAL_SIGNALS or self.child is None:
+            return False
+        if signum in (signal.SIGHUP, signal.SIGCONT) and os.getsid(0) == self._pid:
+            return False
         try:
-            return self.child is not None and os.getpgid(self.child) == os.getpgrp()
+            return os.getpgid(self.child) == os.getpgrp()
         except ProcessLookupError:
             return False
 
     def _send(self, signum: int) -> None:
+        """To the command, or to its whole group with --signal-group."""
+        if self._signal_group:
+            self._signal_group_of_command(signum)
+            return
         if self.child is None:
             return
         try:
@@ -189,9 +291,16 @@ class Supervisor:
         except ProcessLookupError:
             log.debug("command already gone; signal not forwarded", signal=signum)
 
-    def _reap(self) -> int | None:
-        """Reap every exited process; an exit code when the child itself is gone."""
-        code = None
+    def _signal_group_of_command(self, signum: int) -> None:
+        if self._pgid is None or signum == 0:
+            return
+        try:
+            os.killpg(self._pgid, signum)
+        except (ProcessLookupError, PermissionError):
+            log.debug("command's group already gone; signal not sent", signal=signum)
+
+    def _reap(self) -> None:
+        """Reap every exited process; act when the command itself is gone."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -200,17 +309,32 @@ class Supervisor:
             if pid == 0:
                 break
             if pid == self.child:
-                code = exit_status(status)
-        if code is None:
-            return None
-        self.child = None
-        self._kill_at = None
-        if self._restarting and not self._stopping:
-            self._restarting = False
-            try:
-                self.start()
-            except StrongholdError as exc:
-                log.error(f"restart failed: {exc.message}")
-                return exc.exit_code
-            return None
-        return self._exit_code_override if self._exit_code_override is not None else code
+                self._status = exit_status(status)
+                self.child = None
+                self._take_back_terminal()
+        if self.child is not None or self._status is None:
+            return
+        if self._ending:
+            self._check_group_ended(time.monotonic())
+            return
+        if self._signal_group:  # dumb-init's setsid mode: the rest of the group is told to go
+            self._signal_group_of_command(self._rewrite.get(signal.SIGTERM, signal.SIGTERM))
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._exit_code_override is not None:
+            self._done = self._exit_code_override
+            return
+        code = self._status if self._status is not None else 0
+        self._done = self._remap_exit.get(code, code)
+
+    def _take_back_terminal(self) -> None:
+        """The command is gone: its group must not keep the terminal (a shell after us would stop on SIGTTIN)."""
+        if self._terminal is None:
+            return
+        try:
+            if os.tcgetpgrp(self._terminal) != os.getpgrp():
+                os.tcsetpgrp(self._terminal, os.getpgrp())  # SIGTTOU is blocked, so this works from the background
+        except OSError:
+            pass  # the terminal is gone (hangup): nothing to give back
+        self._terminal = None

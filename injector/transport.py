@@ -70,9 +70,14 @@ class TLSOptions(namedtuple("TLSOptions", "ca_bundle client_cert client_key", de
 class Transport:
     """Talks to one base URL.  Raises TransientError for connection trouble."""
 
-    def __init__(self, base_url: str, *, tls: TLSOptions | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str, *, tls: TLSOptions | None = None, timeout: float = 10.0, label: str | None = None
+    ) -> None:
         parts = urlsplit(base_url)
         self.base_url = base_url
+        # How errors name this server: the URL without credentials, and the
+        # setting it came from when the caller says (`http://h:1 (from --proxy)`).
+        self.label = label or display_url(base_url)
         self._https = parts.scheme == "https"
         self._host = parts.hostname or ""
         self._port = parts.port
@@ -113,10 +118,15 @@ class Transport:
             except (OSError, http.client.HTTPException) as exc:
                 self._drop()
                 if _fatal_tls(exc):
-                    raise UnavailableError(f"TLS with {self._host} failed: {_describe(exc)}") from None
+                    raise UnavailableError(
+                        f"TLS with {self._host} failed: {_describe_tls(exc)} (at {self.label})"
+                    ) from None
                 if reused and not fresh:
                     continue
-                raise TransientError(f"cannot reach {self._host}: {_describe(exc)}") from None
+                if isinstance(exc, socket.timeout):
+                    waited = timeout or self._timeout
+                    raise TransientError(f"{self.label} timed out after {waited:g} s without an answer") from None
+                raise TransientError(f"cannot reach {self.label}: {_describe(exc)}") from None
             if len(data) > MAX_BODY:
                 raise BrokenAnswerError("answer body is over 1 MiB")
             return Response(status, data, retry_after)
@@ -172,6 +182,26 @@ def _fatal_tls(exc: BaseException) -> bool:
     if ssl is None or not isinstance(exc, ssl.SSLError):
         return False
     return not isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError))
+
+
+def display_url(url: str) -> str:
+    """`scheme://host[:port][/path]`: never a user name, password, query or fragment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}{parts.path.rstrip('/')}"
+
+
+def _describe_tls(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    if reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST"):
+        return "the server does not speak TLS on that port (is it plain http://? then use http:// for a loopback host)"
+    return _describe(exc)
 
 
 def _describe(exc: BaseException) -> str:

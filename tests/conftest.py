@@ -60,6 +60,10 @@ class TestProxy(DevProxy):
     __test__ = False  # not a pytest test class
 
     def __init__(self, **kwargs: object) -> None:
+        # Rotation on: every issue is a distinct value, so the refresh and
+        # rotation tests can tell one token from the next (the dev proxy's CLI
+        # default is verbatim values, SPEC section 8).
+        kwargs.setdefault("rotate", True)
         super().__init__(dict(SECRETS), token="boot-" + uuid.uuid4().hex, **kwargs)  # type: ignore[arg-type]
         self.requests: list[Recorded] = []
         self.scripted: dict[str, deque[Answer | str | Callable[[], Answer | str]]] = {}

@@ -63,8 +63,10 @@ def test_kv_v2_into_env_and_file(bao: OpenBao, shm_dir) -> None:
     assert report["env"]["STRIPE_KEY"] == "sk_bao_TESTVALUE"
     assert report["env"]["DB_PORT"] == "5432"
     assert report["files"]["DB_PASSWORD_FILE"]["data"] == "pg_bao_TESTVALUE"
+    # SPEC section 9 (turn 2): the address passes to the app (it is not a secret); tokens never do.
     leaked = [name for name in report["env"] if name.startswith(("BAO_", "VAULT_", "STRONGHOLD_"))]
-    assert leaked == []
+    assert leaked == ["VAULT_ADDR"]
+    assert report["env"]["VAULT_ADDR"] == "http://should-not-leak.invalid"
     assert bao.root_token not in result.stdout + result.stderr
 
 

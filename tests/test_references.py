@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from injector.errors import ConfigError
-from injector.references import Reference, collect_references, parse_duration, parse_reference
+from injector.references import (
+    Reference,
+    collect_references,
+    misspelt_scheme,
+    parse_duration,
+    parse_reference,
+    passes_to_child,
+)
 
 
 @pytest.mark.parametrize(
@@ -83,3 +90,66 @@ def test_name_and_name_file_together_is_an_error(env_value: str, file_value: str
 def test_error_names_the_env_file() -> None:
     with pytest.raises(ConfigError, match=r"KEY: unknown query key 'x'.*\(in /some/.env\)"):
         collect_references({"KEY": "stronghold://a?x=1"}, {"KEY": "/some/.env"})
+
+
+@pytest.mark.parametrize(
+    ("value", "meant"),
+    [
+        ("strongold://a", "stronghold://"),
+        ("stronghodl://a", "stronghold://"),  # two letters swapped
+        ("stronghold:/a", "stronghold://"),
+        ("stronghold:a", "stronghold://"),
+        ("STRONGHOLD://a", "stronghold://"),
+        ("vault:/secret/data/a#k", "vault://"),
+        ("Vault://secret/data/a#k", "vault://"),
+        ("valut://secret#k", "vault://"),
+        ("vault_token://?policies=a", "vault-token://"),
+        ("vault-token:?policies=a", "vault-token://"),
+    ],
+)
+def test_look_alike_schemes_are_recognised(value: str, meant: str) -> None:
+    assert misspelt_scheme(value) == meant
+    with pytest.raises(ConfigError) as caught:
+        collect_references({"KEY": value}, {"KEY": "/p/.env"})
+    assert caught.value.message.startswith("KEY: ") and meant in caught.value.message
+    assert "/p/.env" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://stronghold.example/",
+        "http://vault.internal:8200",
+        "postgres://user@db/app",
+        "redis://cache:6379",
+        "s3://bucket/key",
+        "salt://top.sls",
+        "Vault: the big one",
+        "stronghold",
+        "x:y",
+        "C:\\Users",
+        "",
+        "stronghold://fine",
+    ],
+)
+def test_ordinary_values_are_not_look_alikes(value: str) -> None:
+    assert misspelt_scheme(value) is None
+
+
+def test_default_policy_option() -> None:
+    ref = parse_reference("APP_TOKEN", "vault-token://?policies=a,b&default_policy=true&ttl=1h")
+    assert ref.default_policy and ref.scopes == ("a", "b") and ref.ttl == 3600
+    assert ref.uri == "vault-token://?policies=a,b&default_policy=true"
+    assert not parse_reference("T", "vault-token://?policies=a").default_policy
+
+
+def test_child_gets_the_address_ca_and_namespace_only() -> None:
+    passed = ["BAO_ADDR", "VAULT_ADDR", "BAO_CACERT", "VAULT_CACERT", "BAO_NAMESPACE", "VAULT_NAMESPACE", "HOME"]
+    removed = ["BAO_TOKEN", "VAULT_TOKEN", "VAULT_ROLE_ID", "STRONGHOLD_VAULT_ADDR", "STRONGHOLD_PROXY_URL"]
+    assert all(passes_to_child(name) for name in passed)
+    assert not any(passes_to_child(name) for name in removed)
+
+
+def test_references_remember_their_env_file() -> None:
+    (ref,) = collect_references({"KEY": "stronghold://a"}, {"KEY": "/p/.env"})
+    assert ref.origin == "/p/.env"

@@ -212,3 +212,25 @@ def test_an_unexpected_error_in_session_renewal_is_retried() -> None:
     clock.now = refresher.next_wake()
     refresher.tick(clock.now)  # must not raise
     assert refresher.next_wake() < source.session_expires_at
+
+
+def test_a_pause_longer_than_the_ttl_refreshes_before_judging_expiry() -> None:
+    """Issue 11: after SIGSTOP or `podman pause` past the ttl, the refresh due on waking comes first."""
+    clock = Clock()
+    refresher, source, ledger, events = make(clock, ttl=100.0)
+    original = ledger.current("A")
+    clock.now = original.expires_at + 50  # woke long after the token expired
+    refresher.tick(clock.now)
+    assert source.calls == [["A"]]
+    assert ledger.current("A").value != original.value
+    assert events["expired"] == [], "a token replaced on waking never expired"
+
+
+def test_a_pause_whose_refresh_fails_is_still_an_expiry() -> None:
+    clock = Clock()
+    refresher, source, ledger, events = make(clock, ttl=100.0)
+    source.failure = TransientError("proxy down")
+    clock.now = ledger.current("A").expires_at + 50
+    refresher.tick(clock.now)
+    assert source.calls == [["A"]], "the refresh is tried first"
+    assert events["expired"] == [["A"]]

@@ -171,7 +171,7 @@ class OpenBaoSource:
         if status == 403:
             raise _PermissionDeniedError(f"{names}: permission denied by OpenBao ({what}{detail})")
         if status == 404:
-            raise NotFoundError(f"{names}: nothing at {what} (404{detail})")
+            raise NotFoundError(f"{names}: nothing at {what} on {self._transports[self._current].label} (404{detail})")
         if status in TRANSIENT_STATUSES or status >= 500:
             sealed = " (sealed or standby)" if status == 503 else ""
             raise TransientError(f"{what}: OpenBao answered {status}{sealed}{detail}", retry_after=answer.retry_after)
@@ -314,8 +314,14 @@ class OpenBaoSource:
         return _Lease(lease.lease_id, lease.renewable, granted, lease.values)
 
     def _read(self, path: str, group: list[Reference]) -> _Lease:
-        names = ", ".join(r.name for r in group)
-        data = self._json(self._request("GET", path), path, names)
+        names = ", ".join(r.described for r in group)
+        answer = self._request("GET", path)
+        try:
+            data = self._json(answer, path, names)
+        except NotFoundError as exc:
+            raise NotFoundError(exc.message + _kv2_hint(path, answer, certain=True)) from None
+        except _PermissionDeniedError as exc:
+            raise _PermissionDeniedError(exc.message + _kv2_hint(path, answer, certain=False)) from None
         body = data.get("data")
         if not isinstance(body, dict):
             raise BrokenAnswerError(f"{path}: the answer has no data object")
@@ -333,7 +339,8 @@ class OpenBaoSource:
     def _mint(self, reference: Reference) -> _Lease:
         body: dict[str, object] = {
             "policies": list(reference.scopes),
-            "no_default_policy": True,
+            # `default` lets a token look itself up and renew itself; only on request.
+            "no_default_policy": not reference.default_policy,
             "renewable": True,
             "display_name": f"stronghold-init-{reference.target.lower()}",
         }
@@ -399,6 +406,28 @@ def _field(values: dict, reference: Reference) -> str:
     if not value or "\0" in value:
         raise BrokenAnswerError(f"{reference.name}: the value is empty or holds NUL")
     return value
+
+
+def _kv2_hint(path: str, answer: Response, *, certain: bool) -> str:
+    """KV v2 reads `<mount>/data/<path>`: the commonest wrong path, worth a hint.
+
+    OpenBao says so in a 404's warnings when the token may read the mount; a
+    403 cannot tell, so the hint is then an `if`.
+    """
+    mount, _, rest = path.partition("/")
+    if not rest or rest.startswith("data/"):
+        return ""
+    suggested = f"{mount}/data/{rest}"
+    if certain:
+        try:
+            data = answer.json()
+        except BrokenAnswerError:
+            return ""
+        warnings = data.get("warnings") if isinstance(data, dict) else None
+        if not (isinstance(warnings, list) and any("versioned" in str(w) for w in warnings)):
+            return ""
+        return f"; {mount}/ is a KV v2 mount, whose paths read <mount>/data/<path>: vault://{suggested}#<field>"
+    return f"; if {mount}/ is a KV v2 mount, its paths read <mount>/data/<path>: vault://{suggested}#<field>"
 
 
 def _non_negative_int(value: object, what: str) -> int:

@@ -51,6 +51,13 @@ class ProxySource:
         sent_at = self._clock()
         answer = self._transport.request("POST", "/v1/auth/login", body)
         if answer.status in (401, 403):
+            if _looks_like_openbao(answer):
+                raise RefusedError(
+                    f"login refused by {self._transport.label} ({answer.status}): that server looks like "
+                    "OpenBao/Vault, not a credential proxy; for OpenBao/Vault, set STRONGHOLD_VAULT_ADDR to its "
+                    "address (not STRONGHOLD_PROXY_URL) and use vault:// references, e.g. "
+                    "vault://secret/data/app#STRIPE_KEY (README: OpenBao and Vault)"
+                )
             raise RefusedError(f"login refused by the proxy ({answer.status}{answer.error_detail()})")
         self._take_session(_check_status(answer, "login", ()), sent_at)
         log.debug("logged in", ttl=self.session_ttl)
@@ -102,6 +109,8 @@ class ProxySource:
             )
             try:
                 data = _check_status(answer, "credentials", names)
+            except NotFoundError:
+                raise self._unknown_secret(answer, references) from None
             except SessionExpiredError:
                 if attempt == 2:
                     raise RefusedError("the proxy refused a fresh session (401 after logging in again)") from None
@@ -110,6 +119,15 @@ class ProxySource:
                 continue
             return _credentials_from(data, names, sent_at)
         raise AssertionError("unreachable")
+
+    def _unknown_secret(self, answer: Response, references: Sequence[Reference]) -> NotFoundError:
+        """404: name the secret path, the variable, and the env file it came from."""
+        failed = _failed_names(answer, [r.name for r in references])
+        culprits = [r for r in references if r.name == failed] or list(references)
+        what = "; ".join(f"{r.name}: unknown secret {r.secret!r}{_from_file(r)}" for r in culprits)
+        return NotFoundError(
+            f"{what} at {self._transport.label} (404{answer.error_detail()}); check the path after stronghold://"
+        )
 
     def revoke(self, lease_ids: Sequence[str]) -> None:
         """Best effort, bounded by a short timeout; never raises."""
@@ -182,6 +200,19 @@ def _failed_names(answer: Response, names: Sequence[str]) -> str:
     if isinstance(name, str) and name in names:
         return name
     return ", ".join(names) or "request"
+
+
+def _from_file(reference: Reference) -> str:
+    return f" (set in {reference.origin})" if reference.origin else ""
+
+
+def _looks_like_openbao(answer: Response) -> bool:
+    """OpenBao and Vault answer errors as {"errors": [...]}; protocol v1 as {"error": "..."}."""
+    try:
+        data = answer.json()
+    except BrokenAnswerError:
+        return False
+    return isinstance(data, dict) and isinstance(data.get("errors"), list) and "error" not in data
 
 
 def _positive_int(value: object, what: str) -> int:
