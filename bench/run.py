@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import container
 import herd
 import openbao
 import scale
@@ -168,7 +169,12 @@ def main() -> None:
                 emit(line.replace("# ", "### ", 1) if line.startswith("# ") else line)
             emit()
 
-    Path(args.output).write_text("\n".join(lines) + "\n")
+    output = Path(args.output)
+    # bench/container.py (root, podman, minutes of image builds) writes its own section: keep it.
+    kept = output.read_text().partition(container.SECTION)[2] if output.exists() else ""
+    if kept and not quick:
+        lines += ["", container.SECTION + kept.rstrip("\n")]
+    output.write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {args.output}")
 
 

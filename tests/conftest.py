@@ -321,5 +321,13 @@ def example_image(container_env):  # -> containers.ExampleImage
     return containers.build_example_image(container_env, Path(__file__).resolve().parent.parent)
 
 
+@pytest.fixture(scope="session")
+def sidecar_image(container_env) -> str:
+    """examples/sidecar.Dockerfile built once per session (just stronghold-init), offline."""
+    import containers
+
+    return containers.build_sidecar_image(container_env, Path(__file__).resolve().parent.parent)
+
+
 # Fixtures that start the example image with a probe app (tests/container_app.py).
 from container_app import app_bootstrap_file, host_token_dir, launch_app  # noqa: E402, F401

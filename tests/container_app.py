@@ -97,7 +97,9 @@ def launch_app(container_env, example_image, proxy, app_bootstrap_file) -> Itera
         command: tuple[str, ...] = ("node", "/probe/probe.js"),
         proxy_url: str | None = None,
         bootstrap: Path | None = None,
+        no_tmpfs: bool = False,
     ) -> App:
+        """Start the image; `token_dir` bind-mounts a host tmpfs directory, `no_tmpfs` mounts nothing there."""
         name = f"shtest-{uuid.uuid4().hex[:10]}"
         names.append(name)
         args = [
@@ -113,7 +115,9 @@ def launch_app(container_env, example_image, proxy, app_bootstrap_file) -> Itera
             "--env",
             f"STRONGHOLD_PROXY_URL={proxy_url or proxy.url}",
         ]
-        if token_dir is None:
+        if no_tmpfs:
+            pass
+        elif token_dir is None:
             args += ["--tmpfs", "/run/stronghold:mode=0700,U"]
         else:
             args += ["--volume", f"{token_dir}:/run/stronghold"]

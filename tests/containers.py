@@ -291,15 +291,12 @@ class ExampleImage:
     build_seconds: float
 
 
-def build_example_image(env: ContainerEnv, repo: Path) -> ExampleImage:
-    """Build examples/Dockerfile on the local Debian+Node+Python base, offline, with a real npm --secret.
-
-    The build context mirrors the repository root (what the Dockerfile expects) plus wheelhouse/.
-    """
-    import secrets
-    import time
-
-    context = env.scratch / "example-context"
+def build_context(env: ContainerEnv, repo: Path) -> Path:
+    """A build context shaped like the repository root (what the example Dockerfiles expect) plus
+    wheelhouse/ (every wheel, so builds need no network). Made once per session."""
+    context = env.scratch / "build-context"
+    if (context / "wheelhouse").is_dir():
+        return context
     shutil.rmtree(context, ignore_errors=True)
     context.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -307,6 +304,15 @@ def build_example_image(env: ContainerEnv, repo: Path) -> ExampleImage:
     shutil.copytree(repo / "injector", context / "injector", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(repo / "examples", context / "examples")
     wheelhouse(repo, context / "wheelhouse")
+    return context
+
+
+def build_example_image(env: ContainerEnv, repo: Path) -> ExampleImage:
+    """Build examples/Dockerfile offline with a real npm --secret: runtime on Node without Python, the bundle in."""
+    import secrets
+    import time
+
+    context = build_context(env, repo)
     npm_token = "npm_" + secrets.token_hex(18)
     token_file = env.scratch / "npm-token"
     token_file.write_text(npm_token)
@@ -349,7 +355,7 @@ def bundle_directory(repo: Path) -> Path:
 
 def bundle_image(env: ContainerEnv, repo: Path) -> str:
     """examples/stronghold-init.Dockerfile built for real: FROM scratch, the bundle at /opt/stronghold."""
-    tag = "localhost/stronghold-init:test"
+    tag = "localhost/stronghold-init-bundle:test"
     if env.podman("image", "exists", tag, check=False).returncode == 0:
         return tag
     context = env.scratch / "bundle-context"
@@ -358,6 +364,17 @@ def bundle_image(env: ContainerEnv, repo: Path) -> str:
     shutil.copy2(repo / "examples" / "stronghold-init.Dockerfile", context / "examples")
     shutil.copytree(bundle_directory(repo), context / "dist" / "stronghold-init", symlinks=True)
     return env.build(context, tag, dockerfile=context / "examples" / "stronghold-init.Dockerfile")
+
+
+def build_sidecar_image(env: ContainerEnv, repo: Path) -> str:
+    """Build examples/sidecar.Dockerfile on the local Debian base (it has python3-venv), offline."""
+    context = build_context(env, repo)
+    return env.build(
+        context,
+        "localhost/stronghold-init:test",
+        dockerfile=context / "examples" / "sidecar.Dockerfile",
+        build_args={"BASE": env.base("debian-node-py"), "WHEELHOUSE": "wheelhouse"},
+    )
 
 
 class ContainerEnv:

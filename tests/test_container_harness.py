@@ -48,3 +48,17 @@ def test_no_container_left_behind_and_test_environment_untouched(container_env) 
 def test_mirror_comes_from_apt_sources() -> None:
     mirror = containers.debian_mirror()
     assert mirror.startswith(("http://", "https://", "file:/")), mirror
+
+
+def test_python_free_debian_base_has_no_python(container_env) -> None:
+    """The base for Python-free images: Debian minbase, user node, and no python3 anywhere."""
+    image = container_env.base("debian-nopy")
+    done = container_env.run(
+        image,
+        "sh",
+        "-c",
+        "id -u node; command -v python3 || ls /usr/bin/python3* /usr/lib/python3* 2>/dev/null || echo no-python",
+        options=["--network=none"],
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1000", "no-python"]

@@ -4,13 +4,14 @@ The runs are made from examples/compose.yaml: its tmpfs volume options, its
 services' users, environments, commands, secrets, volumes and healthcheck are
 translated to podman commands (the proxy URL and listen ports are the test's).
 The app is the example's own server.js, which answers 200 {"ready": true} only
-when it read both credential files. The sidecar runs stronghold-init from the
-example image (examples/sidecar.Dockerfile is the same program on a Python base).
+when it read both credential files; the stronghold service is
+examples/sidecar.Dockerfile built for real (the `sidecar_image` fixture).
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -43,8 +44,9 @@ def http_get(url: str) -> tuple[int, object]:
 class Compose:
     """examples/compose.yaml as podman commands, with this test's names, proxy and ports."""
 
-    def __init__(self, env: ContainerEnv, image: str, proxy: TestProxy, bootstrap: Path) -> None:
-        self.env, self.image, self.proxy, self.bootstrap = env, image, proxy, bootstrap
+    def __init__(self, env: ContainerEnv, images: tuple[str, str], proxy: TestProxy, bootstrap: Path) -> None:
+        self.env, self.proxy, self.bootstrap = env, proxy, bootstrap
+        self.sidecar_image, self.app_image = images
         self.suffix = uuid.uuid4().hex[:8]
         self.volume = f"{VOLUME}-{self.suffix}"
         self.containers: list[str] = []
@@ -92,9 +94,7 @@ class Compose:
             service["user"],
             *self.environment(service, STRONGHOLD_PROXY_URL=self.proxy.url),
             *self.volumes(service),
-            "--entrypoint",
-            "stronghold-init",  # what examples/sidecar.Dockerfile's ENTRYPOINT is
-            self.image,
+            self.sidecar_image,
             *command,
         ]
 
@@ -102,9 +102,8 @@ class Compose:
         self.env.podman(*self.stronghold_args(detach=True), timeout=STARTUP)
         return self.containers[-1]
 
-    def run_fetch(self) -> int:
-        done = self.env.podman(*self.stronghold_args(detach=False, command=["fetch"]), check=False, timeout=STARTUP)
-        return done.returncode
+    def run_fetch(self) -> subprocess.CompletedProcess[str]:
+        return self.env.podman(*self.stronghold_args(detach=False, command=["fetch"]), check=False, timeout=STARTUP)
 
     def start_app(self) -> str:
         service = COMPOSE["services"]["app"]
@@ -122,7 +121,7 @@ class Compose:
             *self.volumes(service),
             "--entrypoint",
             json.dumps(service["entrypoint"]),
-            self.image,
+            self.app_image,
             timeout=STARTUP,
         )
         return name
@@ -141,11 +140,11 @@ class Compose:
 
 
 @pytest.fixture
-def compose(container_env, example_image, proxy: TestProxy) -> Iterator[Compose]:
+def compose(container_env, example_image, sidecar_image, proxy: TestProxy) -> Iterator[Compose]:
     bootstrap = container_env.scratch / f"bootstrap-token-{uuid.uuid4().hex[:8]}"
     bootstrap.write_text(proxy.token)
     bootstrap.chmod(0o444)  # a Compose file secret keeps the host file's mode
-    project = Compose(container_env, example_image.tag, proxy, bootstrap)
+    project = Compose(container_env, (sidecar_image, example_image.tag), proxy, bootstrap)
     project.create_volume()
     yield project
     project.cleanup()
@@ -184,7 +183,8 @@ def test_fetch_in_a_first_container_then_the_app_in_a_second(compose: Compose, c
         "sleep",
         "3600",
     )
-    assert compose.run_fetch() == 0
+    fetch = compose.run_fetch()
+    assert fetch.returncode == 0, fetch.stderr[-800:]
     compose.start_app()
     status = wait_for(lambda: compose.app_ready()[0], timeout=STARTUP, interval=0.5, what="the app to answer")
     assert (status, compose.app_ready()[1]) == (200, {"ready": True})

@@ -52,3 +52,15 @@ def test_demo_shows_credentials_without_printing_them() -> None:
     assert "ok: 2 reference(s) resolved and revoked" in done.stdout
     # The dev secret's full value never shows, only its 8-character preview.
     assert "sk_test_devonly_4eC39HqLyjWDarjtT1zdp7dc" not in done.stdout + done.stderr
+
+
+def test_readme_container_commands_are_the_ones_the_container_tests_run() -> None:
+    podman = next(block for block in readme_blocks() if "podman run" in block)
+    harness = (ROOT / "tests" / "container_app.py").read_text() + (ROOT / "tests" / "containers.py").read_text()
+    for flag in ("--network=host", "/run/stronghold:mode=0700,U", ":/run/secrets/stronghold-bootstrap:ro"):
+        assert flag in podman and flag in harness, flag
+    assert "--secret id=npm_token,src=" in podman and '"--secret", f"id={name},src={path}"' in harness
+    assert "uid=1000,gid=1000,mode" not in (ROOT / "README.md").read_text(), "podman refuses uid= on --tmpfs"
+    docker_tmpfs = "--tmpfs /run/stronghold:mode=0700,uid=1000,gid=1000"
+    assert docker_tmpfs in (ROOT / "README.md").read_text()
+    assert docker_tmpfs in (ROOT / "examples" / "Dockerfile").read_text()
