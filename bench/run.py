@@ -166,6 +166,18 @@ def main() -> None:
     for line in audit.report(quick):
         emit(line)
 
+    emit()
+    emit("## Python-free bundle")
+    emit()
+    # Its builds take minutes, so bench/bundle.py and bench/bundle_image.py (root, podman) write
+    # their own figures; they are carried over here as last measured.
+    for name in ("bundle-figures.md", "bundle-image.md"):
+        figures = ROOT / "docs" / name
+        if figures.is_file():
+            for line in figures.read_text().splitlines():
+                emit(line.replace("# ", "### ", 1) if line.startswith("# ") else line)
+            emit()
+
     output = Path(args.output)
     # bench/container.py (root, podman, minutes of image builds) writes its own section: keep it.
     kept = output.read_text().partition(container.SECTION)[2] if output.exists() else ""

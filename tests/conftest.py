@@ -29,7 +29,16 @@ from injector.devproxy import Answer, DevProxy, Handler, make_server, server_url
 from servers import free_port  # noqa: F401 - re-exported for the tests
 
 BIN_DIR = Path(sys.executable).parent
-STRONGHOLD = shutil.which("stronghold-init", path=str(BIN_DIR)) or shutil.which("stronghold-init")
+# The binary under test: the pip-installed command next to this interpreter, or,
+# with STRONGHOLD_INIT_BIN=PATH, any other build of it (the Python-free bundle:
+# STRONGHOLD_INIT_BIN=dist/stronghold-init/stronghold-init), so the same
+# black-box tests prove both behave alike.
+BUNDLE_BIN = os.environ.get("STRONGHOLD_INIT_BIN", "")
+if BUNDLE_BIN:
+    STRONGHOLD: str | None = str(Path(BUNDLE_BIN).resolve())
+    assert os.access(STRONGHOLD, os.X_OK), f"STRONGHOLD_INIT_BIN={BUNDLE_BIN} is not an executable file"
+else:
+    STRONGHOLD = shutil.which("stronghold-init", path=str(BIN_DIR)) or shutil.which("stronghold-init")
 assert STRONGHOLD, "stronghold-init is not installed in this environment: pip install '.[test]'"
 PYTHON = sys.executable
 SECRETS = {"stripe/live": "sk_live_TESTSECRET", "postgres/app": "pg_TESTSECRET", "npm/publish": "npm_TESTSECRET"}

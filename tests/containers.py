@@ -72,6 +72,18 @@ DEBIAN_RECIPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             '--customize-hook=! chroot "$1" sh -c "command -v python3 || ls /usr/bin/python3*"',
         ),
     ),
+    # Node without Python, like node:20-bookworm-slim: Debian's nodejs package depends on python3
+    # (for node-gyp), which node itself never runs, so the Python packages are purged again.
+    "debian-node-nopy": (
+        ("nodejs",),
+        (
+            f"--customize-hook={ADD_NODE_USER}",
+            '--customize-hook=chroot "$1" sh -c "dpkg-query -W -f=\'\\${Package}\\n\''
+            " | grep -E '^(lib)?python3' | xargs -r dpkg --purge --force-depends\"",
+            '--customize-hook=! chroot "$1" sh -c "command -v python3 || ls /usr/bin/python3*"',
+            '--customize-hook=chroot "$1" node -e 0',
+        ),
+    ),
 }
 INSTALL_HINT = (
     "apt-get install -y --no-install-recommends podman buildah skopeo runc mmdebstrap busybox-static docker-registry"
@@ -299,7 +311,7 @@ def build_context(env: ContainerEnv, repo: Path) -> Path:
 
 
 def build_example_image(env: ContainerEnv, repo: Path) -> ExampleImage:
-    """Build examples/Dockerfile on the local Debian+Node+Python base, offline, with a real npm --secret."""
+    """Build examples/Dockerfile offline with a real npm --secret: runtime on Node without Python, the bundle in."""
     import secrets
     import time
 
@@ -308,16 +320,53 @@ def build_example_image(env: ContainerEnv, repo: Path) -> ExampleImage:
     token_file = env.scratch / "npm-token"
     token_file.write_text(npm_token)
     token_file.chmod(0o600)
-    base = env.base("debian-node-py")
+    base = env.base("debian-node-nopy")  # the runtime image has no Python: stronghold-init is the bundle
     started = time.monotonic()
     tag = env.build(
         context,
         "localhost/shop-api:test",
         dockerfile=context / "examples" / "Dockerfile",
-        build_args={"BASE": base, "BUILDER": base, "WHEELHOUSE": "wheelhouse"},
+        build_args={
+            "BASE": base,
+            "DEPS_BASE": env.base("debian-node-py"),  # npm (and so python3, for node-gyp) only where deps install
+            "STRONGHOLD_IMAGE": bundle_image(env, repo),
+        },
         secrets={"npm_token": token_file},
     )
     return ExampleImage(tag, npm_token, base, time.monotonic() - started)
+
+
+def bundle_directory(repo: Path) -> Path:
+    """The Python-free bundle to test: STRONGHOLD_INIT_BIN's directory, else scripts/build-bundle's output.
+
+    The build is cached on the machine keyed on a hash of its inputs, so it compiles only
+    when the code changed (.ci/run builds it before the tests; a first build takes minutes).
+    """
+    import sys
+
+    if os.environ.get("STRONGHOLD_INIT_BIN"):
+        return Path(os.environ["STRONGHOLD_INIT_BIN"]).resolve().parent
+    out = CACHE_DIR / "bundle-dist"
+    with open(CACHE_DIR / "bundle.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        command = [sys.executable, str(repo / "scripts" / "build-bundle"), "--out", str(out), "--cache"]
+        done = subprocess.run([*command, str(CACHE_DIR / "bundle")], capture_output=True, text=True, timeout=3600)
+        if done.returncode != 0:
+            raise RuntimeError(f"scripts/build-bundle failed: {done.stderr[-2000:]}")
+    return out / "stronghold-init"
+
+
+def bundle_image(env: ContainerEnv, repo: Path) -> str:
+    """examples/stronghold-init.Dockerfile built for real: FROM scratch, the bundle at /opt/stronghold."""
+    tag = "localhost/stronghold-init-bundle:test"
+    if env.podman("image", "exists", tag, check=False).returncode == 0:
+        return tag
+    context = env.scratch / "bundle-context"
+    shutil.rmtree(context, ignore_errors=True)
+    (context / "examples").mkdir(parents=True)
+    shutil.copy2(repo / "examples" / "stronghold-init.Dockerfile", context / "examples")
+    shutil.copytree(bundle_directory(repo), context / "dist" / "stronghold-init", symlinks=True)
+    return env.build(context, tag, dockerfile=context / "examples" / "stronghold-init.Dockerfile")
 
 
 def build_sidecar_image(env: ContainerEnv, repo: Path) -> str:
