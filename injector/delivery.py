@@ -104,13 +104,29 @@ def parent_problem(info: os.stat_result) -> str | None:
     return None
 
 
-def _memory_fs_problem(fd: int) -> str | None:
+def tmpfs_fix(path: str) -> str:
+    """How to give a container a memory file system at `path`, for podman and docker."""
+    uid, gid = os.geteuid(), os.getegid()
+    return (
+        f"mount a tmpfs there (podman: --tmpfs {path}:mode=0700,U; docker: --tmpfs "
+        f"{path}:uid={uid},gid={gid},mode=0700)"
+    )
+
+
+def _not_memory_fs(path: str) -> str:
+    advice = "use a memory file system (or --allow-disk)"
+    if os.getpid() == 1:  # a container's entrypoint: the fix is a line of its run command
+        advice = f"{tmpfs_fix(path)}, or --allow-disk"
+    return f"is not on tmpfs or ramfs, so tokens would reach a disk; {advice}"
+
+
+def _memory_fs_problem(fd: int, path: str) -> str | None:
     try:
         kind = fd_filesystem_type(fd)
     except OSError as exc:
         return f"cannot check its file system ({exc.strerror})"
     if kind not in MEMORY_FILESYSTEMS:
-        return "is not on tmpfs or ramfs, so tokens would reach a disk; use a memory file system (or --allow-disk)"
+        return _not_memory_fs(path)
     return None
 
 
@@ -132,10 +148,7 @@ def check_memory_fs(path: str, *, allow_disk: bool) -> None:
     except OSError as exc:
         raise ConfigError(f"--dir {path}: cannot check its file system ({exc.strerror})") from None
     if kind not in MEMORY_FILESYSTEMS:
-        raise ConfigError(
-            f"--dir {path} is not on tmpfs or ramfs, so tokens would reach a disk; "
-            "use a memory file system (or --allow-disk)"
-        )
+        raise ConfigError(f"--dir {path} {_not_memory_fs(path)}")
 
 
 def inspect_directory(path: str, *, allow_disk: bool, child_uid: int = -1) -> None:
@@ -230,7 +243,7 @@ class TokenDirectory:
                 f"--dir {path} {problem}" if problem else f"--dir {path}: cannot open it ({exc.strerror})"
             ) from None
         try:
-            problem = directory_problem(os.fstat(fd), uid) or (None if allow_disk else _memory_fs_problem(fd))
+            problem = directory_problem(os.fstat(fd), uid) or (None if allow_disk else _memory_fs_problem(fd, path))
             if problem:
                 raise ConfigError(f"--dir {path} {problem}")
             return cls(path, fd, uid=uid, gid=gid, group_readable=group_readable)
@@ -245,7 +258,7 @@ class TokenDirectory:
         try:
             parent_fd = _open_parent(os.path.dirname(path))
             if not allow_disk:
-                problem = _memory_fs_problem(parent_fd)
+                problem = _memory_fs_problem(parent_fd, path)
                 if problem:
                     raise ConfigError(f"--dir {path} {problem}")
             os.mkdir(name, 0o700, dir_fd=parent_fd)  # never wider than 0700 while it is being set up

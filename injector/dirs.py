@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping
 
 from injector.config import DEFAULT_DIR, Settings
-from injector.delivery import MEMORY_FILESYSTEMS, directory_problem, filesystem_type, parent_problem
+from injector.delivery import MEMORY_FILESYSTEMS, directory_problem, filesystem_type, parent_problem, tmpfs_fix
 from injector.errors import ConfigError
 from injector.log import log
 
@@ -67,11 +67,7 @@ def candidates(environ: Mapping[str, str]) -> list[str]:
 
 
 def container_fix() -> str:
-    uid, gid = os.geteuid(), os.getegid()
-    return (
-        f"mount a tmpfs there (podman: --tmpfs {DEFAULT_DIR}:mode=0700,U; docker: --tmpfs "
-        f"{DEFAULT_DIR}:uid={uid},gid={gid},mode=0700) or give --dir explicitly"
-    )
+    return f"{tmpfs_fix(DEFAULT_DIR)} or give --dir explicitly"
 
 
 def choose_directory(settings: Settings, environ: Mapping[str, str] | None = None, child_uid: int = -1) -> str:

@@ -238,7 +238,7 @@ def wheelhouse(repo: Path, dest: Path) -> Path:
             timeout=600,
         )
 
-    deps = _cached("wheels", tuple(sorted(pins)), download, suffix="")
+    deps = _cached("wheels", ("with-dependencies", *sorted(pins)), download, suffix="")
     for wheel in deps.iterdir():
         shutil.copy2(wheel, dest)
     return dest
