@@ -397,6 +397,8 @@ def run_cli(argv: Sequence[str]) -> int:
     except StrongholdError as exc:
         log.error(exc.message)
         return int(exc.exit_code)
+    except BrokenPipeError:  # our reader went away (`... | head`): not a bug; end as SIGPIPE would, quietly
+        return 128 + signal.SIGPIPE
     except Exception as exc:  # a bug: say so without a traceback that could hold a value
         log.error(f"internal error: {type(exc).__name__}; please report it (rerun with --log-level debug)")
         if log.level <= LEVELS["debug"]:

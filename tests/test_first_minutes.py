@@ -8,6 +8,7 @@ loopback, a socket that never answers, the OpenBao dev server).
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -367,3 +368,17 @@ def test_log_level_is_taken_before_or_after_the_subcommand(argv: list[str]) -> N
 
     _, options, _ = parse(argv)
     assert options["log_level"] == "debug"
+
+
+def test_output_into_a_closed_pipe_is_not_an_internal_error() -> None:
+    """`stronghold-init completion bash | head -1`: the reader leaving early ends it quietly, as SIGPIPE would."""
+    from conftest import STRONGHOLD
+
+    reader_r, writer_w = os.pipe()
+    os.close(reader_r)  # nobody will read: the first write fails with EPIPE
+    done = subprocess.run(
+        [STRONGHOLD, "completion", "bash"], stdout=writer_w, stderr=subprocess.PIPE, text=True, timeout=60
+    )
+    os.close(writer_w)
+    assert "internal error" not in done.stderr, done.stderr
+    assert done.returncode == 141, (done.returncode, done.stderr)
