@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import DevProxyProcess
-from startup import time_once
+from startup import three_references, time_once
 from supervisor import _rss_kib, _Supervised
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,14 +79,7 @@ def reference_venv(directory: Path) -> str:
 
 def startup(binaries: dict[str, str], runs: int) -> dict[str, list[float]]:
     with DevProxyProcess() as proxy:
-        env = {
-            "PATH": os.environ["PATH"],
-            "STRONGHOLD_PROXY_URL": proxy.url,
-            "STRONGHOLD_BOOTSTRAP_TOKEN": proxy.token,
-            "STRIPE_KEY": "stronghold://stripe/live",
-            "DB_PASSWORD": "stronghold://postgres/app",
-            "NPM_TOKEN": "stronghold://npm/publish",
-        }
+        env = three_references(proxy)
         commands = {name: [binary, "--no-refresh", "--", "true"] for name, binary in binaries.items()}
         for argv in commands.values():
             time_once(argv, env)  # warm the page cache

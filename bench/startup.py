@@ -21,6 +21,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import DevProxyProcess, stronghold_binary
 
 
+def three_references(proxy: DevProxyProcess) -> dict[str, str]:
+    """The start-up benchmarks' environment: three references to the dev proxy, nothing else but PATH."""
+    return {
+        "PATH": os.environ["PATH"],
+        "STRONGHOLD_PROXY_URL": proxy.url,
+        "STRONGHOLD_BOOTSTRAP_TOKEN": proxy.token,
+        "STRIPE_KEY": "stronghold://stripe/live",
+        "DB_PASSWORD": "stronghold://postgres/app",
+        "NPM_TOKEN": "stronghold://npm/publish",
+    }
+
+
 def time_once(argv: list[str], env: dict[str, str]) -> float:
     started = time.perf_counter()
     subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -29,14 +41,7 @@ def time_once(argv: list[str], env: dict[str, str]) -> float:
 
 def measure(runs: int) -> dict[str, list[float]]:
     with DevProxyProcess() as proxy:
-        env = {
-            "PATH": os.environ["PATH"],
-            "STRONGHOLD_PROXY_URL": proxy.url,
-            "STRONGHOLD_BOOTSTRAP_TOKEN": proxy.token,
-            "STRIPE_KEY": "stronghold://stripe/live",
-            "DB_PASSWORD": "stronghold://postgres/app",
-            "NPM_TOKEN": "stronghold://npm/publish",
-        }
+        env = three_references(proxy)
         commands = {
             "stronghold-init --no-refresh -- true (3 refs)": [stronghold_binary(), "--no-refresh", "--", "true"],
             'python -c "import requests"': [sys.executable, "-c", "import requests"],
