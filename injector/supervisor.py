@@ -317,8 +317,15 @@ class Supervisor:
         if self._ending:
             self._check_group_ended(time.monotonic())
             return
-        if self._signal_group:  # dumb-init's setsid mode: the rest of the group is told to go
-            self._signal_group_of_command(self._rewrite.get(signal.SIGTERM, signal.SIGTERM))
+        if self._signal_group and self._pgid is not None and group_alive(self._pgid):
+            # dumb-init's setsid mode: the rest of the group is told to go.  As a
+            # subreaper we then wait for it (SIGKILL after --grace), reaping the
+            # orphans: exiting at once would leave them running, or as zombies of
+            # an init that may never reap them.  The exit code stays the command's.
+            self._stopping = True
+            self._restart_at = None
+            self._end_group()
+            return
         self._finish()
 
     def _finish(self) -> None:

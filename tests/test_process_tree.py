@@ -97,6 +97,22 @@ def test_signal_group_sends_sigterm_to_the_rest_of_the_group_when_the_command_ex
     assert process.wait(timeout=30) == 3
 
 
+def test_signal_group_reaps_the_rest_of_the_group_before_exiting(proxy: TestProxy, processes) -> None:
+    """A worker that ignores SIGTERM outlives the shell: it gets SIGKILL after --grace and is
+    reaped before stronghold-init exits (CI once saw it left a zombie of an init that never reaped)."""
+    worker = " ".join(signal_child("--pause", "--ignore", "TERM"))
+    env = base_env(proxy, A="stronghold://stripe/live")
+    process = launch(
+        ["--signal-group", "--grace", "1", "--", "sh", "-c", f"{worker} & read line; exit 3"], env, processes
+    )
+    ready = Ready(read_line(process))
+    process.stdin.write("go\n")
+    process.stdin.flush()
+    wait_for_log(process, "grace period", timeout=60)
+    assert process.wait(timeout=60) == 3, "the command's own status"
+    assert proc_state(ready.pid) is None, "the worker was killed and reaped, not left behind"
+
+
 def test_without_signal_group_only_the_command_gets_signals_and_the_rest_is_left_alone(
     proxy: TestProxy, processes
 ) -> None:
