@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import random
 import signal
 import textwrap
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -157,3 +159,50 @@ def test_finding4_memory_linear_and_rotated_values_dropped_when_their_lease_ends
     now[0] = 11.0
     masker.add("R" * 20000, "PEM", expires_at=30.0)
     assert big.encode() not in masker._tokens and len(masker._tokens) == 2
+
+
+@pytest.mark.parametrize("length", [3, 10, 11, 12, 18, 19, 40, 100, 515, 516, 20000])
+def test_finding4_a_token_is_found_at_every_alignment_of_the_sampled_search(length: int) -> None:
+    """The search reads the buffer at a stride: a token must be found wherever it starts."""
+    token = "".join(random.Random(length).choice("abcdefghijklmnop0123456789") for _ in range(length))
+    masker = Masker()
+    masker.add(token, "K")
+    for offset in range(0, 1100):
+        text = b"x" * offset + token.encode() + b"\n"
+        assert masker.feed(b"", text) == (b"x" * offset + b"<redacted:K>\n", b""), offset
+
+
+@given(
+    st.lists(st.integers(1, 1200), min_size=1, max_size=30),
+    st.lists(st.integers(0, 40000), max_size=6),
+    st.randoms(use_true_random=False),
+)
+def test_finding4_many_tokens_of_every_length_class_split_anywhere(lengths: list[int], cuts: list[int], rng) -> None:
+    """Tokens in several stride classes and the one-by-one class at once, equal to masking naively."""
+    masker = Masker()
+    tokens = [f"T{i}_" + "".join(rng.choice("0123456789abcdef") for _ in range(n)) for i, n in enumerate(lengths)]
+    for index, token in enumerate(tokens):
+        masker.add(token, f"N{index}")
+    parts = [
+        rng.choice([*tokens, "x" * rng.randint(0, 9), "\n", token[: rng.randint(0, len(token))]])
+        for token in tokens * 2
+    ]
+    text = "".join(parts).encode()
+    expected = text
+    for index, token in sorted(enumerate(tokens), key=lambda item: -len(item[1])):
+        expected = expected.replace(token.encode(), f"<redacted:N{index}>".encode())
+    bounds = sorted({0, len(text), *(c % (len(text) + 1) for c in cuts)})
+    assert feed_all(masker, [text[a:b] for a, b in itertools.pairwise(bounds)]) == expected
+
+
+def test_finding4_pieces_held_per_token_are_bounded() -> None:
+    """Memory linear in the token bytes: at most MAX_STRIDE pieces per token, whatever its length."""
+    from injector.masking import MAX_STRIDE
+
+    masker = Masker()
+    for index in range(20):
+        masker.add(
+            f"{index:02d}" + "".join(random.Random(index).choice("abcdef0123456789") for _ in range(20000)), f"K{index}"
+        )
+    held = sum(len(index.pieces) for index in masker._strides.values())
+    assert held <= 20 * MAX_STRIDE
