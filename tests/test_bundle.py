@@ -98,6 +98,25 @@ def test_every_subcommand_is_in_the_bundle_and_says_the_same(subcommand: str | N
         assert bundle.stdout == installed.stdout
 
 
+# SPEC section 11's size goals (docs/bundle.md, "What is in it, and what is left out").
+DISK_GOAL = 25_000_000
+GZIP_GOAL = 10_000_000
+
+
+@needs_bundle
+def test_the_bundle_is_under_25_mb_on_disk_and_10_mb_gzipped(tmp_path: Path) -> None:
+    """What scripts/build-bundle leaves out keeps it there: a library or stdlib tree let back in fails here."""
+    build = build_script()
+    bundle_dir = Path(BUNDLE_BIN).resolve().parent
+    files = [path for path in bundle_dir.rglob("*") if path.is_file() and not path.is_symlink()]
+    on_disk = sum(path.stat().st_size for path in files)
+    tarball = tmp_path / "bundle.tar.gz"
+    build.write_tarball(bundle_dir, tarball, 1700000000)  # the release tarball's format, from these files
+    largest = sorted(files, key=lambda path: path.stat().st_size)[-5:]
+    assert on_disk < DISK_GOAL, f"{on_disk} bytes on disk; largest: {[(p.name, p.stat().st_size) for p in largest]}"
+    assert tarball.stat().st_size < GZIP_GOAL, f"{tarball.stat().st_size} bytes gzipped"
+
+
 @needs_bundle
 def test_the_bundle_needs_no_python_library_outside_itself() -> None:
     """Every shared library it loads is its own or the C library's, never a libpython from the system."""
