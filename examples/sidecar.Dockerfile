@@ -1,27 +1,27 @@
 # syntax=docker/dockerfile:1.7
 # A small image that is just stronghold-init, for the sidecar and init-container
 # patterns (examples/kubernetes/, examples/compose.yaml). Build context: the
-# repository root.
-#   docker buildx build -f examples/sidecar.Dockerfile -t stronghold-init:0.1.0 .
+# repository root. stronghold-init comes in as the Python-free bundle from the
+# image built by examples/stronghold-init.Dockerfile (README, "Python-free
+# bundle"), as in examples/Dockerfile: no interpreter in this image.
 #
-# Build arguments (none is a secret): BASE, any Debian-based image with Python
-# 3.11+ and venv; WHEELHOUSE, a directory of the build context holding every
-# wheel (then the build needs no network: tests/test_container_patterns.py).
-ARG BASE=python:3.11-slim-bookworm
+#   python scripts/build-bundle
+#   docker build -f examples/stronghold-init.Dockerfile -t stronghold-init:0.1.0 .
+#   docker build -f examples/sidecar.Dockerfile -t stronghold-init-sidecar:0.1.0 .
+#
+# Build arguments (none is a secret: they show in the image history):
+#   BASE              any glibc image; Debian's slim image gives the Compose
+#                     healthcheck its `test` command (a distroless base has none)
+#   STRONGHOLD_IMAGE  the image holding the bundle at /opt/stronghold
+ARG BASE=debian:bookworm-slim
+ARG STRONGHOLD_IMAGE=stronghold-init:0.1.0
+
+FROM ${STRONGHOLD_IMAGE} AS stronghold-init
+
 FROM ${BASE}
-ARG WHEELHOUSE=
-# One layer: the source is bind-mounted, copied to /tmp for the build and removed;
-# pip and setuptools leave the venv in the same layer (nothing installs at run time).
-RUN --mount=type=bind,target=/context \
-    python3 -m venv /opt/stronghold \
- && if [ -n "$WHEELHOUSE" ]; then \
-      /opt/stronghold/bin/pip install --no-cache-dir --no-index --find-links "/context/$WHEELHOUSE" stronghold-init; \
-    else \
-      mkdir /tmp/src && cp -r /context/pyproject.toml /context/README.md /context/injector /tmp/src/ \
-   && /opt/stronghold/bin/pip install --no-cache-dir /tmp/src && rm -rf /tmp/src; \
-    fi \
- && /opt/stronghold/bin/pip uninstall --yes pip setuptools \
- && ln -s /opt/stronghold/bin/stronghold-init /usr/local/bin/stronghold-init
+# One directory, no package manager step: the bundle needs only the C library.
+COPY --from=stronghold-init /opt/stronghold /opt/stronghold
+ENV PATH=/opt/stronghold:$PATH
 USER 1000:1000
 ENTRYPOINT ["stronghold-init"]
 CMD ["--help"]

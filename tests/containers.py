@@ -370,13 +370,13 @@ def bundle_image(env: ContainerEnv, repo: Path) -> str:
 
 
 def build_sidecar_image(env: ContainerEnv, repo: Path) -> str:
-    """Build examples/sidecar.Dockerfile on the local Debian base (it has python3-venv), offline."""
+    """Build examples/sidecar.Dockerfile offline: the bundle copied from its image onto Debian without Python."""
     context = build_context(env, repo)
     return env.build(
         context,
         "localhost/stronghold-init:test",
         dockerfile=context / "examples" / "sidecar.Dockerfile",
-        build_args={"BASE": env.base("debian-node-py"), "WHEELHOUSE": "wheelhouse"},
+        build_args={"BASE": env.base("debian-nopy"), "STRONGHOLD_IMAGE": bundle_image(env, repo)},
     )
 
 

@@ -190,3 +190,18 @@ def test_fetch_in_a_first_container_then_the_app_in_a_second(compose: Compose, c
     assert (status, compose.app_ready()[1]) == (200, {"ready": True})
     listing = container_env.podman("exec", holder, "ls", "-A", "/run/stronghold").stdout.split()
     assert sorted(listing) == [".ready", "DATABASE_PASSWORD", "STRIPE_SECRET_KEY"]
+
+
+def test_sidecar_image_is_the_bundle_on_a_base_without_python(container_env, sidecar_image) -> None:
+    """examples/sidecar.Dockerfile copies the Python-free bundle in: no interpreter, no venv, one directory."""
+    probe = container_env.run(
+        sidecar_image,
+        "-c",
+        "command -v python3 python; ls -d /usr/bin/python* /usr/lib/python3* /opt/stronghold/bin 2>/dev/null",
+        options=["--network=none", "--entrypoint", "sh"],
+    )
+    assert probe.returncode != 0 and probe.stdout.strip() == "", f"Python in the sidecar image: {probe.stdout}"
+    version = container_env.run(sidecar_image, "--version", options=["--network=none"])
+    assert version.returncode == 0 and version.stdout.startswith("stronghold-init "), version.stderr
+    config = json.loads(container_env.podman("image", "inspect", sidecar_image).stdout)[0]["Config"]
+    assert config["User"] == "1000:1000" and config["Entrypoint"] == ["stronghold-init"]
