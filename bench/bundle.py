@@ -67,6 +67,10 @@ def measure_output(out: Path, seconds: float) -> dict[str, object]:
         "files": len(files),
         "gzip_mb": tarball.stat().st_size / 1e6,
         "sha256": hashlib.sha256(tarball.read_bytes()).hexdigest(),
+        # Per file, to name exactly what differs when two builds' tarballs do not match.
+        "file_sums": {
+            str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest() for path in files
+        },
     }
 
 
@@ -181,7 +185,17 @@ def report(builds, samples, rss, args) -> list[str]:
     lines += ["", "Tarball checksums:"]
     for tool, runs in builds.items():
         lines += [f"- {tool}: " + ", ".join(f"`{str(b['sha256'])[:16]}`" for b in runs)]
+        differing = differing_files(runs)
+        if differing:
+            lines += [f"  - files that differ between its builds: {', '.join(f'`{name}`' for name in differing)}"]
     return lines
+
+
+def differing_files(runs: list[dict[str, object]]) -> list[str]:
+    """The bundle files whose content is not the same in every build (or missing from one)."""
+    sums = [run["file_sums"] for run in runs]
+    names = sorted(set().union(*sums))
+    return [name for name in names if len({run.get(name) for run in sums}) > 1]
 
 
 if __name__ == "__main__":
