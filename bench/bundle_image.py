@@ -28,7 +28,8 @@ import containers  # noqa: E402
 
 def layers(env: containers.ContainerEnv, image: str) -> list[tuple[str, int]]:
     history = json.loads(env.podman("history", "--no-trunc", "--format", "json", image).stdout)
-    return [(entry.get("createdBy", ""), int(entry.get("size", 0))) for entry in history]
+    # podman 4 spells the key CreatedBy; createdBy is kept for other versions.
+    return [(entry.get("CreatedBy", entry.get("createdBy", "")), int(entry.get("size", 0))) for entry in history]
 
 
 def python_packages_bytes(env: containers.ContainerEnv, image: str) -> int:
