@@ -17,6 +17,14 @@ from injector.config import ON_EXPIRY, parse_on_rotate, parse_remap_exit, parse_
 from injector.errors import ConfigError, StrongholdError, UsageError
 from injector.log import LEVELS, LOG_FORMATS, log
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from injector.config import RotateAction
+
+    Subparsers = argparse._SubParsersAction[Any]
+
 SUBCOMMANDS = ("sidecar", "fetch", "check", "dev-proxy", "completion")
 INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE: a bug, not one of SPEC section 7's cases
 COMPLETION_SHELLS = ("bash", "zsh", "fish")
@@ -94,7 +102,7 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
-def _on_rotate(text: str):  # -> RotateAction
+def _on_rotate(text: str) -> RotateAction:
     try:
         return parse_on_rotate(text)
     except ValueError as exc:
@@ -280,10 +288,24 @@ SUBCOMMAND_SUMMARIES = {
 }
 
 
-def _subcommand(subparsers, name: str, **kwargs: object) -> argparse.ArgumentParser:
-    """A subcommand with its summary as help and description.  `subparsers`: argparse's _SubParsersAction."""
+def _subcommand(
+    subparsers: Subparsers,
+    name: str,
+    *,
+    parents: Sequence[argparse.ArgumentParser] = (),
+    argument_default: str | None = None,
+    epilog: str | None = None,
+) -> argparse.ArgumentParser:
+    """A subcommand with its summary as help and description."""
     summary = SUBCOMMAND_SUMMARIES[name]
-    return subparsers.add_parser(name, help=summary, description=summary, **kwargs)
+    return subparsers.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        parents=parents,
+        argument_default=argument_default,
+        epilog=epilog,
+    )
 
 
 COMPLETION_EPILOG = """\
@@ -327,7 +349,7 @@ def _dev_proxy_options(dev: argparse.ArgumentParser) -> None:
     _logging_options(dev)
 
 
-def _audit_parser(subparsers: argparse._SubParsersAction) -> None:
+def _audit_parser(subparsers: Subparsers) -> None:
     """SPEC section 10; the work is in injector/audit/, imported only when this mode runs."""
     audit = _subcommand(
         subparsers,
@@ -408,6 +430,12 @@ def run_cli(argv: Sequence[str]) -> int:
         return INTERNAL_ERROR
 
 
+def _text(options: dict[str, object], key: str) -> str | None:
+    """An optional string option (argparse gives None when absent)."""
+    value = options.get(key)
+    return value if isinstance(value, str) else None
+
+
 def dispatch(mode: str, options: dict[str, object], command: list[str]) -> int:
     if mode == "audit":
         from injector.audit.main import audit
@@ -418,13 +446,14 @@ def dispatch(mode: str, options: dict[str, object], command: list[str]) -> int:
     if mode == "dev-proxy":
         from injector.devproxy import serve
 
-        log.configure(level=options.get("log_level"), fmt=options.get("log_format"))  # type: ignore[arg-type]
+        log.configure(level=_text(options, "log_level"), fmt=_text(options, "log_format"))
+        ttl = options["ttl"]
         return serve(
             str(options["secrets"]),
             listen=str(options["listen"]),
-            token=options["token"],  # type: ignore[arg-type]
-            token_file=options["token_file"],  # type: ignore[arg-type]
-            ttl=int(options["ttl"]),  # type: ignore[arg-type]
+            token=_text(options, "token"),
+            token_file=_text(options, "token_file"),
+            ttl=ttl if isinstance(ttl, int) else 0,  # argparse made it an int (_positive_int)
             rotate=bool(options["rotate"]),
         )
     require_linux()
@@ -432,8 +461,9 @@ def dispatch(mode: str, options: dict[str, object], command: list[str]) -> int:
     from injector.prctl import make_undumpable
 
     make_undumpable()  # before reading anything secret: env files, token files, answers
-    env_files = list(options.pop("env_file", None) or [])  # type: ignore[arg-type]
-    from injector.startup import make_plan
+    given = options.pop("env_file", None)
+    env_files = [str(path) for path in given] if isinstance(given, list) else []
+    from injector.plan import make_plan
 
     plan = make_plan(options, env_files)
     if mode == "check":

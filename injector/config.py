@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections import namedtuple
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from urllib.parse import urlsplit
 
 from injector.errors import ConfigError
@@ -354,7 +354,7 @@ class _Interpolation(Mapping[str, str]):
             return self._real[name]
         return self._loaded[name]
 
-    def __iter__(self):  # pragma: no cover - Mapping requires it; interpolation only looks names up
+    def __iter__(self) -> Iterator[str]:  # pragma: no cover - Mapping requires it; interpolation only looks names up
         return iter(())
 
     def __len__(self) -> int:  # pragma: no cover

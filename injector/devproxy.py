@@ -273,7 +273,8 @@ def make_server(proxy: DevProxy, listen: str = "127.0.0.1:0", handler: type[Hand
 
 def server_url(server: _Server) -> str:
     host, port = server.server_address[:2]
-    return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+    host = host.decode() if isinstance(host, bytes) else host  # (a str for every IP socket)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def parse_secrets(raw: bytes, path: str) -> dict[str, str]:

@@ -35,10 +35,14 @@ from collections.abc import Callable, Mapping
 from injector.errors import StrongholdError
 from injector.launch import Command, spawn
 from injector.log import log
+from injector.wake import WAKE, wake
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from injector.users import Identity
 
 # Everything catchable: valid_signals() already leaves out glibc's internal 32 and 33.
 WAITED = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
-WAKE = signal.SIGRTMIN  # internal: "a request is queued" (when sent by us; see module doc)
 # A SIGTERM from outside means "stop": the command gets SIGKILL if still there after --grace.
 # SIGINT and SIGQUIT end restarts too, but an interactive program may catch them and carry on.
 STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
@@ -117,7 +121,7 @@ class Supervisor:
         environment: Callable[[], Mapping[str, str]],
         *,
         grace: float,
-        identity=None,
+        identity: Identity | None = None,
         stdio: tuple[int, int] | None = None,
         signal_group: bool = False,
         rewrite: Mapping[int, int] | None = None,
@@ -150,7 +154,7 @@ class Supervisor:
 
     def request(self, item: Request) -> None:
         self._requests.append(item)
-        signal.pthread_kill(self._main_thread, WAKE)
+        wake(self._main_thread)
 
     # -- main thread -------------------------------------------------------
 
@@ -169,6 +173,7 @@ class Supervisor:
         """Wait for signals until the child is gone; return the exit code."""
         while self._done is None:
             timeout = self._next_timer()
+            info: signal.struct_siginfo | None
             if timeout is None:
                 info = signal.sigwaitinfo(WAITED)
             else:

@@ -29,6 +29,11 @@ from urllib.parse import urlsplit
 from injector import __version__
 from injector.errors import BrokenAnswerError, ConfigError, TransientError, UnavailableError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ssl
+    from collections.abc import Iterator
+
 MAX_BODY = 1024 * 1024  # SPEC section 4: a body over 1 MiB is a broken answer
 MAX_ERROR_TEXT = 200  # of a server's error message, shown in ours
 USER_AGENT = f"stronghold-init/{__version__}"
@@ -36,7 +41,7 @@ _scope = threading.local()  # .deadline: a monotonic time no request in this thr
 
 
 @contextmanager
-def deadline_scope(deadline: float):
+def deadline_scope(deadline: float) -> Iterator[None]:
     """Every request made by this thread inside the block ends by `deadline` (time.monotonic())."""
     previous = getattr(_scope, "deadline", None)
     _scope.deadline = deadline if previous is None else min(previous, deadline)
@@ -138,7 +143,7 @@ class Transport:
         self._tls = tls or TLSOptions()
         self._timeout = timeout
         self._local = threading.local()
-        self._ssl_context = None
+        self._ssl_context: ssl.SSLContext | None = None
 
     def request(
         self,
@@ -227,7 +232,7 @@ class Transport:
         if connection is not None:
             connection.close()
 
-    def _context(self):  # -> ssl.SSLContext, imported lazily
+    def _context(self) -> ssl.SSLContext:  # built on first use: only https needs one
         if self._ssl_context is None:
             import ssl
 

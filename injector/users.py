@@ -53,6 +53,8 @@ def resolve_user(spec: str) -> Identity:
             raise ConfigError(f"--user {spec!r}: no such user") from None
         entry = None
     if entry is None:
+        if user_id is None:  # a name that is not in the user database was refused above
+            raise ConfigError(f"--user {spec!r}: no such user")
         uid = gid = user_id
         home = "/"
         name = None

@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from injector.errors import RefusedError, TransientError
+from injector.ledger import Ledger
 from injector.references import Credential, Reference
-from injector.refresh import Ledger, Refresher
+from injector.refresh import Refresher
 from injector.schedule import RETRY_MAX, RETRY_MIN, refresh_due, retry_delay
 
 
