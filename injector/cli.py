@@ -1,7 +1,9 @@
 """Command line: parse, wire the pieces together, and map every error to an exit code.
 
-`main()` reads like a table of contents (the tini habit); `run_cli()` is the
-one place where exceptions become exit codes (the httpie habit).
+`main()` reads like a table of contents: each step is one named call, so
+the order of start-up can be checked at a glance.  `run_cli()` is the one
+place where exceptions become exit codes: nothing else calls sys.exit, so
+every failure is reported once, as one line, with the code in the README.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 
 from injector import __version__
 from injector.config import ON_EXPIRY, parse_on_rotate, parse_remap_exit, parse_rewrite_signal
-from injector.errors import ConfigError, StrongholdError, UsageError
+from injector.errors import ConfigError, ExitCode, StrongholdError, UsageError
 from injector.log import LEVELS, LOG_FORMATS, log
 
 TYPE_CHECKING = False
@@ -25,8 +27,6 @@ if TYPE_CHECKING:
 
     Subparsers = argparse._SubParsersAction[Any]
 
-SUBCOMMANDS = ("sidecar", "fetch", "check", "dev-proxy", "completion")
-INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE: a bug, not one of SPEC section 7's cases
 COMPLETION_SHELLS = ("bash", "zsh", "fish")
 DESCRIPTION = """\
 Fetch short-lived, scoped credentials from a credential proxy (or OpenBao/Vault)
@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _refresh_options(parser)
 
-    subparsers = parser.add_subparsers(dest="mode", metavar="{sidecar,fetch,check,dev-proxy,completion,audit}")
+    subparsers = parser.add_subparsers(dest="mode", metavar="{" + ",".join(SUBCOMMAND_SUMMARIES) + "}")
     for name in ("check", "fetch"):
         _subcommand(subparsers, name, parents=[common], argument_default=argparse.SUPPRESS)
     sidecar = _subcommand(subparsers, "sidecar", parents=[common], argument_default=argparse.SUPPRESS)
@@ -284,7 +284,7 @@ SUBCOMMAND_SUMMARIES = {
     "sidecar": "Keep _FILE tokens fresh in --dir for an app beside it, until SIGTERM.",
     "dev-proxy": "Serve the credential proxy protocol on loopback from a dotenv file of secret/path=value lines.",
     "completion": "Print a completion script for bash, zsh or fish on standard output.",
-    "audit": "Show that an image holds no credential, or exactly where one hides (SPEC section 10).",
+    "audit": "Show that an image holds no credential, or exactly where one hides (docs/audit.md).",
 }
 
 
@@ -350,7 +350,7 @@ def _dev_proxy_options(dev: argparse.ArgumentParser) -> None:
 
 
 def _audit_parser(subparsers: Subparsers) -> None:
-    """SPEC section 10; the work is in injector/audit/, imported only when this mode runs."""
+    """docs/audit.md; the work is in injector/audit/, imported only when this mode runs."""
     audit = _subcommand(
         subparsers,
         "audit",
@@ -415,19 +415,19 @@ def run_cli(argv: Sequence[str]) -> int:
         return dispatch(mode, options, command)
     except Interrupted as stop:
         log.info("stopped by a signal during start-up", signal=signal.Signals(stop.signum).name)
-        return 128 + stop.signum
+        return ExitCode.killed_by(stop.signum)
     except StrongholdError as exc:
         log.error(exc.message)
         return int(exc.exit_code)
     except BrokenPipeError:  # our reader went away (`... | head`): not a bug; end as SIGPIPE would, quietly
-        return 128 + signal.SIGPIPE
+        return ExitCode.killed_by(signal.SIGPIPE)
     except Exception as exc:  # a bug: say so without a traceback that could hold a value
         log.error(f"internal error: {type(exc).__name__}; please report it (rerun with --log-level debug)")
         if log.level <= LEVELS["debug"]:
             import traceback
 
             log.debug("".join(traceback.format_exception_only(exc)).strip())
-        return INTERNAL_ERROR
+        return ExitCode.INTERNAL_ERROR
 
 
 def _text(options: dict[str, object], key: str) -> str | None:
@@ -535,7 +535,8 @@ def explain_usage_error(parser: argparse.ArgumentParser, argv: Sequence[str]) ->
 
             fixed = shlex.join(["stronghold-init", *argv[:index], "--", *argv[index:]])
             return UsageError(
-                f"{token!r} is not a subcommand ({', '.join(SUBCOMMANDS)}); to run a command, put it after --: {fixed}"
+                f"{token!r} is not a subcommand ({', '.join(SUBCOMMAND_SUMMARIES)});"
+                f" to run a command, put it after --: {fixed}"
             )
         return None
     return None

@@ -1,7 +1,7 @@
 """Start the command: find it, then exec it or spawn it with clean signal state.
 
 The child must start with an empty signal mask and default dispositions
-(SPEC section 6).  `os.posix_spawn` cannot promise that here: glibc 2.36
+(README: As PID 1).  `os.posix_spawn` cannot promise that here: glibc 2.36
 leaves its internal signals 32 and 33 ignored in the child, which shows in
 the child's SigIgn.  So the child is forked and resets everything itself
 before execve, using only calls that take no lock another thread could hold.

@@ -47,6 +47,6 @@ class Ledger:
             return sorted(name for name, c in self._current.items() if c.expires_at <= now)
 
     def live_lease_ids(self, now: float) -> list[str]:
-        """Every lease not yet expired, superseded ones too (SPEC section 4)."""
+        """Every lease not yet expired, superseded ones too (docs/protocol.md)."""
         with self._lock:
             return [lease for lease, expires_at in self._leases if expires_at > now]

@@ -9,7 +9,7 @@ otherwise                supervise it and refresh until it exits,
                          then revoke, remove the files, exit with its code
 
 As PID 1 (a container's entrypoint) stronghold-init always stays as the
-parent, as tini does (README: PID 1): an app exec'd as PID 1 reaps no
+parent, as tini does (README: As PID 1): an app exec'd as PID 1 reaps no
 zombies and ignores SIGTERM unless it installs a handler.
 
 Issuing, revoking and removing files is `lifecycle`'s; this module decides

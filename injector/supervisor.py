@@ -32,7 +32,7 @@ import time
 from collections import deque, namedtuple
 from collections.abc import Callable, Mapping
 
-from injector.errors import StrongholdError
+from injector.errors import ExitCode, StrongholdError
 from injector.launch import Command, spawn
 from injector.log import log
 from injector.wake import WAKE, wake
@@ -63,7 +63,7 @@ def block_signals() -> None:
 def exit_status(status: int) -> int:
     """waitpid status -> our exit code: the child's code, or 128+N for signal N."""
     if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
+        return ExitCode.killed_by(os.WTERMSIG(status))
     return os.waitstatus_to_exitcode(status)
 
 
@@ -257,7 +257,7 @@ class Supervisor:
             log.debug("signal dropped (--rewrite-signal ...:0)", signal=signum)
             return
         if signum in STOPPING_SIGNALS:
-            self._stopping = True  # a SIGTERM during a restart ends it (SPEC section 5)
+            self._stopping = True  # a SIGTERM during a restart ends it (README: supervision, refresh and rotation)
             self._restart_at = None
             if signum == signal.SIGTERM and self._kill_at is None:
                 self._kill_at = time.monotonic() + self._grace  # --grace applies to a stop too

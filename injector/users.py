@@ -1,4 +1,4 @@
-"""`--user USER[:GROUP]`: who the child runs as (SPEC section 3).
+"""`--user USER[:GROUP]`: who the child runs as (README: Configuration).
 
 A name takes its uid, primary group, supplementary groups and HOME from the
 user database; a numeric id with no entry uses the same number as its group,

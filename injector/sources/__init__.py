@@ -1,7 +1,7 @@
 """Where credentials come from.  The only package that speaks HTTP.
 
     wiring.open_source(settings, references)   checked configuration -> a Source (no network yet)
-    proxy.ProxySource                          protocol v1 (README: the proxy protocol)
+    proxy.ProxySource                          protocol v1 (docs/protocol.md)
     openbao.OpenBaoSource                      OpenBao / Vault: openbao_client, openbao_auth under it
     combined.Combined                          both kinds of reference in one run
     answers                                    what the sources share (statuses, integers, log in again)

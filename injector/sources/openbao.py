@@ -1,4 +1,4 @@
-"""OpenBao / Vault over its HTTP API (SPEC section 9), behind the same interface
+"""OpenBao / Vault over its HTTP API (README: OpenBao and Vault), behind the same interface
 as the proxy source: issue, renew_session, revoke.
 
 - `vault://<path>#<field>` is a GET of `/v1/<path>`; the field is taken from

@@ -1,4 +1,4 @@
-"""Credential proxy protocol v1 (SPEC section 4): login, renew, issue, revoke.
+"""Credential proxy protocol v1 (docs/protocol.md): login, renew, issue, revoke.
 
 Every answer is validated before anything in it is used; a broken answer is a
 BrokenAnswerError (transient) and its content is never delivered.  Status
@@ -59,7 +59,7 @@ class ProxySource:
         log.debug("logged in", ttl=self.session_ttl)
 
     def renew_session(self) -> None:
-        """Renew the session; on a 401 log in again (SPEC section 4)."""
+        """Renew the session; on a 401 log in again (docs/protocol.md)."""
         session = self._current_session()
         sent_at = self._clock()
         answer = self._transport.request("POST", "/v1/auth/renew", headers=_bearer(session))

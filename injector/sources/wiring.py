@@ -3,7 +3,7 @@
 Everything here runs before the first request: addresses, TLS files, the
 login method and its credential are checked (78 when unusable), a one-time
 credential file is read and removed, and a credential from the real
-environment is never sent to an address an env file set (README: env files).
+environment is never sent to an address an env file set (README: On a laptop).
 """
 
 from __future__ import annotations
