@@ -80,11 +80,14 @@ def test_several_signals_in_order(proxy: TestProxy, processes) -> None:
     assert process.wait(timeout=20) == 0
 
 
-def test_supervisor_stays_parent_and_child_has_clean_signal_state(proxy: TestProxy) -> None:
-    probe = "grep -E '^(SigBlk|SigIgn|PPid)' /proc/self/status; echo pid=$$"
-    result = run(["--", "sh", "-c", probe], supervised(proxy))
-    assert result.code == 0, result.stderr
-    fields = dict(line.split(":\t") for line in result.stdout.splitlines() if ":\t" in line)
+def test_supervisor_stays_parent_and_child_has_clean_signal_state(proxy: TestProxy, processes) -> None:
+    probe = "grep -E '^(SigBlk|SigIgn)' /proc/self/status; echo \"PPid:\t$PPID\""  # the shell's parent
+    process = start(["--", "sh", "-c", probe], supervised(proxy))
+    processes.append(process)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    fields = dict(line.split(":\t") for line in out.splitlines() if ":\t" in line)
+    assert int(fields["PPid"]) == process.pid, "the command is stronghold-init's child: it was not exec'd over"
     assert fields["SigBlk"] == "0000000000000000"
     assert fields["SigIgn"] == "0000000000000000"
 
