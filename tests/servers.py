@@ -285,7 +285,8 @@ def _call(url: str, method: str, path: str, body: object | None, token: str | No
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(f"{url}/v1/{path}", data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
+        # Generous: sys/init on a fresh Raft node answers only after its first election (about 10 s here).
+        with urllib.request.urlopen(request, timeout=60) as answer:
             raw = answer.read()
             return answer.status, json.loads(raw) if raw else {}
     except urllib.error.HTTPError as error:
