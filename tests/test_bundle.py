@@ -98,7 +98,7 @@ def test_every_subcommand_is_in_the_bundle_and_says_the_same(subcommand: str | N
         assert bundle.stdout == installed.stdout
 
 
-# SPEC section 11's size goals (docs/bundle.md, "What is in it, and what is left out").
+# The size goals (issue 13; docs/bundle.md, "What is in it, and what is left out").
 DISK_GOAL = 25_000_000
 GZIP_GOAL = 10_000_000
 

@@ -119,7 +119,7 @@ def test_runtime_image_has_no_python_and_the_bundle_layer_is_small(
     _, layers = archive_layers(example_archive)
     bundle_layers = [layer for layer in layers if "/opt/stronghold" in layer.created_by]
     assert len(bundle_layers) == 1
-    # Python in the image added ~58 MB; the bundle's goal is under 25 MB (SPEC section 11, docs/bundle.md).
+    # Python in the image added ~58 MB; the bundle's goal is under 25 MB (docs/bundle.md).
     # The layer is the bundle's files plus tar headers: this bound holds the goal, not a loosened one.
     assert bundle_layers[0].size < 25_000_000, f"bundle layer is {bundle_layers[0].size} bytes"
 
