@@ -154,7 +154,11 @@ class _Prefixed:
 @dataclass
 class Member:
     path: str  # absolute path in the image, "/etc/app/.env"
-    info: tarfile.TarInfo
+    type: bytes  # the tar type flag: b"0" file, b"5" directory, b"2" symlink...
+    size: int  # bytes of content that follow the header
+
+    def isdir(self) -> bool:
+        return self.type == DIRTYPE
 
 
 def normalise(name: str, what: str) -> str:
@@ -165,62 +169,230 @@ def normalise(name: str, what: str) -> str:
     return "/" + "/".join(parts)
 
 
-def walk(stream: BoundedReader, what: str) -> Iterator[tuple[Member, IO[bytes] | None]]:
-    """Each member with a reader of its content (regular files only); must be consumed in order."""
-    try:
-        tar = tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK)  # type: ignore[call-overload]  # noqa: SIM115
-    except BadImageError:
-        raise
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise BadImageError(f"{what}: not a tar layer ({exc.__class__.__name__})") from None
-    try:
+BLOCK = 512
+REGULAR_TYPES = (b"0", b"\0", b"7")
+DIRTYPE = b"5"
+HEADER_ONLY_TYPES = (b"1", b"2", b"3", b"4", b"5", b"6")  # links, devices, dirs, fifos: any size field is not content
+POSIX_MAGIC = b"ustar\x0000"
+
+
+class TarStream:
+    """A layer's tar, parsed straight from the (already verified-as-read) byte stream.
+
+    `tarfile`'s stream mode costs a Python-level copy per 512-byte block and a
+    TarInfo per member; here headers are sliced out of 1 MiB reads, and members
+    nobody reads are skipped by reading (and so hashing) their bytes in large
+    pieces, never copied into Python objects one block at a time.  Formats: ustar,
+    GNU (long names, long links, sparse headers) and pax (path, linkpath, size).
+    """
+
+    def __init__(self, stream: IO[bytes], what: str) -> None:
+        self.stream = stream
+        self.what = what
+        self.buf = b""
+        self.pos = 0
+
+    def _available(self) -> int:
+        return len(self.buf) - self.pos
+
+    def _fill(self, need: int) -> bool:
+        """At least `need` bytes buffered; False at the end of the stream."""
+        while self._available() < need:
+            chunk = self.stream.read(max(CHUNK, need))
+            if not chunk:
+                return False
+            self.buf = self.buf[self.pos :] + chunk
+            self.pos = 0
+        return True
+
+    def take(self, count: int) -> bytes:
+        """Exactly `count` bytes, or a truncated-tar error."""
+        if self._available() >= count:
+            data = self.buf[self.pos : self.pos + count]
+            self.pos += count
+            return data
+        pieces = [self.buf[self.pos :]]
+        missing = count - len(pieces[0])
+        self.buf, self.pos = b"", 0
+        while missing > 0:
+            chunk = self.stream.read(missing)
+            if not chunk:
+                raise BadImageError(f"{self.what}: corrupt tar (truncated member)")
+            pieces.append(chunk)
+            missing -= len(chunk)
+        return b"".join(pieces)
+
+    def skip(self, count: int) -> None:
+        """Consume `count` bytes without keeping them (the reader below still hashes them)."""
+        available = self._available()
+        if count <= available:
+            self.pos += count
+            return
+        missing = count - available
+        self.buf, self.pos = b"", 0
+        while missing > 0:
+            chunk = self.stream.read(min(missing, CHUNK * 4))
+            if not chunk:
+                raise BadImageError(f"{self.what}: corrupt tar (truncated member)")
+            missing -= len(chunk)
+
+    def members(self) -> Iterator[tuple[Member, MemberReader | None]]:
+        """Each member with a reader of its content (regular files only); must be consumed in order."""
+        pax_global: dict[str, str] = {}
+        pending: dict[str, str] = {}  # from GNU L/K and pax x headers, for the next member
         while True:
-            try:
-                info = tar.next()
-            except BadImageError:
-                raise
-            except (tarfile.TarError, EOFError, OSError, zlib.error, UnicodeError) as exc:
-                raise BadImageError(f"{what}: corrupt tar ({_first_line(exc)})") from None
-            if info is None:
-                break
-            path = normalise(info.name, what)
-            content = None
-            if info.isreg() and info.size > 0 and not info.issparse():
-                content = tar.extractfile(info)
-            yield Member(path, info), content
-    finally:
-        tar.members = []
+            if not self._fill(BLOCK):
+                if self._available():
+                    raise BadImageError(f"{self.what}: corrupt tar (truncated header)")
+                return  # no end-of-archive blocks: accepted, as tar and Go's archive/tar do
+            header = self.buf[self.pos : self.pos + BLOCK]
+            self.pos += BLOCK
+            if header.count(0) == BLOCK:
+                return  # end of archive; the caller drains (and verifies) the rest
+            _check_sum(header, self.what)
+            kind = header[156:157]
+            size = _number(header[124:136], self.what)
+            if kind in (b"L", b"K", b"x", b"g"):
+                if size > MAX_EXTENDED_HEADER:
+                    raise BadImageError(f"{self.what}: corrupt tar (a {size}-byte extended header)")
+                data = self.take(size)
+                self.skip(-size % BLOCK)
+                if kind == b"L":
+                    pending["path"] = _nts(data)
+                elif kind == b"K":
+                    pending["linkpath"] = _nts(data)
+                else:
+                    (pax_global if kind == b"g" else pending).update(_pax_records(data, self.what))
+                continue
+            sparse = kind == b"S"
+            if sparse and header[482]:
+                while True:  # old GNU sparse: extension blocks precede the data
+                    extension = self.take(BLOCK)
+                    if not extension[504]:
+                        break
+            fields = {**pax_global, **pending}
+            pending = {}
+            if "path" in fields:
+                name = fields["path"]
+            else:
+                name = _nts(header[0:100])
+                if header[257:265] == POSIX_MAGIC and header[345]:
+                    name = _nts(header[345:500]) + "/" + name
+            if "size" in fields:
+                try:
+                    size = int(fields["size"])
+                except ValueError:
+                    raise BadImageError(f"{self.what}: corrupt tar (pax size {fields['size'][:20]!r})") from None
+            sparse = sparse or any(key.startswith("GNU.sparse.") for key in fields)
+            if kind == b"\0" and name.endswith("/"):
+                kind = DIRTYPE
+            content_size = 0 if kind in HEADER_ONLY_TYPES else size
+            member = Member(normalise(name, self.what), kind, content_size)
+            reader = None
+            if kind in REGULAR_TYPES and content_size > 0 and not sparse:
+                reader = MemberReader(self, content_size)
+            yield member, reader
+            left = reader.left if reader is not None else content_size
+            self.skip(left + (-content_size % BLOCK))
+
+
+MAX_EXTENDED_HEADER = 1024 * 1024
+
+
+class MemberReader:
+    """One member's content: `read(n)` gives exactly min(n, what is left) bytes."""
+
+    def __init__(self, tar: TarStream, size: int) -> None:
+        self.tar = tar
+        self.left = size
+
+    def read(self, n: int = -1) -> bytes:
+        count = self.left if n is None or n < 0 else min(n, self.left)
+        if count <= 0:
+            return b""
+        data = self.tar.take(count)
+        self.left -= count
+        return data
+
+
+def _nts(field: bytes) -> str:
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _number(field: bytes, what: str) -> int:
+    if field[:1] in (b"\x80", b"\xff"):  # GNU base-256 for sizes past 8 GiB
+        value = int.from_bytes(field[1:], "big")
+        return -value if field[:1] == b"\xff" else value
+    text = field.split(b"\0", 1)[0].strip(b" ")
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise BadImageError(f"{what}: corrupt tar (a header number {text[:12]!r})") from None
+
+
+def _check_sum(header: bytes, what: str) -> None:
+    stored = _number(header[148:156], what)
+    unsigned = sum(header) - sum(header[148:156]) + 8 * 0x20
+    if stored != unsigned:
+        # old tars summed signed chars
+        signed = sum(b - 256 if b > 127 else b for b in header[:148] + b" " * 8 + header[156:])
+        if stored != signed:
+            raise BadImageError(f"{what}: corrupt tar (bad header checksum)")
+
+
+def _pax_records(data: bytes, what: str) -> dict[str, str]:
+    """`LEN key=value\\n` records; only the keys this reader uses are kept."""
+    records: dict[str, str] = {}
+    position = 0
+    while position < len(data):
+        space = data.find(b" ", position)
+        if space < 0:
+            break
+        try:
+            length = int(data[position:space])
+        except ValueError:
+            raise BadImageError(f"{what}: corrupt tar (a pax record)") from None
+        if length <= 0 or position + length > len(data):
+            raise BadImageError(f"{what}: corrupt tar (a pax record)")
+        key, _, value = data[space + 1 : position + length - 1].partition(b"=")
+        name = key.decode("utf-8", "replace")
+        if name in ("path", "linkpath", "size") or name.startswith("GNU.sparse."):
+            records[name] = value.decode("utf-8", "surrogateescape")
+        position += length
+    return records
+
+
+def walk(stream: BoundedReader, what: str) -> Iterator[tuple[Member, MemberReader | None]]:
+    """Each member with a reader of its content (regular files only); must be consumed in order."""
+    yield from TarStream(stream, what).members()
 
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:100]
 
 
-def read_windows(content: IO[bytes], what: str) -> Iterator[bytes]:
+def read_windows(content: MemberReader, what: str) -> Iterator[bytes]:
     """A text file's content in windows that end at a newline; nothing for a binary file."""
-    try:
-        head = content.read(SNIFF)
-        if b"\0" in head:
-            return
-        carry = head
-        while True:
-            chunk = content.read(WINDOW)
-            if not chunk:
-                break
-            buffer = carry + chunk
-            cut = buffer.rfind(b"\n") + 1
-            if cut == 0 and len(buffer) < WINDOW * 2:
-                carry = buffer
-                continue
-            cut = cut or len(buffer)
-            yield buffer[:cut]
-            carry = buffer[cut:]
-        if carry:
-            yield carry
-    except BadImageError:
-        raise
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise BadImageError(f"{what}: corrupt tar ({_first_line(exc)})") from None
+    head = content.read(SNIFF)
+    if b"\0" in head:
+        return
+    carry = head
+    while True:
+        chunk = content.read(WINDOW)
+        if not chunk:
+            break
+        buffer = carry + chunk
+        cut = buffer.rfind(b"\n") + 1
+        if cut == 0 and len(buffer) < WINDOW * 2:
+            carry = buffer
+            continue
+        cut = cut or len(buffer)
+        yield buffer[:cut]
+        carry = buffer[cut:]
+    if carry:
+        yield carry
 
 
 def worth_reading(path: str) -> bool:
@@ -252,7 +424,7 @@ class Whiteouts:
             self._delete_under(directory, layer, including=False)
         elif name.startswith(WHITEOUT):
             self._delete_under(posixpath.join(directory, name[len(WHITEOUT) :]), layer, including=True)
-        elif not member.info.isdir():
+        elif not member.isdir():
             self._delete_under(member.path, layer, including=True)
 
     def _delete_under(self, path: str, layer: int, *, including: bool) -> None:

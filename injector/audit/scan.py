@@ -128,12 +128,17 @@ def _fix(kind: str) -> str:
     return FIX[kind]
 
 
+TEXT_BATCH = 4 * 1024 * 1024  # text windows are searched for triggers this much at a time
+
+
 def _layer_findings(image: Image, detector: Detector, progress: Progress | None) -> list[Finding]:
     whiteouts = Whiteouts()
     by_file: dict[tuple[str, int], list[Finding]] = {}
     total = len(image.layers)
     for layer in image.layers:
         what = f"layer {layer.index} ({layer.name})"
+        batch: list[tuple[str, bytes]] = []
+        batched = 0
         stream, close = open_layer_stream(layer, what)
         try:
             for member, content in walk(stream, what):
@@ -142,15 +147,13 @@ def _layer_findings(image: Image, detector: Detector, progress: Progress | None)
                     continue
                 if progress is not None:
                     progress(f"layer {layer.index + 1}/{total} {member.path[:60]}")
-                found: list[Finding] = []
                 for window in read_windows(content, what):
-                    for rule, key, value in detector.scan_text(window, path=member.path):
-                        found.append(
-                            Finding.of(value, where="file", rule=rule, key=key, path=member.path, layer=layer.index)
-                        )
-                if found:
-                    by_file[(member.path, layer.index)] = found
-                    whiteouts.found(member.path, layer.index)
+                    batch.append((member.path, window))
+                    batched += len(window)
+                    if batched >= TEXT_BATCH:
+                        _scan_batch(batch, layer.index, detector, by_file, whiteouts)
+                        batched = 0
+            _scan_batch(batch, layer.index, detector, by_file, whiteouts)
             stream.drain()
         finally:
             close()
@@ -167,6 +170,25 @@ def _layer_findings(image: Image, detector: Detector, progress: Progress | None)
                 )
                 out.append(finding.moved(where="deleted-file", fix=fix))
     return out
+
+
+def _scan_batch(
+    batch: list[tuple[str, bytes]],
+    layer: int,
+    detector: Detector,
+    by_file: dict[tuple[str, int], list[Finding]],
+    whiteouts: Whiteouts,
+) -> None:
+    """Scan the batched text windows of one layer, record their findings, empty the batch."""
+    # Found at the end of a batch, not file by file: Whiteouts only lets a *later* layer delete.
+    for (path, _), hits in zip(batch, detector.scan_texts(batch), strict=True):
+        if not hits:
+            continue
+        found = by_file.setdefault((path, layer), [])
+        for rule, key, value in hits:
+            found.append(Finding.of(value, where="file", rule=rule, key=key, path=path, layer=layer))
+        whiteouts.found(path, layer)
+    batch.clear()
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:
