@@ -24,9 +24,9 @@ def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def layer_tar(files: dict[str, Entry]) -> bytes:
+def layer_tar(files: dict[str, Entry], tar_format: int = tarfile.PAX_FORMAT) -> bytes:
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.open(fileobj=buffer, mode="w", format=tar_format) as tar:
         for name, content in files.items():
             info = tarfile.TarInfo(name)
             info.mtime = 0
@@ -56,12 +56,13 @@ class TestImage:
     cmd: list[str] = field(default_factory=lambda: ["/bin/sh"])
     history: list[dict] | None = None  # default: one "RUN step N" line per layer
     compress: bool = False  # gzip the layers (as a registry stores them)
+    tar_format: int = tarfile.PAX_FORMAT  # how the layer tars are written (GNU and ustar too: images differ)
 
     def layer_blobs(self) -> list[tuple[bytes, bytes]]:
         """-> [(uncompressed tar, stored blob)]"""
         out = []
         for files in self.layers:
-            tar = layer_tar(files)
+            tar = layer_tar(files, self.tar_format)
             out.append((tar, gzip.compress(tar, mtime=0) if self.compress else tar))
         return out
 

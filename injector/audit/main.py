@@ -5,17 +5,24 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 
-from injector.audit.errors import FINDINGS, AuditUsageError, BadImageError
+from injector.audit.errors import FINDINGS, AuditUsageError, BadImageError, NoInputError
 from injector.audit.image import Image, history_per_layer, machine_platform
 from injector.audit.progress import Progress
 from injector.audit.report import TargetReport, render
 from injector.audit.targets import Target, parse_target
+from injector.errors import StrongholdError
 
 FORMATS = ("text", "json", "sarif")
 
 
 def audit(options: dict[str, object]) -> int:
-    """Audit every target; print one report on stdout; 0 clean, 1 findings (errors raise)."""
+    """Audit every target; print one report on stdout; exit with the most severe outcome.
+
+    A target that cannot be read (65, 66, 69, 77) does not stop the others: its
+    error is one line on stderr, and the report (printed when at least one target
+    was read) lists it as not audited.  The exit code is the highest of the targets'
+    codes: any error (64 < code) outranks findings (1), which outrank clean (0).
+    """
     fmt = str(options.get("format") or "text")
     if fmt not in FORMATS:
         raise AuditUsageError(f"--format must be one of {', '.join(FORMATS)}")
@@ -23,30 +30,69 @@ def audit(options: dict[str, object]) -> int:
     wanted_platform = str(options.get("platform") or machine_platform())
     if wanted_platform.count("/") not in (1, 2):
         raise AuditUsageError(f"--platform {wanted_platform!r} is not OS/ARCH[/VARIANT]")
-    targets = [parse_target(str(t)) for t in options.get("targets") or []]  # type: ignore[union-attr]
+    # Usage errors in any TARGET stop the run before anything is read; a missing file is that target's own error.
+    targets: list[Target | NoInputError] = []
+    for given in options.get("targets") or []:  # type: ignore[union-attr]
+        try:
+            targets.append(parse_target(str(given)))
+        except NoInputError as exc:
+            exc.given = str(given)  # type: ignore[attr-defined]
+            targets.append(exc)
     if not targets:
         raise AuditUsageError("audit needs at least one TARGET")
     from injector.audit.detect import Detector
+    from injector.log import log
 
     detector = Detector(strict=bool(options.get("strict")))
     progress = Progress.for_stderr()
     reports: list[TargetReport] = []
+    worst = 0
     try:
         for target in targets:
-            if target.kind == "dockerfile":
-                from injector.audit.dockerfile import check_dockerfile
-
-                reports.append(TargetReport(target.given, None, check_dockerfile(target.path, detector)))
+            try:
+                if isinstance(target, NoInputError):
+                    raise target
+                found = _audit_target(target, wanted_platform, tls_verify, options, detector, progress)
+            except AuditUsageError:
+                raise
+            except StrongholdError as exc:
+                progress.clear()
+                log.error(exc.message)
+                worst = max(worst, int(exc.exit_code))
+                given = getattr(target, "given", "")
+                reports.append(TargetReport(given, None, [], error=exc.message, exit_code=int(exc.exit_code)))
                 continue
-            for image in _images(target, wanted_platform, tls_verify, options, progress):
-                reports.append(_audit(target, image, detector, progress))
+            reports.extend(found)
+            if any(not r.clean for r in found):
+                worst = max(worst, FINDINGS)
     finally:
         progress.clear()
+    if all(r.error for r in reports):
+        return worst  # nothing was read: the error lines on stderr are the whole answer
     # UTF-8 whatever the locale: a redacted value ends in "…(N)", and an ASCII-only stdout must not crash it
     sys.stdout.flush()
     sys.stdout.buffer.write((render(reports, fmt) + "\n").encode("utf-8"))
     sys.stdout.buffer.flush()
-    return FINDINGS if any(not r.clean for r in reports) else 0
+    return worst
+
+
+def _audit_target(
+    target: Target,
+    wanted_platform: str,
+    tls_verify: bool,
+    options: dict[str, object],
+    detector,  # type: ignore[no-untyped-def]
+    progress: Progress,
+) -> list[TargetReport]:
+    """The reports of one target (an archive or index may hold several images); raises on the first error."""
+    if target.kind == "dockerfile":
+        from injector.audit.dockerfile import check_dockerfile
+
+        return [TargetReport(target.given, None, check_dockerfile(target.path, detector))]
+    return [
+        _audit(target, image, detector, progress)
+        for image in _images(target, wanted_platform, tls_verify, options, progress)
+    ]
 
 
 def _audit(target: Target, image: Image, detector, progress: Progress) -> TargetReport:  # type: ignore[no-untyped-def]
