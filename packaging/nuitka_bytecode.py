@@ -21,6 +21,7 @@ BYTECODE_LIBRARIES = (
     "detect_secrets",
     "dockerfile_parse",
     "yaml",
+    "zstandard",  # its Python part; the decompressor itself is its C extension module, copied as is
 )
 
 

@@ -55,7 +55,7 @@ class TestImage:
     labels: dict[str, str] = field(default_factory=dict)
     cmd: list[str] = field(default_factory=lambda: ["/bin/sh"])
     history: list[dict] | None = None  # default: one "RUN step N" line per layer
-    compress: bool = False  # gzip the layers (as a registry stores them)
+    compress: bool | str = False  # True: gzip the layers (as a registry stores them); "zstd": zstd
     tar_format: int = tarfile.PAX_FORMAT  # how the layer tars are written (GNU and ustar too: images differ)
 
     def layer_blobs(self) -> list[tuple[bytes, bytes]]:
@@ -63,7 +63,12 @@ class TestImage:
         out = []
         for files in self.layers:
             tar = layer_tar(files, self.tar_format)
-            out.append((tar, gzip.compress(tar, mtime=0) if self.compress else tar))
+            if self.compress == "zstd":
+                import zstandard
+
+                out.append((tar, zstandard.ZstdCompressor().compress(tar)))
+            else:
+                out.append((tar, gzip.compress(tar, mtime=0) if self.compress else tar))
         return out
 
     def config_bytes(self, blobs: list[tuple[bytes, bytes]]) -> bytes:
@@ -83,7 +88,8 @@ class TestImage:
 def _oci_blobs(image: TestImage) -> tuple[dict[str, bytes], dict]:
     blobs = image.layer_blobs()
     config = image.config_bytes(blobs)
-    media = "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if image.compress else "")
+    suffix = {False: "", True: "+gzip", "zstd": "+zstd"}[image.compress]
+    media = "application/vnd.oci.image.layer.v1.tar" + suffix
     manifest = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",

@@ -82,7 +82,15 @@ class CountingReader:
 class BoundedReader:
     """The uncompressed stream: hashed against the diff_id, bounded against decompression bombs."""
 
-    def __init__(self, inner: IO[bytes], raw: CountingReader, what: str, diff_id: str | None, compressed: bool):
+    def __init__(
+        self,
+        inner: IO[bytes],
+        raw: CountingReader,
+        what: str,
+        diff_id: str | None,
+        compressed: bool,
+        errors: tuple[type[BaseException], ...],
+    ) -> None:
         self.inner = inner
         self.raw = raw
         self.what = what
@@ -90,12 +98,15 @@ class BoundedReader:
         self.compressed = compressed
         self.count = 0
         self.hash = hashlib.sha256() if diff_id else None
+        self.errors = errors
 
     def read(self, n: int = -1) -> bytes:
         try:
             data = self.inner.read(n if n and n > 0 else CHUNK)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise BadImageError(f"{self.what}: corrupt compressed data ({exc.__class__.__name__})") from None
+        except BadImageError:
+            raise
+        except self.errors as exc:
+            raise BadImageError(f"{self.what}: corrupt compressed data ({_first_line(exc)})") from None
         if data:
             self.count += len(data)
             if self.count > MAX_LAYER_BYTES or (
@@ -123,17 +134,36 @@ def open_layer_stream(layer: Layer, what: str) -> tuple[BoundedReader, Callable[
     raw = CountingReader(raw_handle, what, layer.blob_digest, layer.size)
     head = raw.read(4)
     prefixed = _Prefixed(head, raw)
+    errors: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error)  # what the decompressor raises
     if head[:2] == b"\x1f\x8b":
         inner: IO[bytes] = gzip.GzipFile(fileobj=prefixed, mode="rb")  # type: ignore[arg-type]
         compressed = True
-    elif head == b"\x28\xb5\x2f\xfd":
-        raise BadImageError(f"{what}: zstd-compressed layers are not supported")
+    elif head == ZSTD_MAGIC:
+        inner, zstd_error = _zstd_reader(prefixed, what)
+        errors = (*errors, zstd_error)
+        compressed = True
     elif head[:3] == b"BZh" or head[:4] == b"\xfd7zX":
         raise BadImageError(f"{what}: bzip2/xz-compressed layers are not supported")
     else:
         inner = prefixed  # type: ignore[assignment]
         compressed = False
-    return BoundedReader(inner, raw, what, layer.diff_id, compressed), raw_handle.close
+    return BoundedReader(inner, raw, what, layer.diff_id, compressed, errors), raw_handle.close
+
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+ZSTD_MAX_WINDOW = 32 * 1024 * 1024  # what a zstd frame may make us hold; podman/skopeo use a few MiB
+
+
+def _zstd_reader(raw: _Prefixed, what: str) -> tuple[IO[bytes], type[Exception]]:
+    """An OCI `tar+zstd` layer (podman --compression-format zstd[:chunked]), streamed like gzip."""
+    try:
+        import zstandard  # only the audit, only for a zstd layer: see README "Dependencies"
+    except ImportError:
+        raise BadImageError(f"{what}: a zstd-compressed layer, and the zstandard module is not installed") from None
+    decompressor = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
+    # Several frames (zstd:chunked writes one per file group, plus skippable frames of metadata).
+    reader = decompressor.stream_reader(raw, read_size=CHUNK, read_across_frames=True, closefd=False)
+    return reader, zstandard.ZstdError
 
 
 class _Prefixed:
