@@ -167,6 +167,99 @@ def test_plain_http_registry_on_loopback_and_missing_tag(registries: dict, tmp_p
     assert missing.returncode == 66, missing.stderr
 
 
+FAKE_HELPER = """#!/bin/sh
+# A Docker credential helper as the protocol has it: `get`, the host on stdin, JSON on stdout.
+[ "$1" = get ] || exit 2
+host=$(cat)
+printf '%s\n' "$host" >> "$HOME/helper-calls"
+env > "$HOME/helper-env"
+case "$HOME/$host" in
+  */{known}) printf '{{"ServerURL":"%s","Username":"{user}","Secret":"{password}"}}' "$host" ;;
+  *) echo "credentials not found in native keychain"; exit 1 ;;
+esac
+"""
+
+
+def _helper_home(tmp_path: Path, name: str, script: str, config: dict) -> dict[str, str]:
+    """HOME with ~/.docker/config.json, and PATH with a real docker-credential-NAME executable first."""
+    import os
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir(parents=True, exist_ok=True)
+    helper = bindir / f"docker-credential-{name}"
+    helper.write_text(script)
+    helper.chmod(0o755)
+    (tmp_path / ".docker").mkdir(exist_ok=True)
+    (tmp_path / ".docker" / "config.json").write_text(json.dumps(config))
+    return env_with(tmp_path, PATH=f"{bindir}:{os.environ['PATH']}", AUDIT_SENTINEL="not-for-helpers")
+
+
+@pytest.mark.parametrize("field", ["credHelpers", "credsStore"])
+def test_docker_credential_helpers(registries: dict, tmp_path: Path, field: str) -> None:
+    host = str(registries["secure"])
+    script = FAKE_HELPER.format(known=host, user=USER, password=PASSWORD)
+    config = {"auths": {host: {}}, "credHelpers": {host: "fake"}} if field == "credHelpers" else {"credsStore": "fake"}
+    env = _helper_home(tmp_path, "fake", script, config)
+    target = f"docker://{host}/app/dirty:1"
+    result = audit("--format", "json", "--tls-verify=false", target, env=env)
+    assert result.returncode == 1, result.stderr
+    assert findings_of(result) == DIRTY_FINDINGS
+    assert (tmp_path / "helper-calls").read_text().splitlines() == [host]  # asked once, for this host
+    helper_env = (tmp_path / "helper-env").read_text()
+    assert "AUDIT_SENTINEL" not in helper_env and f"HOME={tmp_path}" in helper_env  # a minimal environment
+    assert_no_value(result, PASSWORD)
+
+
+def test_credential_helper_failures_exit_77_without_its_output(registries: dict, tmp_path: Path) -> None:
+    host = str(registries["secure"])
+    target = f"docker://{host}/app/dirty:1"
+    config = {"credHelpers": {host: "fake"}}
+    # Nothing stored for this host: anonymous, which this registry refuses.
+    unknown = FAKE_HELPER.format(known="elsewhere:1", user=USER, password=PASSWORD)
+    result = audit("--tls-verify=false", target, env=_helper_home(tmp_path / "a", "fake", unknown, config))
+    assert result.returncode == 77 and "wants credentials" in result.stderr, result.stderr
+    # A helper that fails prints its secret-ish output: never shown.
+    failing = f"#!/bin/sh\necho 'keychain locked for {PASSWORD}'\nexit 3\n"
+    result = audit("--tls-verify=false", target, env=_helper_home(tmp_path / "b", "fake", failing, config))
+    assert result.returncode == 77 and "exit 3" in result.stderr, result.stderr
+    assert_no_value(result, PASSWORD)
+    # A helper that floods its output is stopped at the bound, not read to the end.
+    flood = "#!/bin/sh\nexec yes stronghold-audit-flood\n"
+    result = audit("--tls-verify=false", target, env=_helper_home(tmp_path / "c", "fake", flood, config))
+    assert result.returncode == 77 and "more than" in result.stderr, result.stderr
+    assert "stronghold-audit-flood" not in result.stderr + result.stdout
+    # Named but not installed.
+    result = audit("--tls-verify=false", target, env=_helper_home(tmp_path / "d", "other", "", config))
+    assert result.returncode == 77 and "docker-credential-fake" in result.stderr and "PATH" in result.stderr
+
+
+def test_zstd_layers_from_the_registry(tmp_path: Path) -> None:
+    """Pushed as skopeo pushes with --dest-compress-format zstd (podman push --compression-format zstd).
+
+    A registry of its own: skopeo would otherwise reuse the gzip blobs it pushed to the shared one.
+    """
+    registry = Registry(tmp_path, "zstd", auth=False, tls=None)
+    try:
+        source = all_forms(DIRTY, tmp_path / "images")["oci-archive"]
+        subprocess.run(
+            ["skopeo", "copy", "--quiet", "--dest-compress-format", "zstd", "--dest-tls-verify=false",
+             source, f"docker://{registry.address}/app/zstd:1"],
+            check=True, timeout=900, capture_output=True,
+        )  # fmt: skip
+        request = urllib.request.Request(
+            f"http://{registry.address}/v2/app/zstd/manifests/1",
+            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            manifest = json.loads(answer.read())
+        assert {layer["mediaType"] for layer in manifest["layers"]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+        result = audit("--format", "json", f"docker://{registry.address}/app/zstd:1", env=env_with(tmp_path))
+        assert result.returncode == 1, result.stderr
+        assert findings_of(result) == DIRTY_FINDINGS
+    finally:
+        registry.stop()
+
+
 class TokenFront(http.server.ThreadingHTTPServer):
     """A registry front with the Bearer-token challenge: /token checks basic auth and issues a
     token; /v2/ calls need it; blob GETs are 307-redirected to the backend (another host name,
