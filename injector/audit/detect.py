@@ -317,10 +317,13 @@ class Detector:
             for start, confirms in _line_starts(joined, keywords=keywords).items():
                 which = bisect.bisect_right(bounds, start) - 1
                 per_item[which][start - bounds[which]] = confirms
+            any_pem = b"PRIVATE KEY" in joined
             del joined
             for which, i in enumerate(chosen):
                 path, data = items[i]
-                results[i] = list(self.scan_text(data, path=path, starts=per_item[which]))
+                # Most files of an image have no trigger line, no key block and a plain name: nothing to do.
+                if per_item[which] or (any_pem and b"PRIVATE KEY" in data) or is_known_credential_file(path):
+                    results[i] = list(self.scan_text(data, path=path, starts=per_item[which]))
         return results
 
     def scan_text(
