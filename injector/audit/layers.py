@@ -193,6 +193,8 @@ class Member:
 
 def normalise(name: str, what: str) -> str:
     """An absolute image path; refuse `..` (an extractor would write outside the root)."""
+    if "/." not in name and "//" not in name and not name.startswith("."):
+        return "/" + name.strip("/")  # the common case: no `.` or `..` component, nothing to clean
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise BadImageError(f"{what}: member {name!r} climbs out of the root with '..'")
@@ -277,7 +279,7 @@ class TarStream:
                 return  # no end-of-archive blocks: accepted, as tar and Go's archive/tar do
             header = self.buf[self.pos : self.pos + BLOCK]
             self.pos += BLOCK
-            if header.count(0) == BLOCK:
+            if header == ZERO_BLOCK:
                 return  # end of archive; the caller drains (and verifies) the rest
             _check_sum(header, self.what)
             kind = header[156:157]
@@ -300,7 +302,7 @@ class TarStream:
                     extension = self.take(BLOCK)
                     if not extension[504]:
                         break
-            fields = {**pax_global, **pending}
+            fields = {**pax_global, **pending} if pending or pax_global else NO_FIELDS
             pending = {}
             if "path" in fields:
                 name = fields["path"]
@@ -313,7 +315,7 @@ class TarStream:
                     size = int(fields["size"])
                 except ValueError:
                     raise BadImageError(f"{self.what}: corrupt tar (pax size {fields['size'][:20]!r})") from None
-            sparse = sparse or any(key.startswith("GNU.sparse.") for key in fields)
+            sparse = sparse or (fields is not NO_FIELDS and any(key.startswith("GNU.sparse.") for key in fields))
             if kind == b"\0" and name.endswith("/"):
                 kind = DIRTYPE
             content_size = 0 if kind in HEADER_ONLY_TYPES else size
@@ -327,6 +329,8 @@ class TarStream:
 
 
 MAX_EXTENDED_HEADER = 1024 * 1024
+ZERO_BLOCK = bytes(BLOCK)
+NO_FIELDS: dict[str, str] = {}  # never written to: shared by every member without extended headers
 
 
 class MemberReader:
@@ -364,7 +368,7 @@ def _number(field: bytes, what: str) -> int:
 
 def _check_sum(header: bytes, what: str) -> None:
     stored = _number(header[148:156], what)
-    unsigned = sum(header) - sum(header[148:156]) + 8 * 0x20
+    unsigned = sum(header[:148]) + sum(header[156:]) + 8 * 0x20  # the field itself counts as spaces
     if stored != unsigned:
         # old tars summed signed chars
         signed = sum(b - 256 if b > 127 else b for b in header[:148] + b" " * 8 + header[156:])
