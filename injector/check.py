@@ -12,7 +12,11 @@ import os
 import time
 
 from injector.delivery import inspect_directory
-from injector.startup import Plan, issue_all, open_source
+from injector.lifecycle import issued
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from injector.plan import Plan
 
 
 def check(plan: Plan) -> int:
@@ -30,17 +34,16 @@ def check(plan: Plan) -> int:
             child_uid = resolve_user(plan.settings.user).uid
         directory = os.path.abspath(choose_directory(plan.settings, child_uid=child_uid))
         inspect_directory(directory, allow_disk=plan.settings.allow_disk, child_uid=child_uid)
-    source = open_source(plan.settings, plan.references)
-    credentials = issue_all(source, plan.references, plan.settings)
-    source.revoke([c.lease_id for c in credentials if c.lease_id])
-    width = max(len(r.name) for r in plan.references)
-    now = time.monotonic()
-    for reference, credential in zip(plan.references, credentials, strict=True):
-        if reference.is_file:
-            where = f"file {os.path.join(directory or '', reference.target)}"
-        else:
-            where = f"env  {reference.target}"
-        ttl = "static" if credential.ttl is None else f"ttl {max(0, round(credential.expires_at - now))}s"
-        print(f"{reference.name:<{width}}  {where}  ({reference.uri}, {ttl})")
-    print(f"ok: {len(credentials)} reference(s) resolved and revoked")
+    with issued(plan, None, make_directory=False) as session:  # revoked as the block ends
+        width = max(len(r.name) for r in plan.references)
+        now = time.monotonic()
+        for reference, credential in zip(plan.references, session.credentials, strict=True):
+            if reference.is_file:
+                where = f"file {os.path.join(directory or '', reference.target)}"
+            else:
+                where = f"env  {reference.target}"
+            ttl = "static" if credential.ttl is None else f"ttl {max(0, round(credential.expires_at - now))}s"
+            print(f"{reference.name:<{width}}  {where}  ({reference.uri}, {ttl})")
+        count = len(session.credentials)
+    print(f"ok: {count} reference(s) resolved and revoked")
     return 0

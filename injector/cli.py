@@ -1,7 +1,9 @@
 """Command line: parse, wire the pieces together, and map every error to an exit code.
 
-`main()` reads like a table of contents (the tini habit); `run_cli()` is the
-one place where exceptions become exit codes (the httpie habit).
+`main()` reads like a table of contents: each step is one named call, so
+the order of start-up can be checked at a glance.  `run_cli()` is the one
+place where exceptions become exit codes: nothing else calls sys.exit, so
+every failure is reported once, as one line, with the code in the README.
 """
 
 from __future__ import annotations
@@ -14,11 +16,17 @@ from collections.abc import Sequence
 
 from injector import __version__
 from injector.config import ON_EXPIRY, parse_on_rotate, parse_remap_exit, parse_rewrite_signal
-from injector.errors import ConfigError, StrongholdError, UsageError
+from injector.errors import ConfigError, ExitCode, StrongholdError, UsageError
 from injector.log import LEVELS, LOG_FORMATS, log
 
-SUBCOMMANDS = ("sidecar", "fetch", "check", "dev-proxy", "completion")
-INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE: a bug, not one of SPEC section 7's cases
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from injector.config import RotateAction
+
+    Subparsers = argparse._SubParsersAction[Any]
+
 COMPLETION_SHELLS = ("bash", "zsh", "fish")
 DESCRIPTION = """\
 Fetch short-lived, scoped credentials from a credential proxy (or OpenBao/Vault)
@@ -94,7 +102,7 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
-def _on_rotate(text: str):  # -> RotateAction
+def _on_rotate(text: str) -> RotateAction:
     try:
         return parse_on_rotate(text)
     except ValueError as exc:
@@ -255,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _refresh_options(parser)
 
-    subparsers = parser.add_subparsers(dest="mode", metavar="{sidecar,fetch,check,dev-proxy,completion,audit}")
+    subparsers = parser.add_subparsers(dest="mode", metavar="{" + ",".join(SUBCOMMAND_SUMMARIES) + "}")
     for name in ("check", "fetch"):
         _subcommand(subparsers, name, parents=[common], argument_default=argparse.SUPPRESS)
     sidecar = _subcommand(subparsers, "sidecar", parents=[common], argument_default=argparse.SUPPRESS)
@@ -276,14 +284,28 @@ SUBCOMMAND_SUMMARIES = {
     "sidecar": "Keep _FILE tokens fresh in --dir for an app beside it, until SIGTERM.",
     "dev-proxy": "Serve the credential proxy protocol on loopback from a dotenv file of secret/path=value lines.",
     "completion": "Print a completion script for bash, zsh or fish on standard output.",
-    "audit": "Show that an image holds no credential, or exactly where one hides (SPEC section 10).",
+    "audit": "Show that an image holds no credential, or exactly where one hides (docs/audit.md).",
 }
 
 
-def _subcommand(subparsers, name: str, **kwargs: object) -> argparse.ArgumentParser:
-    """A subcommand with its summary as help and description.  `subparsers`: argparse's _SubParsersAction."""
+def _subcommand(
+    subparsers: Subparsers,
+    name: str,
+    *,
+    parents: Sequence[argparse.ArgumentParser] = (),
+    argument_default: str | None = None,
+    epilog: str | None = None,
+) -> argparse.ArgumentParser:
+    """A subcommand with its summary as help and description."""
     summary = SUBCOMMAND_SUMMARIES[name]
-    return subparsers.add_parser(name, help=summary, description=summary, **kwargs)
+    return subparsers.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        parents=parents,
+        argument_default=argument_default,
+        epilog=epilog,
+    )
 
 
 COMPLETION_EPILOG = """\
@@ -327,8 +349,8 @@ def _dev_proxy_options(dev: argparse.ArgumentParser) -> None:
     _logging_options(dev)
 
 
-def _audit_parser(subparsers: argparse._SubParsersAction) -> None:
-    """SPEC section 10; the work is in injector/audit/, imported only when this mode runs."""
+def _audit_parser(subparsers: Subparsers) -> None:
+    """docs/audit.md; the work is in injector/audit/, imported only when this mode runs."""
     audit = _subcommand(
         subparsers,
         "audit",
@@ -393,19 +415,25 @@ def run_cli(argv: Sequence[str]) -> int:
         return dispatch(mode, options, command)
     except Interrupted as stop:
         log.info("stopped by a signal during start-up", signal=signal.Signals(stop.signum).name)
-        return 128 + stop.signum
+        return ExitCode.killed_by(stop.signum)
     except StrongholdError as exc:
         log.error(exc.message)
         return int(exc.exit_code)
     except BrokenPipeError:  # our reader went away (`... | head`): not a bug; end as SIGPIPE would, quietly
-        return 128 + signal.SIGPIPE
+        return ExitCode.killed_by(signal.SIGPIPE)
     except Exception as exc:  # a bug: say so without a traceback that could hold a value
         log.error(f"internal error: {type(exc).__name__}; please report it (rerun with --log-level debug)")
         if log.level <= LEVELS["debug"]:
             import traceback
 
             log.debug("".join(traceback.format_exception_only(exc)).strip())
-        return INTERNAL_ERROR
+        return ExitCode.INTERNAL_ERROR
+
+
+def _text(options: dict[str, object], key: str) -> str | None:
+    """An optional string option (argparse gives None when absent)."""
+    value = options.get(key)
+    return value if isinstance(value, str) else None
 
 
 def dispatch(mode: str, options: dict[str, object], command: list[str]) -> int:
@@ -418,13 +446,14 @@ def dispatch(mode: str, options: dict[str, object], command: list[str]) -> int:
     if mode == "dev-proxy":
         from injector.devproxy import serve
 
-        log.configure(level=options.get("log_level"), fmt=options.get("log_format"))  # type: ignore[arg-type]
+        log.configure(level=_text(options, "log_level"), fmt=_text(options, "log_format"))
+        ttl = options["ttl"]
         return serve(
             str(options["secrets"]),
             listen=str(options["listen"]),
-            token=options["token"],  # type: ignore[arg-type]
-            token_file=options["token_file"],  # type: ignore[arg-type]
-            ttl=int(options["ttl"]),  # type: ignore[arg-type]
+            token=_text(options, "token"),
+            token_file=_text(options, "token_file"),
+            ttl=ttl if isinstance(ttl, int) else 0,  # argparse made it an int (_positive_int)
             rotate=bool(options["rotate"]),
         )
     require_linux()
@@ -432,8 +461,9 @@ def dispatch(mode: str, options: dict[str, object], command: list[str]) -> int:
     from injector.prctl import make_undumpable
 
     make_undumpable()  # before reading anything secret: env files, token files, answers
-    env_files = list(options.pop("env_file", None) or [])  # type: ignore[arg-type]
-    from injector.startup import make_plan
+    given = options.pop("env_file", None)
+    env_files = [str(path) for path in given] if isinstance(given, list) else []
+    from injector.plan import make_plan
 
     plan = make_plan(options, env_files)
     if mode == "check":
@@ -505,7 +535,8 @@ def explain_usage_error(parser: argparse.ArgumentParser, argv: Sequence[str]) ->
 
             fixed = shlex.join(["stronghold-init", *argv[:index], "--", *argv[index:]])
             return UsageError(
-                f"{token!r} is not a subcommand ({', '.join(SUBCOMMANDS)}); to run a command, put it after --: {fixed}"
+                f"{token!r} is not a subcommand ({', '.join(SUBCOMMAND_SUMMARIES)});"
+                f" to run a command, put it after --: {fixed}"
             )
         return None
     return None

@@ -74,7 +74,7 @@ def _mode_problem(info: os.stat_result) -> str | None:
 
 
 def directory_problem(info: os.stat_result, child_uid: int = -1) -> str | None:
-    """Why an existing --dir (its lstat/fstat) cannot be trusted, or None (SPEC section 3)."""
+    """Why an existing --dir (its lstat/fstat) cannot be trusted, or None (README: Configuration)."""
     if stat.S_ISLNK(info.st_mode):
         return "is a symlink; give the real directory"
     if not stat.S_ISDIR(info.st_mode):
@@ -223,7 +223,7 @@ class TokenDirectory:
     def prepare(
         cls, path: str, *, allow_disk: bool, uid: int = -1, gid: int = -1, group_readable: bool = False
     ) -> TokenDirectory:
-        """Check, and create when missing, the directory (SPEC section 3).
+        """Check, and create when missing, the directory (README: Configuration).
 
         `group_readable` (--file-group): files 0440 and the directory 0750, for
         `gid`; otherwise 0400 and 0700, for the owner alone.
@@ -384,7 +384,7 @@ def undo_locale_coercion(environ: dict[str, str], initial_environ: str = "/proc/
 
 def scrub_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment minus configuration variables (STRONGHOLD_*, and BAO_*/VAULT_* but for
-    the address, CA and namespace, SPEC section 9)."""
+    the address, CA and namespace, README: OpenBao and Vault)."""
     return {name: value for name, value in environ.items() if passes_to_child(name)}
 
 

@@ -1,4 +1,4 @@
-"""A credential proxy for local dev, demos and tests (SPEC sections 4 and 8).
+"""A credential proxy for local dev, demos and tests (docs/protocol.md; README: On a laptop).
 
 Serves protocol v1 from a dotenv file of `secret/path=value` lines, with
 `ttl = min(requested, --ttl)`.  Values are issued verbatim (a laptop's real
@@ -40,7 +40,7 @@ class Answer:
 
 
 class SecretsFile:
-    """The --secrets file, read again when it changes (SPEC section 8).
+    """The --secrets file, read again when it changes (README: On a laptop).
 
     Its bytes are read at every issue and parsed again when they differ from
     last time: a dev proxy's file is small, and comparing content (not
@@ -273,7 +273,8 @@ def make_server(proxy: DevProxy, listen: str = "127.0.0.1:0", handler: type[Hand
 
 def server_url(server: _Server) -> str:
     host, port = server.server_address[:2]
-    return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+    host = host.decode() if isinstance(host, bytes) else host  # (a str for every IP socket)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def parse_secrets(raw: bytes, path: str) -> dict[str, str]:

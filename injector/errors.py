@@ -1,7 +1,7 @@
-"""The exception tree and the exit codes of SPEC section 7.
+"""The exception tree and the exit codes of README: Exit codes.
 
 Every failure the user can see is one of these exceptions; `cli.main` is the
-only place that turns them into an exit code (the httpie habit).  Messages are
+only place that turns them into an exit code.  Messages are
 one line, name what was wrong, and never contain a credential value.
 """
 
@@ -16,8 +16,15 @@ class ExitCode(IntEnum):
     UNAVAILABLE = 69
     REFUSED = 77
     CONFIG = 78
+    INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE: a bug in stronghold-init, not one of the cases above
     NOT_EXECUTABLE = 126
     NOT_FOUND = 127
+    SIGNALLED = 128  # + N: the command (or stronghold-init itself) ended by signal N, as a shell reports it
+
+    @staticmethod
+    def killed_by(signum: int) -> int:
+        """128 + N, the code a shell gives a process ended by signal N."""
+        return ExitCode.SIGNALLED + signum
 
 
 class StrongholdError(Exception):

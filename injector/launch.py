@@ -1,7 +1,7 @@
 """Start the command: find it, then exec it or spawn it with clean signal state.
 
 The child must start with an empty signal mask and default dispositions
-(SPEC section 6).  `os.posix_spawn` cannot promise that here: glibc 2.36
+(README: As PID 1).  `os.posix_spawn` cannot promise that here: glibc 2.36
 leaves its internal signals 32 and 33 ignored in the child, which shows in
 the child's SigIgn.  So the child is forked and resets everything itself
 before execve, using only calls that take no lock another thread could hold.
@@ -17,6 +17,12 @@ from collections import namedtuple
 from collections.abc import Mapping, Sequence
 
 from injector.errors import CommandError, ExitCode
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+    from injector.users import Identity
 
 # Every signal a child could inherit as ignored or caught, bar the two that
 # cannot be changed and glibc's internal ones (32, 33).
@@ -76,7 +82,7 @@ def reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
-def exec_command(command: Command, environ: Mapping[str, str], identity=None) -> None:
+def exec_command(command: Command, environ: Mapping[str, str], identity: Identity | None = None) -> NoReturn:
     """Replace this process with the command (never returns).
 
     `identity` (users.Identity) drops to that user first; None keeps ours.
@@ -95,7 +101,7 @@ def exec_command(command: Command, environ: Mapping[str, str], identity=None) ->
 def spawn(
     command: Command,
     environ: Mapping[str, str],
-    identity=None,
+    identity: Identity | None = None,
     stdio: tuple[int, int] | None = None,
     *,
     new_group: bool = False,
@@ -116,7 +122,7 @@ def spawn(
     """
     argv = list(command.argv)
     env = dict(environ)
-    groups = list(identity.groups) if identity is not None else None
+    groups = list(identity.groups) if identity is not None else []
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # child: no allocation-heavy work, no locks, exec or _exit

@@ -32,6 +32,7 @@ import select
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 QUIET_FLUSH = 0.2  # seconds of silence after which a held-back tail is released
 CHUNK = 65536
@@ -89,7 +90,7 @@ class _StrideIndex:
 class Masker:
     """Pure byte masking with a carry-over for tokens split across reads.  Thread-safe."""
 
-    def __init__(self, clock=time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._clock = clock
         self._tokens: dict[bytes, bytes] = {}  # token -> replacement

@@ -18,7 +18,7 @@ def _prctl(option: int, value: int) -> bool:
 
 
 def make_undumpable() -> None:
-    """No core dumps, no ptrace, no /proc/<pid>/environ or mem for others (SPEC section 6).
+    """No core dumps, no ptrace, no /proc/<pid>/environ or mem for others (README: As PID 1).
 
     Done before any credential is read: the initial environment block, which
     /proc/<pid>/environ shows, may hold STRONGHOLD_BOOTSTRAP_TOKEN.  execve

@@ -1,4 +1,4 @@
-"""Parse references (SPEC sections 2 and 9).  Pure: no I/O.
+"""Parse references (README: References; README: OpenBao and Vault).  Pure: no I/O.
 
     stronghold://<secret>[?scope=a,b&ttl=15m]     the credential proxy
     vault://<api-path>[?ttl=15m]#<field>          a field read from OpenBao/Vault
@@ -25,13 +25,13 @@ SCHEMES = (STRONGHOLD_SCHEME, VAULT_SCHEME, VAULT_TOKEN_SCHEME)
 # Configuration, never references, and never passed to the child: ours, and
 # OpenBao's and Vault's (their tokens, role and secret ids are credentials).
 CONFIG_PREFIXES = ("STRONGHOLD_", "BAO_", "VAULT_")
-# ...except these, which the child gets (SPEC section 9): an address, a CA and
+# ...except these, which the child gets (README: OpenBao and Vault): an address, a CA and
 # a namespace are not secrets, and a minted vault-token:// is useless without them.
 CHILD_PASSTHROUGH = frozenset(
     {"BAO_ADDR", "VAULT_ADDR", "BAO_CACERT", "VAULT_CACERT", "BAO_NAMESPACE", "VAULT_NAMESPACE"}
 )
 FILE_SUFFIX = "_FILE"
-# What a slip of the keyboard makes of a scheme (SPEC section 2): caught, never passed on.
+# What a slip of the keyboard makes of a scheme (README: References): caught, never passed on.
 _SCHEME_LIKE = re.compile(r"([A-Za-z][A-Za-z0-9+._-]{0,30}):(/*)")
 _RIGHT_SCHEMES = {"stronghold": STRONGHOLD_SCHEME, "vault": VAULT_SCHEME, "vault-token": VAULT_TOKEN_SCHEME}
 
@@ -268,7 +268,7 @@ def granted_ttl(value: int) -> int:
 
 
 def value_problem(value: object) -> str | None:
-    """Why an issued value must not be delivered, or None (SPEC section 4)."""
+    """Why an issued value must not be delivered, or None (docs/protocol.md)."""
     if not isinstance(value, str) or not value:
         return "is not a non-empty string"
     if "\0" in value:

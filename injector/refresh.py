@@ -21,50 +21,17 @@ import time
 from collections.abc import Callable, Sequence
 
 from injector.errors import StrongholdError, TransientError
+from injector.ledger import Ledger
 from injector.log import log
 from injector.references import Credential, Reference
 from injector.schedule import refresh_due, refresh_window_open, retry_delay
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from injector.sources import Source
+
 UNEXPECTED_ERROR_PAUSE = 1.0  # seconds, after an exception no step expected
 MAX_SLEEP = 3600.0  # wake at least hourly, even with nothing due (static values, eternal sessions)
-
-
-class Ledger:
-    """The current credential per reference, and every lease ever issued."""
-
-    def __init__(self, credentials: Sequence[Credential]) -> None:
-        self._lock = threading.Lock()
-        self._current = {credential.name: credential for credential in credentials}
-        self._leases: list[tuple[str, float]] = []
-        self.record_leases(credentials)
-
-    def record_leases(self, credentials: Sequence[Credential]) -> None:
-        with self._lock:
-            self._leases.extend((c.lease_id, c.expires_at) for c in credentials if c.lease_id)
-
-    def current(self, name: str) -> Credential:
-        with self._lock:
-            return self._current[name]
-
-    def values(self) -> dict[str, str]:
-        with self._lock:
-            return {name: credential.value for name, credential in self._current.items()}
-
-    def replace(self, credential: Credential) -> bool:
-        """Make `credential` current; True when its value differs (a rotation)."""
-        with self._lock:
-            old = self._current.get(credential.name)
-            self._current[credential.name] = credential
-            return old is None or old.value != credential.value
-
-    def expired(self, now: float) -> list[str]:
-        with self._lock:
-            return sorted(name for name, c in self._current.items() if c.expires_at <= now)
-
-    def live_lease_ids(self, now: float) -> list[str]:
-        """Every lease not yet expired, superseded ones too (SPEC section 4)."""
-        with self._lock:
-            return [lease for lease, expires_at in self._leases if expires_at > now]
 
 
 class Refresher:
@@ -73,7 +40,7 @@ class Refresher:
     def __init__(
         self,
         references: Sequence[Reference],
-        source,
+        source: Source,
         ledger: Ledger,
         *,
         deliver: Callable[[Reference, Credential], None],
@@ -113,11 +80,6 @@ class Refresher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-
-    def stop_and_revoke(self) -> None:
-        """At exit: stop refreshing, then revoke every lease not yet expired, in one request."""
-        self.stop()
-        self._source.revoke(self.ledger.live_lease_ids(self._clock()))
 
     def run(self) -> None:
         while not self._stop.is_set():

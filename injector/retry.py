@@ -69,6 +69,9 @@ def retry_after_failure(
         if isinstance(error, TransientError):
             log.warning(f"{what}: {error.message}; retrying", attempt=next_attempt)
 
+    def pause(seconds: float) -> None:
+        sleep(seconds)  # (Event.wait returns why it woke; tenacity wants nothing back)
+
     if clock() >= deadline:
         raise _give_up(what, failure, clock() - began, deadline - began)
     announce(failure, 2)
@@ -77,7 +80,7 @@ def retry_after_failure(
         retry=tenacity.retry_if_exception_type(TransientError),
         wait=wait,
         stop=give_up,
-        sleep=sleep,
+        sleep=pause,
         before_sleep=lambda state: announce(
             state.outcome.exception() if state.outcome else None, state.attempt_number + 2
         ),

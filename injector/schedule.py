@@ -1,14 +1,15 @@
 """When to refresh and when to retry: pure functions of ttl, clock and jitter.
 
 Kept apart from the refresher thread so they can be tested on an injected
-clock and random source, with no waiting at all (the tenacity habit).
+clock and random source, with no waiting at all: a test of a 15-minute
+backoff takes microseconds and cannot be flaky.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-REFRESH_FROM = 0.60  # SPEC section 5: re-issue after a jittered 60-75% of the ttl
+REFRESH_FROM = 0.60  # README: supervision, refresh and rotation: re-issue after a jittered 60-75% of the ttl
 REFRESH_TO = 0.75
 RETRY_BASE = 0.5  # first retry wait before jitter, seconds
 RETRY_MAX = 10.0  # no wait grows past this: once a token has expired, recovery should be quick

@@ -32,13 +32,17 @@ import time
 from collections import deque, namedtuple
 from collections.abc import Callable, Mapping
 
-from injector.errors import StrongholdError
+from injector.errors import ExitCode, StrongholdError
 from injector.launch import Command, spawn
 from injector.log import log
+from injector.wake import WAKE, wake
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from injector.users import Identity
 
 # Everything catchable: valid_signals() already leaves out glibc's internal 32 and 33.
 WAITED = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
-WAKE = signal.SIGRTMIN  # internal: "a request is queued" (when sent by us; see module doc)
 # A SIGTERM from outside means "stop": the command gets SIGKILL if still there after --grace.
 # SIGINT and SIGQUIT end restarts too, but an interactive program may catch them and carry on.
 STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
@@ -59,7 +63,7 @@ def block_signals() -> None:
 def exit_status(status: int) -> int:
     """waitpid status -> our exit code: the child's code, or 128+N for signal N."""
     if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
+        return ExitCode.killed_by(os.WTERMSIG(status))
     return os.waitstatus_to_exitcode(status)
 
 
@@ -117,7 +121,7 @@ class Supervisor:
         environment: Callable[[], Mapping[str, str]],
         *,
         grace: float,
-        identity=None,
+        identity: Identity | None = None,
         stdio: tuple[int, int] | None = None,
         signal_group: bool = False,
         rewrite: Mapping[int, int] | None = None,
@@ -150,7 +154,7 @@ class Supervisor:
 
     def request(self, item: Request) -> None:
         self._requests.append(item)
-        signal.pthread_kill(self._main_thread, WAKE)
+        wake(self._main_thread)
 
     # -- main thread -------------------------------------------------------
 
@@ -169,6 +173,7 @@ class Supervisor:
         """Wait for signals until the child is gone; return the exit code."""
         while self._done is None:
             timeout = self._next_timer()
+            info: signal.struct_siginfo | None
             if timeout is None:
                 info = signal.sigwaitinfo(WAITED)
             else:
@@ -252,7 +257,7 @@ class Supervisor:
             log.debug("signal dropped (--rewrite-signal ...:0)", signal=signum)
             return
         if signum in STOPPING_SIGNALS:
-            self._stopping = True  # a SIGTERM during a restart ends it (SPEC section 5)
+            self._stopping = True  # a SIGTERM during a restart ends it (README: supervision, refresh and rotation)
             self._restart_at = None
             if signum == signal.SIGTERM and self._kill_at is None:
                 self._kill_at = time.monotonic() + self._grace  # --grace applies to a stop too

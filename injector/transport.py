@@ -1,10 +1,10 @@
 """A small JSON-over-HTTP(S) client on the standard library's http.client.
 
 Why not requests: importing it costs ~140 ms here, more than the whole
-start-up budget (SPEC: every container start pays it).  What the protocol
+start-up budget (every container start pays it: README, Dependencies).  What the protocol
 needs is small: POST/GET JSON, a bearer header, TLS with a CA bundle and an
 optional client certificate, timeouts, a size limit, and *no* redirects
-(http.client never follows them, which is what SPEC section 4 asks for).
+(http.client never follows them, which is what docs/protocol.md asks for).
 
 One keep-alive connection per thread, so the refresher thread and the main
 thread never share a socket.
@@ -20,6 +20,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl  # (free: http.client has loaded it; the context itself is built only for https)
 import threading
 import time
 from collections import namedtuple
@@ -29,14 +30,18 @@ from urllib.parse import urlsplit
 from injector import __version__
 from injector.errors import BrokenAnswerError, ConfigError, TransientError, UnavailableError
 
-MAX_BODY = 1024 * 1024  # SPEC section 4: a body over 1 MiB is a broken answer
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+MAX_BODY = 1024 * 1024  # docs/protocol.md: a body over 1 MiB is a broken answer
 MAX_ERROR_TEXT = 200  # of a server's error message, shown in ours
 USER_AGENT = f"stronghold-init/{__version__}"
 _scope = threading.local()  # .deadline: a monotonic time no request in this thread may outlive
 
 
 @contextmanager
-def deadline_scope(deadline: float):
+def deadline_scope(deadline: float) -> Iterator[None]:
     """Every request made by this thread inside the block ends by `deadline` (time.monotonic())."""
     previous = getattr(_scope, "deadline", None)
     _scope.deadline = deadline if previous is None else min(previous, deadline)
@@ -138,7 +143,7 @@ class Transport:
         self._tls = tls or TLSOptions()
         self._timeout = timeout
         self._local = threading.local()
-        self._ssl_context = None
+        self._ssl_context: ssl.SSLContext | None = None
 
     def request(
         self,
@@ -227,10 +232,8 @@ class Transport:
         if connection is not None:
             connection.close()
 
-    def _context(self):  # -> ssl.SSLContext, imported lazily
+    def _context(self) -> ssl.SSLContext:  # built on first use: only https needs one
         if self._ssl_context is None:
-            import ssl
-
             try:
                 context = ssl.create_default_context(cafile=self._tls.ca_bundle)
                 if self._tls.client_cert:
@@ -245,10 +248,7 @@ def _fatal_tls(exc: BaseException) -> bool:
     """A TLS failure that retrying cannot fix: a certificate not trusted, a
     handshake refused (e.g. the server requires a client certificate).  An
     abrupt EOF stays a connection problem (transient)."""
-    import sys
-
-    ssl = sys.modules.get("ssl")  # only loaded once https was used
-    if ssl is None or not isinstance(exc, ssl.SSLError):
+    if not isinstance(exc, ssl.SSLError):
         return False
     return not isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError))
 

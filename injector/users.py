@@ -1,4 +1,4 @@
-"""`--user USER[:GROUP]`: who the child runs as (SPEC section 3).
+"""`--user USER[:GROUP]`: who the child runs as (README: Configuration).
 
 A name takes its uid, primary group, supplementary groups and HOME from the
 user database; a numeric id with no entry uses the same number as its group,
@@ -53,6 +53,8 @@ def resolve_user(spec: str) -> Identity:
             raise ConfigError(f"--user {spec!r}: no such user") from None
         entry = None
     if entry is None:
+        if user_id is None:  # a name that is not in the user database was refused above
+            raise ConfigError(f"--user {spec!r}: no such user")
         uid = gid = user_id
         home = "/"
         name = None

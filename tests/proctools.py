@@ -17,12 +17,18 @@ import pytest
 
 from conftest import PYTHON, start
 
-SIGNAL_CHILD = str(Path(__file__).resolve().parent / "children" / "signals.py")
+CHILDREN = Path(__file__).resolve().parent / "children"
+SIGNAL_CHILD = str(CHILDREN / "signals.py")
+ORPHANS_CHILD = str(CHILDREN / "orphans.py")
 UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
 
 
 def signal_child(*args: str) -> list[str]:
     return [PYTHON, SIGNAL_CHILD, *args]
+
+
+def orphans_child(*args: str) -> list[str]:
+    return [PYTHON, ORPHANS_CHILD, *args]
 
 
 def require_pid_namespaces() -> None:

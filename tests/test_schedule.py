@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from injector.errors import RefusedError, TransientError
+from injector.ledger import Ledger
 from injector.references import Credential, Reference
-from injector.refresh import Ledger, Refresher
+from injector.refresh import Refresher
 from injector.schedule import RETRY_MAX, RETRY_MIN, refresh_due, retry_delay
 
 
@@ -211,7 +212,12 @@ def test_an_unexpected_error_in_session_renewal_is_retried() -> None:
     source.renew_session = broken  # type: ignore[method-assign]
     clock.now = refresher.next_wake()
     refresher.tick(clock.now)  # must not raise
-    assert refresher.next_wake() < source.session_expires_at
+    retry_at = refresher.next_wake()
+    # Re-scheduled: later than now (not a busy loop on the same due time), before the session ends.
+    assert clock.now < retry_at < source.session_expires_at
+    clock.now = retry_at
+    refresher.tick(clock.now)
+    assert refresher.next_wake() > retry_at, "each failure moves the retry on"
 
 
 def test_a_pause_longer_than_the_ttl_refreshes_before_judging_expiry() -> None:

@@ -18,27 +18,9 @@ import time
 import pytest
 
 from conftest import NOBODY, PYTHON, STRONGHOLD, TestProxy, base_env, read_line, run, start, tell, wait_for
+from proctools import orphans_child, signal_child
 
 FORWARDED = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH"]
-
-# Prints "ready", then one line per signal received; exits 0 on SIGUSR2 after
-# reporting, or when told to by the test through the signal it gets.
-SIGNAL_CHILD = textwrap.dedent(
-    """
-    import signal, sys, os
-    say = lambda *parts: os.write(1, (" ".join(map(str, parts)) + "\\n").encode())  # reentrant-safe, unlike print
-    names = sys.argv[1:]
-    def handler(signum, frame):
-        say("got " + signal.Signals(signum).name)
-        if signal.Signals(signum).name == names[-1]:
-            sys.exit(0)
-    for name in names:
-        signal.signal(getattr(signal, name), handler)
-    say("ready", os.getpid())
-    while True:
-        signal.pause()
-    """
-)
 
 
 def supervised(proxy: TestProxy, **extra: str) -> dict[str, str]:
@@ -60,31 +42,32 @@ def test_child_killed_by_signal_gives_128_plus_n(proxy: TestProxy, signame: str)
 
 @pytest.mark.parametrize("signame", FORWARDED)
 def test_each_signal_reaches_the_child(proxy: TestProxy, processes, signame: str) -> None:
-    # The child exits on the signal under test; SIGUSR1 is also handled so a
-    # test of SIGUSR1 alone still has a distinct name list.
-    process = start(["--", PYTHON, "-c", SIGNAL_CHILD, signame], supervised(proxy))
+    process = start(["--", *signal_child("--pause", "--exit-on", signame)], supervised(proxy))  # exits on it
     processes.append(process)
     assert read_line(process).startswith("ready")
     os.kill(process.pid, getattr(signal, signame))
-    assert read_line(process).strip() == f"got {signame}"
+    assert read_line(process).strip() == f"got {int(getattr(signal, signame))}"
     assert process.wait(timeout=20) == 0
 
 
 def test_several_signals_in_order(proxy: TestProxy, processes) -> None:
-    process = start(["--", PYTHON, "-c", SIGNAL_CHILD, "SIGHUP", "SIGUSR1", "SIGTERM"], supervised(proxy))
+    process = start(["--", *signal_child("--pause", "--exit-on", "SIGTERM")], supervised(proxy))
     processes.append(process)
     assert read_line(process).startswith("ready")
-    for name in ("SIGHUP", "SIGUSR1", "SIGTERM"):
-        os.kill(process.pid, getattr(signal, name))
-        assert read_line(process).strip() == f"got {name}"
+    for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM):
+        os.kill(process.pid, signum)
+        assert read_line(process).strip() == f"got {int(signum)}"
     assert process.wait(timeout=20) == 0
 
 
-def test_supervisor_stays_parent_and_child_has_clean_signal_state(proxy: TestProxy) -> None:
-    probe = "grep -E '^(SigBlk|SigIgn|PPid)' /proc/self/status; echo pid=$$"
-    result = run(["--", "sh", "-c", probe], supervised(proxy))
-    assert result.code == 0, result.stderr
-    fields = dict(line.split(":\t") for line in result.stdout.splitlines() if ":\t" in line)
+def test_supervisor_stays_parent_and_child_has_clean_signal_state(proxy: TestProxy, processes) -> None:
+    probe = "grep -E '^(SigBlk|SigIgn)' /proc/self/status; echo \"PPid:\t$PPID\""  # the shell's parent
+    process = start(["--", "sh", "-c", probe], supervised(proxy))
+    processes.append(process)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    fields = dict(line.split(":\t") for line in out.splitlines() if ":\t" in line)
+    assert int(fields["PPid"]) == process.pid, "the command is stronghold-init's child: it was not exec'd over"
     assert fields["SigBlk"] == "0000000000000000"
     assert fields["SigIgn"] == "0000000000000000"
 
@@ -158,44 +141,20 @@ def test_kill_to_supervisor_still_forwards_sigint_with_a_terminal(proxy: TestPro
     """Only terminal-generated signals are skipped; `kill -INT <pid>` is forwarded."""
     master, slave = os.openpty()
     process = start(
-        ["--", PYTHON, "-c", SIGNAL_CHILD, "SIGINT"], supervised(proxy), stdin=slave, preexec_fn=take_terminal
+        ["--", *signal_child("--pause", "--exit-on", "SIGINT")],
+        supervised(proxy),
+        stdin=slave,
+        preexec_fn=take_terminal,
     )
     processes.append(process)
     os.close(slave)
     try:
         assert read_line(process).startswith("ready")
         os.kill(process.pid, signal.SIGINT)
-        assert read_line(process).strip() == "got SIGINT"
+        assert read_line(process).strip() == f"got {int(signal.SIGINT)}"
         assert process.wait(timeout=20) == 0
     finally:
         os.close(master)
-
-
-ORPHAN_MAKER = textwrap.dedent(
-    """
-    import os, sys
-    pid_r, pid_w = os.pipe()      # the orphan's pid comes back through this
-    hold_r, hold_w = os.pipe()    # the orphan lives until hold_w is closed
-    first = os.fork()
-    if first == 0:
-        grandchild = os.fork()
-        if grandchild == 0:
-            for fd in (pid_r, pid_w, hold_w):
-                os.close(fd)
-            os.read(hold_r, 1)    # EOF once the maker closes hold_w
-            os._exit(0)
-        os.write(pid_w, str(grandchild).encode())
-        os._exit(0)               # orphans the grandchild
-    os.waitpid(first, 0)
-    os.close(pid_w)
-    os.close(hold_r)
-    print("orphan", os.read(pid_r, 32).decode(), flush=True)
-    sys.stdin.readline()
-    os.close(hold_w)
-    print("released", flush=True)
-    sys.stdin.readline()
-    """
-)
 
 
 def proc_state(pid: int) -> tuple[str, int] | None:
@@ -208,7 +167,7 @@ def proc_state(pid: int) -> tuple[str, int] | None:
 
 
 def test_orphans_are_reaped_as_subreaper(proxy: TestProxy, processes) -> None:
-    process = start(["--", PYTHON, "-c", ORPHAN_MAKER], supervised(proxy), stdin=subprocess.PIPE)
+    process = start(["--", *orphans_child("--hold")], supervised(proxy), stdin=subprocess.PIPE)
     processes.append(process)
     orphan = int(read_line(process).split()[1])
     state = proc_state(orphan)
@@ -221,48 +180,20 @@ def test_orphans_are_reaped_as_subreaper(proxy: TestProxy, processes) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="unshare --pid needs root")
-def test_zombies_are_reaped_as_pid_1(proxy: TestProxy, tmp_path) -> None:
-    checker = textwrap.dedent(
-        """
-        import os, sys, time
-        assert os.getppid() == 1, "stronghold-init must be PID 1 here"
-        reader, writer = os.pipe()
-        first = os.fork()
-        if first == 0:
-            grandchild = os.fork()
-            if grandchild == 0:
-                os._exit(0)       # exits at once: a zombie unless PID 1 reaps it
-            os.write(writer, str(grandchild).encode())
-            os._exit(0)           # orphans it
-        os.waitpid(first, 0)
-        os.close(writer)
-        orphan = int(os.read(reader, 32))
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:   # poll with a deadline until it is gone
-            try:
-                open(f"/proc/{orphan}/status").read()
-            except OSError:
-                print("reaped", flush=True)
-                sys.exit(0)
-            time.sleep(0.01)
-        print("zombie left", flush=True)
-        sys.exit(1)
-        """
-    )
-    script = tmp_path / "checker.py"
-    script.write_text(checker)
+def test_zombies_are_reaped_as_pid_1(proxy: TestProxy) -> None:
     probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip("unshare --pid is not permitted here")
     done = subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", STRONGHOLD, "--", PYTHON, str(script)],
+        ["unshare", "--pid", "--fork", "--mount-proc", STRONGHOLD, "--", *orphans_child()],
         env=supervised(proxy),
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "reaped" in done.stdout
+    word, _, ppid = done.stdout.split()
+    assert (word, ppid) == ("reaped", "1"), "stronghold-init is PID 1 here and reaped the orphan"
 
 
 def test_sigterm_during_startup_cleans_up(proxy: TestProxy, shm_dir, processes) -> None:

@@ -1,4 +1,4 @@
-"""The audit's failures and their exit codes (SPEC section 10; sysexits names)."""
+"""The audit's failures and their exit codes (docs/audit.md; sysexits names)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Report writers: text grouped by layer, JSON as SPEC section 10, SARIF 2.1.0.
+"""Report writers: text grouped by layer, JSON as docs/audit.md, SARIF 2.1.0.
 
 They receive `Finding`s, which hold a redacted prefix and a fingerprint and
 never a value: no writer can print a secret.

@@ -1,4 +1,4 @@
-"""TARGET strings (SPEC section 10, skopeo's syntax) -> what to read."""
+"""TARGET strings (docs/audit.md, skopeo's syntax) -> what to read."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Credential proxy protocol v1 (SPEC section 4): login, renew, issue, revoke.
+"""Credential proxy protocol v1 (docs/protocol.md): login, renew, issue, revoke.
 
 Every answer is validated before anything in it is used; a broken answer is a
 BrokenAnswerError (transient) and its content is never delivered.  Status
@@ -11,18 +11,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from injector.errors import (
-    BrokenAnswerError,
-    NotFoundError,
-    RefusedError,
-    SessionExpiredError,
-    StrongholdError,
-    TransientError,
-    UnavailableError,
-)
+from injector.errors import BrokenAnswerError, NotFoundError, RefusedError, SessionExpiredError, StrongholdError
 from injector.log import log
-from injector.references import Credential, Reference, granted_ttl, value_problem
-from injector.transport import Response, Transport
+from injector.references import Credential, Reference, value_problem
+from injector.sources.answers import answer_int, json_object, once_more_after_login, raise_for_status
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from injector.transport import Response, Transport
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 REVOKE_TIMEOUT = 2.0
@@ -63,7 +59,7 @@ class ProxySource:
         log.debug("logged in", ttl=self.session_ttl)
 
     def renew_session(self) -> None:
-        """Renew the session; on a 401 log in again (SPEC section 4)."""
+        """Renew the session; on a 401 log in again (docs/protocol.md)."""
         session = self._current_session()
         sent_at = self._clock()
         answer = self._transport.request("POST", "/v1/auth/renew", headers=_bearer(session))
@@ -78,7 +74,7 @@ class ProxySource:
         token = data.get("session_token")
         if not isinstance(token, str) or not token or any(c in token for c in "\0\r\n"):
             raise BrokenAnswerError("login answer has no usable session_token")
-        ttl = _positive_int(data.get("ttl"), "session ttl")
+        ttl = answer_int(data.get("ttl"), "session ttl", minimum=1)
         log.protect(token)
         with self._lock:
             self._session = token
@@ -92,7 +88,8 @@ class ProxySource:
             self.login()
             with self._lock:
                 session = self._session
-        assert session is not None
+        if session is None:
+            raise BrokenAnswerError("login gave no session")  # login() sets one or raises
         return session
 
     # -- credentials -----------------------------------------------------
@@ -101,7 +98,8 @@ class ProxySource:
         """Issue every reference in one request; all or nothing."""
         requests = [_request_item(reference) for reference in references]
         names = [reference.name for reference in references]
-        for attempt in (1, 2):
+
+        def attempt() -> list[Credential]:
             session = self._current_session()
             sent_at = self._clock()
             answer = self._transport.request(
@@ -111,14 +109,15 @@ class ProxySource:
                 data = _check_status(answer, "credentials", names)
             except NotFoundError:
                 raise self._unknown_secret(answer, references) from None
-            except SessionExpiredError:
-                if attempt == 2:
-                    raise RefusedError("the proxy refused a fresh session (401 after logging in again)") from None
-                log.info("session expired; logging in again")
-                self.login()
-                continue
             return _credentials_from(data, names, sent_at)
-        raise AssertionError("unreachable")
+
+        return once_more_after_login(
+            attempt,
+            rejected=SessionExpiredError,
+            login=self.login,
+            refused=lambda _: RefusedError("the proxy refused a fresh session (401 after logging in again)"),
+            note="session expired; logging in again",
+        )
 
     def _unknown_secret(self, answer: Response, references: Sequence[Reference]) -> NotFoundError:
         """404: name the secret path, the variable, and the env file it came from."""
@@ -151,9 +150,6 @@ class ProxySource:
         except StrongholdError as exc:
             log.warning(f"revoking leases failed: {exc.message}", leases=len(lease_ids))
 
-    def close(self) -> None:
-        self._transport.close()
-
 
 def _bearer(session: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {session}"}
@@ -167,13 +163,12 @@ def _request_item(reference: Reference) -> dict[str, object]:
 
 
 def _check_status(answer: Response, what: str, names: Sequence[str]) -> dict:
-    """The JSON object of a 200 answer, or the exception its status means."""
+    """The JSON object of a 200 answer, or the exception its status means (the statuses only v1 has first)."""
     status = answer.status
     if status == 200:
-        data = answer.json()
-        if not isinstance(data, dict):
-            raise BrokenAnswerError(f"{what} answer is not a JSON object")
-        return data
+        if not answer.body:
+            raise BrokenAnswerError(f"{what}: the answer is not a JSON object")
+        return json_object(answer, what)
     failed = _failed_names(answer, names)
     detail = answer.error_detail()
     if status == 401:
@@ -182,13 +177,14 @@ def _check_status(answer: Response, what: str, names: Sequence[str]) -> dict:
         raise RefusedError(f"{failed}: refused by the proxy (403{detail})")
     if status == 404:
         raise NotFoundError(f"{failed}: unknown secret (404{detail})")
-    if status in TRANSIENT_STATUSES or status >= 500:
-        raise TransientError(f"{what}: proxy answered {status}{detail}", retry_after=answer.retry_after)
-    if 300 <= status < 400:
-        raise BrokenAnswerError(f"{what}: proxy answered a redirect ({status}), which is never followed")
-    if 400 <= status < 500:
-        raise UnavailableError(f"{failed}: proxy rejected the request as incompatible ({status}{detail})")
-    raise BrokenAnswerError(f"{what}: unexpected status {status}")
+    raise_for_status(
+        answer,
+        server="proxy",
+        what=what,
+        names=failed,
+        rejected="the request as incompatible",
+        transient=TRANSIENT_STATUSES,
+    )
 
 
 def _failed_names(answer: Response, names: Sequence[str]) -> str:
@@ -215,12 +211,6 @@ def _looks_like_openbao(answer: Response) -> bool:
     return isinstance(data, dict) and isinstance(data.get("errors"), list) and "error" not in data
 
 
-def _positive_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise BrokenAnswerError(f"{what} is not a positive integer")
-    return granted_ttl(value)
-
-
 def _credentials_from(data: dict, names: Sequence[str], sent_at: float) -> list[Credential]:
     items = data.get("credentials")
     if not isinstance(items, list):
@@ -237,7 +227,7 @@ def _credentials_from(data: dict, names: Sequence[str], sent_at: float) -> list[
         problem = value_problem(value)
         if problem:
             raise BrokenAnswerError(f"{name}: the value in the answer {problem}")
-        ttl = _positive_int(item.get("ttl"), f"{name}: ttl")
+        ttl = answer_int(item.get("ttl"), f"{name}: ttl", minimum=1)
         lease_id = item.get("lease_id")
         if lease_id is not None and (not isinstance(lease_id, str) or not lease_id):
             raise BrokenAnswerError(f"{name}: lease_id is not a string")

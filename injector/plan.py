@@ -1,0 +1,53 @@
+"""What the user asked for, resolved before anything is acted on.
+
+    environment (+ --env-file) -> Settings, [Reference]  =  a Plan
+
+Nothing here sends a request, starts a process or a thread; the modes
+(run, sidecar, fetch, check) act on a Plan through `lifecycle`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+from injector.config import Settings, build_settings, load_env_files
+from injector.log import log
+from injector.references import Reference, collect_references
+
+
+class Plan:
+    """What the user asked for, resolved but not yet acted on."""
+
+    def __init__(self, settings: Settings, environ: dict[str, str], references: list[Reference]) -> None:
+        self.settings = settings
+        self.environ = environ  # our environment after --env-file, STRONGHOLD_* included
+        self.references = references
+
+    @property
+    def file_references(self) -> list[Reference]:
+        return [r for r in self.references if r.is_file]
+
+    @property
+    def env_references(self) -> list[Reference]:
+        return [r for r in self.references if not r.is_file]
+
+
+def make_plan(options: Mapping[str, object], env_files: Sequence[str]) -> Plan:
+    environ = dict(os.environ)
+    from injector.delivery import undo_locale_coercion
+
+    undo_locale_coercion(environ)
+    # Logging is configured first from flags and environment alone, so that
+    # errors in the env files are already logged the way the user asked.
+    configure_logging(build_settings(options, environ))
+    origins = load_env_files(list(env_files), environ)
+    settings = build_settings(options, environ)
+    settings.env_origins = origins
+    configure_logging(settings)
+    references = collect_references(environ, origins)
+    return Plan(settings=settings, environ=environ, references=references)
+
+
+def configure_logging(settings: Settings) -> None:
+    log.configure(level=settings.log_level, fmt=settings.log_format)
