@@ -214,7 +214,7 @@ class Detector:
         # Imported here: detect-secrets costs ~100 ms and only the audit uses it.
         from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 
-        classes = {cls.__name__: cls for cls in get_mapping_from_secret_type_to_class().values()}
+        classes: dict[str, type] = {cls.__name__: cls for cls in get_mapping_from_secret_type_to_class().values()}
         return [(name, classes[name]()) for name in PLUGINS if name in classes]
 
     @cached_property

@@ -17,10 +17,10 @@ import tarfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Protocol, cast
 
 from injector.audit.errors import BadImageError
-from injector.audit.image import Layer
+from injector.audit.image import ByteStream, Layer
 
 CHUNK = 1024 * 1024
 WINDOW = 4 * 1024 * 1024  # a text file is scanned this much at a time (split at a newline)
@@ -38,10 +38,14 @@ WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 
 
+class Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
 class CountingReader:
     """Reads a raw blob, counting and hashing it; checks size and digest at the end."""
 
-    def __init__(self, raw: IO[bytes], what: str, digest: str | None, size: int | None) -> None:
+    def __init__(self, raw: ByteStream, what: str, digest: str | None, size: int | None) -> None:
         self.raw = raw
         self.what = what
         self.digest = digest
@@ -84,7 +88,7 @@ class BoundedReader:
 
     def __init__(
         self,
-        inner: IO[bytes],
+        inner: Readable,
         raw: CountingReader,
         what: str,
         diff_id: str | None,
@@ -136,7 +140,7 @@ def open_layer_stream(layer: Layer, what: str) -> tuple[BoundedReader, Callable[
     prefixed = _Prefixed(head, raw)
     errors: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error)  # what the decompressor raises
     if head[:2] == b"\x1f\x8b":
-        inner: IO[bytes] = gzip.GzipFile(fileobj=prefixed, mode="rb")  # type: ignore[arg-type]
+        inner: Readable = gzip.GzipFile(fileobj=cast("IO[bytes]", prefixed), mode="rb")
         compressed = True
     elif head == ZSTD_MAGIC:
         inner, zstd_error = _zstd_reader(prefixed, what)
@@ -145,7 +149,7 @@ def open_layer_stream(layer: Layer, what: str) -> tuple[BoundedReader, Callable[
     elif head[:3] == b"BZh" or head[:4] == b"\xfd7zX":
         raise BadImageError(f"{what}: bzip2/xz-compressed layers are not supported")
     else:
-        inner = prefixed  # type: ignore[assignment]
+        inner = prefixed
         compressed = False
     return BoundedReader(inner, raw, what, layer.diff_id, compressed, errors), raw_handle.close
 
@@ -154,7 +158,7 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 ZSTD_MAX_WINDOW = 32 * 1024 * 1024  # what a zstd frame may make us hold; podman/skopeo use a few MiB
 
 
-def _zstd_reader(raw: _Prefixed, what: str) -> tuple[IO[bytes], type[Exception]]:
+def _zstd_reader(raw: _Prefixed, what: str) -> tuple[Readable, type[Exception]]:
     """An OCI `tar+zstd` layer (podman --compression-format zstd[:chunked]), streamed like gzip."""
     try:
         import zstandard  # only the audit, only for a zstd layer: see README "Dependencies"
@@ -162,7 +166,7 @@ def _zstd_reader(raw: _Prefixed, what: str) -> tuple[IO[bytes], type[Exception]]
         raise BadImageError(f"{what}: a zstd-compressed layer, and the zstandard module is not installed") from None
     decompressor = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
     # Several frames (zstd:chunked writes one per file group, plus skippable frames of metadata).
-    reader = decompressor.stream_reader(raw, read_size=CHUNK, read_across_frames=True, closefd=False)
+    reader = decompressor.stream_reader(cast("IO[bytes]", raw), read_size=CHUNK, read_across_frames=True, closefd=False)
     return reader, zstandard.ZstdError
 
 
@@ -218,7 +222,7 @@ class TarStream:
     GNU (long names, long links, sparse headers) and pax (path, linkpath, size).
     """
 
-    def __init__(self, stream: IO[bytes], what: str) -> None:
+    def __init__(self, stream: Readable, what: str) -> None:
         self.stream = stream
         self.what = what
         self.buf = b""

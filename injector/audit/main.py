@@ -12,6 +12,10 @@ from injector.audit.report import TargetReport, render
 from injector.audit.targets import Target, parse_target
 from injector.errors import StrongholdError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from injector.audit.detect import Detector  # imported for real only once the targets are valid
+
 FORMATS = ("text", "json", "sarif")
 
 
@@ -31,13 +35,13 @@ def audit(options: dict[str, object]) -> int:
     if wanted_platform.count("/") not in (1, 2):
         raise AuditUsageError(f"--platform {wanted_platform!r} is not OS/ARCH[/VARIANT]")
     # Usage errors in any TARGET stop the run before anything is read; a missing file is that target's own error.
-    targets: list[Target | NoInputError] = []
-    for given in options.get("targets") or []:  # type: ignore[union-attr]
+    targets: list[tuple[str, Target | NoInputError]] = []
+    given_targets = options.get("targets") or []
+    for given in given_targets if isinstance(given_targets, list) else []:
         try:
-            targets.append(parse_target(str(given)))
+            targets.append((str(given), parse_target(str(given))))
         except NoInputError as exc:
-            exc.given = str(given)  # type: ignore[attr-defined]
-            targets.append(exc)
+            targets.append((str(given), exc))
     if not targets:
         raise AuditUsageError("audit needs at least one TARGET")
     from injector.audit.detect import Detector
@@ -48,7 +52,7 @@ def audit(options: dict[str, object]) -> int:
     reports: list[TargetReport] = []
     worst = 0
     try:
-        for target in targets:
+        for given, target in targets:
             try:
                 if isinstance(target, NoInputError):
                     raise target
@@ -59,7 +63,6 @@ def audit(options: dict[str, object]) -> int:
                 progress.clear()
                 log.error(exc.message)
                 worst = max(worst, int(exc.exit_code))
-                given = getattr(target, "given", "")
                 reports.append(TargetReport(given, None, [], error=exc.message, exit_code=int(exc.exit_code)))
                 continue
             reports.extend(found)
@@ -81,7 +84,7 @@ def _audit_target(
     wanted_platform: str,
     tls_verify: bool,
     options: dict[str, object],
-    detector,  # type: ignore[no-untyped-def]
+    detector: Detector,
     progress: Progress,
 ) -> list[TargetReport]:
     """The reports of one target (an archive or index may hold several images); raises on the first error."""
@@ -95,7 +98,7 @@ def _audit_target(
     ]
 
 
-def _audit(target: Target, image: Image, detector, progress: Progress) -> TargetReport:  # type: ignore[no-untyped-def]
+def _audit(target: Target, image: Image, detector: Detector, progress: Progress) -> TargetReport:
     from injector.audit.scan import audit_image, safe_history_line
 
     findings = audit_image(image, detector, progress.update if progress.enabled else None)
@@ -116,8 +119,8 @@ def _images(
             target.host,
             target.repo,
             tls_verify=tls_verify,
-            creds=options.get("creds"),
-            progress=progress,  # type: ignore[arg-type]
+            creds=str(options["creds"]) if options.get("creds") else None,
+            progress=progress,
         )
         try:
             yield client.image(target.reference, wanted_platform)

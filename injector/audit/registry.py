@@ -18,7 +18,8 @@ import hashlib
 import ipaddress
 import json
 import re
-from typing import IO
+from collections.abc import Callable
+from typing import Any
 
 import requests
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
@@ -31,7 +32,15 @@ from injector.audit.errors import (
     RegistryRefusedError,
     RegistryUnavailableError,
 )
-from injector.audit.image import MANIFEST_ACCEPT, MAX_JSON, Image, check_digest, parse_json, resolve_manifest
+from injector.audit.image import (
+    MANIFEST_ACCEPT,
+    MAX_JSON,
+    ByteStream,
+    Image,
+    check_digest,
+    parse_json,
+    resolve_manifest,
+)
 from injector.audit.progress import Progress
 
 TIMEOUT = (10, 60)  # connect, read (per chunk): a stalled registry fails, a slow big layer does not
@@ -168,10 +177,10 @@ class RegistryClient:
         if answer.status_code != 200:
             raise RegistryUnavailableError(f"{self.host}: the token service answered {answer.status_code}")
         body = _bounded_json(answer, "the token answer")
-        token = body.get("token") or body.get("access_token")
-        if not isinstance(token, str) or not token:
+        bearer = body.get("token") or body.get("access_token")
+        if not isinstance(bearer, str) or not bearer:
             raise RegistryUnavailableError(f"{self.host}: the token service sent no token")
-        self.auth_header = f"Bearer {token}"
+        self.auth_header = f"Bearer {bearer}"
 
     @_retry()
     def _send(
@@ -183,7 +192,7 @@ class RegistryClient:
         stream: bool = False,
         allow_ssl_error: bool = False,
         with_auth: bool = True,
-        **kwargs: object,
+        **kwargs: Any,  # more of requests' own keyword arguments
     ) -> requests.Response:
         headers = dict(headers or {})
         if with_auth and self.auth_header:
@@ -203,9 +212,9 @@ class RegistryClient:
             raise _RetryableError(f"{self.host}: answered {response.status_code}")
         return response
 
-    def _get(self, url: str, **kwargs: object) -> requests.Response:
+    def _get(self, url: str, **kwargs: Any) -> requests.Response:
         try:
-            return self._send("GET", url, **kwargs)  # type: ignore[arg-type]
+            return self._send("GET", url, **kwargs)
         except _RetryableError as exc:
             raise RegistryUnavailableError(str(exc)) from None
 
@@ -238,8 +247,8 @@ class RegistryClient:
             raise BadImageError(f"{self.host}/{self.repo}: {what} does not match its digest {digest}")
         return data
 
-    def _open_layer(self, digest: str):  # type: ignore[no-untyped-def]
-        def opener() -> IO[bytes]:
+    def _open_layer(self, digest: str) -> Callable[[], ByteStream]:
+        def opener() -> ByteStream:
             response = self._get(f"{self.base}/v2/{self.repo}/blobs/{check_digest(digest, 'a layer')}", stream=True)
             self._check(response, f"layer {digest}")
             return _ResponseStream(response, self.host)

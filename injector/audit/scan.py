@@ -27,9 +27,10 @@ def audit_image(image: Image, detector: Detector, progress: Progress | None = No
 
 
 def _config_findings(image: Image, detector: Detector) -> list[Finding]:
-    config = image.config.get("config")
-    if not isinstance(config, dict):
-        config = image.config.get("container_config") if isinstance(image.config.get("container_config"), dict) else {}
+    found = image.config.get("config")
+    if not isinstance(found, dict):
+        found = image.config.get("container_config")
+    config: dict = found if isinstance(found, dict) else {}
     out: list[Finding] = []
     for entry in config.get("Env") or []:
         if isinstance(entry, str) and "=" in entry:
@@ -46,8 +47,8 @@ def _config_findings(image: Image, detector: Detector) -> list[Finding]:
         argv = config.get(field)
         if isinstance(argv, list):
             line = " ".join(str(a) for a in argv)
-            for rule, key, value_found in detector.scan_line(line, filename=""):
-                out.append(Finding.of(value_found, where="command", rule=rule, key=key or field))
+            for rule, found_key, value_found in detector.scan_line(line, filename=""):
+                out.append(Finding.of(value_found, where="command", rule=rule, key=found_key or field))
     return out
 
 
