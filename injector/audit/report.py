@@ -54,7 +54,7 @@ def _json_target(report: TargetReport) -> dict[str, object]:
         "clean": report.clean,
         "findings": [f.as_json() for f in report.findings],
     }
-    if report.error:  # not audited: never "clean", and why (SPEC's object has no field for it)
+    if report.error:  # not audited: never "clean", and why (the documented object has no field for it)
         entry["error"] = report.error
     return entry
 
