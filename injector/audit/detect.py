@@ -145,7 +145,7 @@ BASIC_AUTH_URL = rb"://[^\s/@:]{1,64}:[^\s/@]{1,128}@"
 FORMAT_TRIGGERS = (  # (trigger, what its line must also hold)
     (rb"A(?:KIA|SIA|BIA|CCA|3T|ccountKey=)", TOKEN_RUN),  # AWS, Azure storage
     (rb"://", BASIC_AUTH_URL),  # most URL lines hold no credential: only user:password@ goes on
-    (rb"g(?:h[pousr]_|ithub_pat_|l(?:pat|dt|ft|soat|rt|cbt|imt|ptt|agent)-)", TOKEN_RUN),  # GitHub, GitLab
+    (rb"g(?:h[pousr]_|ithub_pat_|l(?:pat|dt|ft|soat|rt|cbt|imt|ptt|agent|oas)-)", TOKEN_RUN),  # GitHub, GitLab
     (rb"GR1348941", TOKEN_RUN),  # GitLab runner registration
     (rb"eyJ", TOKEN_RUN),  # JWT
     (rb"npm_", TOKEN_RUN),
@@ -203,6 +203,43 @@ PLUGINS = (  # the detect-secrets plugins used; the rest guess from entropy alon
 )
 
 
+# Per plugin, literals of which every one of its patterns (detect-secrets 1.5) holds at least one:
+# a line with none of them cannot match, and the plugin's regexes are not run on it.  (literal,
+# case-insensitive?)  Plugins not listed always run.
+PLUGIN_NEEDS: dict[str, tuple[tuple[str, bool], ...]] = {
+    "AWSKeyDetector": (("A3T", False), ("ABIA", False), ("ACCA", False), ("AKIA", False), ("ASIA", False),
+                       ("aws", True)),
+    "AzureStorageKeyDetector": (("AccountKey=", False),),
+    "BasicAuthDetector": (("://", False),),
+    "GitHubTokenDetector": (("ghp_", False), ("gho_", False), ("ghu_", False), ("ghs_", False), ("ghr_", False)),
+    "GitLabTokenDetector": (("gl", False), ("GR1348941", False)),  # every gl...- prefix, present and future
+    "JwtTokenDetector": (("eyJ", False),),
+    "MailchimpDetector": (("-us", False),),
+    "NpmDetector": (("_authToken", False),),
+    "OpenAIDetector": (("T3BlbkFJ", False),),
+    "PypiTokenDetector": (("pypi-", False),),
+    "SendGridDetector": (("SG.", False),),
+    "SlackDetector": (("xox", True), ("hooks.slack.com", True)),
+    "SquareOAuthDetector": (("sq0csp-", False),),
+    "StripeDetector": (("k_live_", False),),
+    "TwilioKeyDetector": (("AC", False), ("SK", False)),
+}  # fmt: skip
+# KeywordDetector's word list (its DENYLIST) and the literals each of its words holds.
+KEYWORD_DENYLIST = (
+    "api_?key", "auth_?key", "service_?key", "account_?key", "db_?key", "database_?key", "priv_?key",
+    "private_?key", "client_?key", "db_?pass", "database_?pass", "key_?pass", "password", "passwd", "pwd",
+    "secret", "contraseña", "contrasena",
+)  # fmt: skip
+KEYWORD_NEEDS = (("key", True), ("pass", True), ("pwd", True), ("secret", True), ("contrase", True))
+
+
+def _may_match(plugin: str, line: str, lower: str, keyword_gate: bool) -> bool:
+    needs = PLUGIN_NEEDS.get(plugin, ())
+    if plugin == "KeywordDetector" and keyword_gate:
+        needs = KEYWORD_NEEDS
+    return not needs or any(literal in (lower if folded else line) for literal, folded in needs)
+
+
 class Detector:
     """The one entry point to detection.  `strict` makes placeholders findings."""
 
@@ -216,6 +253,13 @@ class Detector:
 
         classes: dict[str, type] = {cls.__name__: cls for cls in get_mapping_from_secret_type_to_class().values()}
         return [(name, classes[name]()) for name in PLUGINS if name in classes]
+
+    @cached_property
+    def _keyword_gate(self) -> bool:
+        """Gate KeywordDetector on KEYWORD_NEEDS only while its word list is the one they were read from."""
+        from detect_secrets.plugins import keyword
+
+        return tuple(keyword.DENYLIST) == KEYWORD_DENYLIST
 
     @cached_property
     def _keyword_regexes(self):  # type: ignore[no-untyped-def]
@@ -254,7 +298,10 @@ class Detector:
             if value not in seen and self._counts(value) and not is_checksum_or_id(value):
                 seen.add(value)
                 yield "authorization-header", "Authorization", value
+        lower = line.lower()
         for name, plugin in self._plugins:
+            if not _may_match(name, line, lower, self._keyword_gate):
+                continue  # a literal every one of the plugin's patterns needs is absent: skip its regexes
             if name == "KeywordDetector":
                 module = self._keyword_regexes
                 regexes = module.REGEX_BY_FILETYPE.get(
