@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import os
 import re
 import shutil
 import socket
@@ -24,7 +25,7 @@ import pytest
 from audit_builder import all_forms
 from test_audit import DIRTY, DIRTY_FINDINGS, assert_no_value, audit, findings_of
 
-from conftest import wait_for_log
+from conftest import wait_for, wait_for_log
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("docker-registry") and shutil.which("skopeo")), reason="needs docker-registry and skopeo"
@@ -100,7 +101,6 @@ def registries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, o
 
 
 def env_with(tmp_path: Path, **extra: str) -> dict[str, str]:
-    import os
 
     env = {
         k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "REGISTRY_AUTH_FILE")
@@ -180,9 +180,17 @@ esac
 """
 
 
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie (killed; its parent has not reaped it yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+
+
 def _helper_home(tmp_path: Path, name: str, script: str, config: dict) -> dict[str, str]:
     """HOME with ~/.docker/config.json, and PATH with a real docker-credential-NAME executable first."""
-    import os
 
     bindir = tmp_path / "bin"
     bindir.mkdir(parents=True, exist_ok=True)
@@ -228,6 +236,13 @@ def test_credential_helper_failures_exit_77_without_its_output(registries: dict,
     result = audit("--tls-verify=false", target, env=_helper_home(tmp_path / "c", "fake", flood, config))
     assert result.returncode == 77 and "more than" in result.stderr, result.stderr
     assert "stronghold-audit-flood" not in result.stderr + result.stdout
+    # A helper that never answers (and keeps a child holding its stdout) is killed with its child at the deadline.
+    hang = '#!/bin/sh\necho $$ > "$HOME/pid"\nsleep 1000 &\necho $! > "$HOME/child"\nwait\n'
+    result = audit("--tls-verify=false", target, env=_helper_home(tmp_path / "e", "fake", hang, config))
+    assert result.returncode == 77 and "did not answer within" in result.stderr, result.stderr
+    for name in ("pid", "child"):
+        pid = int((tmp_path / "e" / name).read_text())
+        wait_for(lambda pid=pid: _dead(pid), what=f"the helper's {name} to be killed")  # its child: init reaps it
     # Named but not installed.
     result = audit("--tls-verify=false", target, env=_helper_home(tmp_path / "d", "other", "", config))
     assert result.returncode == 77 and "docker-credential-fake" in result.stderr and "PATH" in result.stderr

@@ -13,11 +13,13 @@ secret.  "credentials not found" from a helper means: go on anonymously.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
 import selectors
 import shutil
+import signal
 import subprocess
 import time
 
@@ -107,9 +109,7 @@ def run_helper(name: str, host: str, path: str) -> Credentials | None:
     try:
         output, problem = _bounded_output(process, host.encode())
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+        _end_group(process)
     if problem:
         raise RegistryRefusedError(f"{host}: credential helper {program} {problem}")
     if process.returncode != 0:
@@ -128,6 +128,17 @@ def run_helper(name: str, host: str, path: str) -> Credentials | None:
     if user == "<token>":  # an identity token for an OAuth refresh flow, not a password
         raise RegistryRefusedError(f"{host}: credential helper {program} holds an identity token; not supported")
     return user, secret
+
+
+def _end_group(process: subprocess.Popen[bytes]) -> None:
+    """A helper still running (past the deadline or the output bound): kill its group, then reap it."""
+    if process.returncode is None:  # not reaped yet, so its pid (and group id) is still its own
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # start_new_session made it a group leader: its children too
+        process.wait()
+    for stream in (process.stdin, process.stdout):
+        if stream is not None:
+            stream.close()
 
 
 def _bounded_output(process: subprocess.Popen[bytes], request: bytes) -> tuple[bytes, str]:
