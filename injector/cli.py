@@ -18,7 +18,7 @@ from injector import __version__
 from injector.config import parse_on_rotate, parse_remap_exit, parse_rewrite_signal
 from injector.errors import ConfigError, ExitCode, StrongholdError, UsageError
 from injector.log import LEVELS, log
-from injector.options import COMMON, LOGGING, OPTIONS, REFRESH, RUN
+from injector.options import COMMON, DEV_PROXY_LISTEN, DEV_PROXY_TTL, LOGGING, OPTIONS, REFRESH, RUN
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -240,9 +240,9 @@ def _dev_proxy_options(dev: argparse.ArgumentParser) -> None:
     dev.add_argument("--secrets", required=True, metavar="FILE", help="dotenv file of secret/path=value lines")
     dev.add_argument(
         "--listen",
-        default="127.0.0.1:8787",
+        default=DEV_PROXY_LISTEN,
         metavar="HOST:PORT",
-        help="loopback address (port 0 picks a free one; default 127.0.0.1:8787)",
+        help=f"loopback address (port 0 picks a free one; default {DEV_PROXY_LISTEN})",
     )
     dev.add_argument(
         "--token",
@@ -256,9 +256,9 @@ def _dev_proxy_options(dev: argparse.ArgumentParser) -> None:
     dev.add_argument(
         "--ttl",
         type=_positive_int,
-        default=300,
+        default=DEV_PROXY_TTL,
         metavar="SECONDS",
-        help="most seconds a credential lives (default 300)",
+        help=f"most seconds a credential lives (default {DEV_PROXY_TTL})",
     )
     dev.add_argument(
         "--rotate",
