@@ -276,62 +276,76 @@ class TarStream:
         """Each member with a reader of its content (regular files only); must be consumed in order."""
         pax_global: dict[str, str] = {}
         pending: dict[str, str] = {}  # from GNU L/K and pax x headers, for the next member
-        while True:
-            if not self._fill(BLOCK):
-                if self._available():
-                    raise BadImageError(f"{self.what}: corrupt tar (truncated header)")
-                return  # no end-of-archive blocks: accepted, as tar and Go's archive/tar do
-            header = self.buf[self.pos : self.pos + BLOCK]
-            self.pos += BLOCK
-            if header == ZERO_BLOCK:
-                return  # end of archive; the caller drains (and verifies) the rest
-            _check_sum(header, self.what)
+        while (header := self._next_header()) is not None:
             kind = header[156:157]
             size = _number(header[124:136], self.what)
-            if kind in (b"L", b"K", b"x", b"g"):
-                if size > MAX_EXTENDED_HEADER:
-                    raise BadImageError(f"{self.what}: corrupt tar (a {size}-byte extended header)")
-                data = self.take(size)
-                self.skip(-size % BLOCK)
-                if kind == b"L":
-                    pending["path"] = _nts(data)
-                elif kind == b"K":
-                    pending["linkpath"] = _nts(data)
-                else:
-                    (pax_global if kind == b"g" else pending).update(_pax_records(data, self.what))
+            if kind in EXTENDED_TYPES:
+                self._extended(kind, size, pax_global if kind == b"g" else pending)
                 continue
-            sparse = kind == b"S"
-            if sparse and header[482]:
-                while True:  # old GNU sparse: extension blocks precede the data
-                    extension = self.take(BLOCK)
-                    if not extension[504]:
-                        break
+            if kind == b"S" and header[482]:
+                self._skip_sparse_extensions()
             fields = {**pax_global, **pending} if pending or pax_global else NO_FIELDS
             pending = {}
-            if "path" in fields:
-                name = fields["path"]
-            else:
-                name = _nts(header[0:100])
-                if header[257:265] == POSIX_MAGIC and header[345]:
-                    name = _nts(header[345:500]) + "/" + name
-            if "size" in fields:
-                try:
-                    size = int(fields["size"])
-                except ValueError:
-                    raise BadImageError(f"{self.what}: corrupt tar (pax size {fields['size'][:20]!r})") from None
-            sparse = sparse or (fields is not NO_FIELDS and any(key.startswith("GNU.sparse.") for key in fields))
-            if kind == b"\0" and name.endswith("/"):
-                kind = DIRTYPE
-            content_size = 0 if kind in HEADER_ONLY_TYPES else size
-            member = Member(normalise(name, self.what), kind, content_size)
+            member, sparse = self._member(header, kind, size, fields)
             reader = None
-            if kind in REGULAR_TYPES and content_size > 0 and not sparse:
-                reader = MemberReader(self, content_size)
+            if member.type in REGULAR_TYPES and member.size > 0 and not sparse:
+                reader = MemberReader(self, member.size)
             yield member, reader
-            left = reader.left if reader is not None else content_size
-            self.skip(left + (-content_size % BLOCK))
+            left = reader.left if reader is not None else member.size
+            self.skip(left + (-member.size % BLOCK))
+
+    def _next_header(self) -> bytes | None:
+        """The next header block, checked; None at the end of the archive."""
+        if not self._fill(BLOCK):
+            if self._available():
+                raise BadImageError(f"{self.what}: corrupt tar (truncated header)")
+            return None  # no end-of-archive blocks: accepted, as tar and Go's archive/tar do
+        header = self.buf[self.pos : self.pos + BLOCK]
+        self.pos += BLOCK
+        if header == ZERO_BLOCK:
+            return None  # end of archive; the caller drains (and verifies) the rest
+        _check_sum(header, self.what)
+        return header
+
+    def _extended(self, kind: bytes, size: int, into: dict[str, str]) -> None:
+        """A GNU long name (L) or link (K), or pax records (x: next member, g: all that follow)."""
+        if size > MAX_EXTENDED_HEADER:
+            raise BadImageError(f"{self.what}: corrupt tar (a {size}-byte extended header)")
+        data = self.take(size)
+        self.skip(-size % BLOCK)
+        if kind == b"L":
+            into["path"] = _nts(data)
+        elif kind == b"K":
+            into["linkpath"] = _nts(data)
+        else:
+            into.update(_pax_records(data, self.what))
+
+    def _skip_sparse_extensions(self) -> None:
+        while True:  # old GNU sparse: extension blocks precede the data
+            if not self.take(BLOCK)[504]:
+                return
+
+    def _member(self, header: bytes, kind: bytes, size: int, fields: dict[str, str]) -> tuple[Member, bool]:
+        """-> (the member, whether it is sparse), its name and size from pax/GNU fields when given."""
+        if "path" in fields:
+            name = fields["path"]
+        else:
+            name = _nts(header[0:100])
+            if header[257:265] == POSIX_MAGIC and header[345]:
+                name = _nts(header[345:500]) + "/" + name
+        if "size" in fields:
+            try:
+                size = int(fields["size"])
+            except ValueError:
+                raise BadImageError(f"{self.what}: corrupt tar (pax size {fields['size'][:20]!r})") from None
+        sparse = kind == b"S" or (fields is not NO_FIELDS and any(key.startswith("GNU.sparse.") for key in fields))
+        if kind == b"\0" and name.endswith("/"):
+            kind = DIRTYPE
+        content_size = 0 if kind in HEADER_ONLY_TYPES else size
+        return Member(normalise(name, self.what), kind, content_size), sparse
 
 
+EXTENDED_TYPES = (b"L", b"K", b"x", b"g")
 MAX_EXTENDED_HEADER = 1024 * 1024
 ZERO_BLOCK = bytes(BLOCK)
 NO_FIELDS: dict[str, str] = {}  # never written to: shared by every member without extended headers

@@ -34,9 +34,40 @@ def audit(options: dict[str, object]) -> int:
     wanted_platform = str(options.get("platform") or machine_platform())
     if wanted_platform.count("/") not in (1, 2):
         raise AuditUsageError(f"--platform {wanted_platform!r} is not OS/ARCH[/VARIANT]")
-    # Usage errors in any TARGET stop the run before anything is read; a missing file is that target's own error.
+    targets = _parse_targets(options.get("targets"))
+    from injector.audit.detect import Detector
+    from injector.log import log
+
+    detector = Detector(strict=bool(options.get("strict")))
+    progress = Progress.for_stderr()
+    reports: list[TargetReport] = []
+    try:
+        for given, target in targets:
+            try:
+                if isinstance(target, NoInputError):
+                    raise target
+                reports += _audit_target(target, wanted_platform, tls_verify, options, detector, progress)
+            except AuditUsageError:
+                raise
+            except StrongholdError as exc:
+                progress.clear()
+                log.error(exc.message)
+                reports.append(TargetReport(given, None, [], error=exc.message, exit_code=int(exc.exit_code)))
+    finally:
+        progress.clear()
+    worst = max((r.exit_code if r.error else 0 if r.clean else FINDINGS for r in reports), default=0)
+    if reports and all(r.error for r in reports):
+        return worst  # nothing was read: the error lines on stderr are the whole answer
+    # UTF-8 whatever the locale: a redacted value ends in "…(N)", and an ASCII-only stdout must not crash it
+    sys.stdout.flush()
+    sys.stdout.buffer.write((render(reports, fmt) + "\n").encode("utf-8"))
+    sys.stdout.buffer.flush()
+    return worst
+
+
+def _parse_targets(given_targets: object) -> list[tuple[str, Target | NoInputError]]:
+    """Usage errors in any TARGET stop the run before anything is read; a missing file is that target's own."""
     targets: list[tuple[str, Target | NoInputError]] = []
-    given_targets = options.get("targets") or []
     for given in given_targets if isinstance(given_targets, list) else []:
         try:
             targets.append((str(given), parse_target(str(given))))
@@ -44,39 +75,7 @@ def audit(options: dict[str, object]) -> int:
             targets.append((str(given), exc))
     if not targets:
         raise AuditUsageError("audit needs at least one TARGET")
-    from injector.audit.detect import Detector
-    from injector.log import log
-
-    detector = Detector(strict=bool(options.get("strict")))
-    progress = Progress.for_stderr()
-    reports: list[TargetReport] = []
-    worst = 0
-    try:
-        for given, target in targets:
-            try:
-                if isinstance(target, NoInputError):
-                    raise target
-                found = _audit_target(target, wanted_platform, tls_verify, options, detector, progress)
-            except AuditUsageError:
-                raise
-            except StrongholdError as exc:
-                progress.clear()
-                log.error(exc.message)
-                worst = max(worst, int(exc.exit_code))
-                reports.append(TargetReport(given, None, [], error=exc.message, exit_code=int(exc.exit_code)))
-                continue
-            reports.extend(found)
-            if any(not r.clean for r in found):
-                worst = max(worst, FINDINGS)
-    finally:
-        progress.clear()
-    if all(r.error for r in reports):
-        return worst  # nothing was read: the error lines on stderr are the whole answer
-    # UTF-8 whatever the locale: a redacted value ends in "…(N)", and an ASCII-only stdout must not crash it
-    sys.stdout.flush()
-    sys.stdout.buffer.write((render(reports, fmt) + "\n").encode("utf-8"))
-    sys.stdout.buffer.flush()
-    return worst
+    return targets
 
 
 def _audit_target(
