@@ -274,7 +274,8 @@ def _audit_parser(subparsers: Subparsers) -> None:
     audit = _subcommand(
         subparsers,
         "audit",
-        epilog="exit codes: 0 clean; 1 findings; 64 usage; 65 malformed archive; 66 missing target; "
+        epilog="every target is audited, even after one fails; the most severe exit code wins. "
+        "exit codes: 0 clean; 1 findings; 64 usage; 65 malformed archive; 66 missing target; "
         "69 registry unreachable; 77 registry refused the credentials",
     )
     audit.add_argument(
