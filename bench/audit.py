@@ -128,7 +128,7 @@ def _layer_paths(layout: Path) -> list[Path]:
     return [layout / "blobs/sha256" / layer["digest"].removeprefix("sha256:") for layer in manifest["layers"]]
 
 
-def _timed(argv: list[str]) -> tuple[float, float]:
+def _timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
     """-> (seconds, peak RSS MiB) of one process, measured with wait4."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
@@ -136,7 +136,7 @@ def _timed(argv: list[str]) -> tuple[float, float]:
         pid = os.posix_spawn(
             argv[0],
             argv,
-            os.environ,
+            env if env is not None else os.environ,
             file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 1), (os.POSIX_SPAWN_DUP2, devnull, 2)],
         )
     finally:
@@ -149,7 +149,14 @@ def _timed(argv: list[str]) -> tuple[float, float]:
     return elapsed, usage.ru_maxrss / 1024
 
 
-def measure_throughput(quick: bool) -> dict[str, object]:
+def _before_argv(before: Path, layout: Path) -> tuple[list[str], dict[str, str]]:
+    """An older checkout's `injector/` (e.g. `git archive <commit> injector | tar -x -C DIR`), same venv."""
+    # -P: not the current directory first on sys.path (it may be this checkout); PYTHONPATH picks the old one
+    argv = [sys.executable, "-P", "-c", "import sys; from injector.cli import main; sys.exit(main())"]
+    return [*argv, "audit", "--format", "json", f"oci:{layout}"], {**os.environ, "PYTHONPATH": str(before)}
+
+
+def measure_throughput(quick: bool, before: Path | None = None) -> dict[str, object]:
     size = 8 * 1024 * 1024 if quick else 500 * 1024 * 1024
     with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
         # Built in a child process: a child's peak RSS starts at its parent's (fork and vfork alike
@@ -158,7 +165,7 @@ def measure_throughput(quick: bool) -> dict[str, object]:
         subprocess.run([sys.executable, __file__, "--build", tmp, str(size)], check=True)
         layers = _layer_paths(layout)
         total = sum(p.stat().st_size for p in layers)
-        reads, audits, rss = [], [], []
+        reads, audits, rss, befores = [], [], [], []
         for _ in range(1 if quick else 3):
             start = time.perf_counter()
             for path in layers:
@@ -167,7 +174,17 @@ def measure_throughput(quick: bool) -> dict[str, object]:
             seconds, peak = _timed([stronghold(), "audit", "--format", "json", f"oci:{layout}"])
             audits.append(seconds)
             rss.append(peak)
+            if before is not None:
+                befores.append(_timed(*_before_argv(before, layout)))
+    if befores:
+        before_figures = {
+            "before_s": statistics.median(s for s, _ in befores),
+            "before_rss_mib": max(r for _, r in befores),
+        }
+    else:
+        before_figures = {}
     return {
+        **before_figures,
         "bytes": total,
         "layers": len(layers),
         "tar_s": statistics.median(reads),
@@ -254,9 +271,9 @@ def measure_recall() -> list[dict[str, object]]:
     return rows
 
 
-def report(quick: bool) -> list[str]:
+def report(quick: bool, before: Path | None = None, before_name: str = "") -> list[str]:
     lines = ["## Image audit: throughput, memory, recall", ""]
-    t = measure_throughput(quick)
+    t = measure_throughput(quick, before)
     ratio = t["tar_s"] / t["audit_s"]  # type: ignore[operator]
     lines.append(
         f"A {t['bytes'] / 1e6:.0f} MB uncompressed OCI layout in {t['layers']} layers "
@@ -271,7 +288,18 @@ def report(quick: bool) -> list[str]:
         f"(min {t['audit_min']:.2f}, max {t['audit_max']:.2f}) "
         f"| {t['bytes'] / 1e6 / t['audit_s']:.0f} | {t['peak_rss_mib']:.1f} |"
     )
+    if "before_s" in t:
+        lines.append(
+            f"| the same audit before the throughput work ({before_name}) | {t['before_s']:.2f} "
+            f"| {t['bytes'] / 1e6 / t['before_s']:.0f} | {t['before_rss_mib']:.1f} |"
+        )
     lines.append("")
+    if "before_s" in t:
+        lines.append(
+            f"Before: **{t['tar_s'] / t['before_s']:.2f}x** of `tar`; now {t['before_s'] / t['audit_s']:.1f} times "
+            "faster (the runs alternate, medians of 3)."
+        )
+        lines.append("")
     lines.append(
         f"Audit speed as a fraction of just reading the layers: **{ratio:.2f}x** (goal >= 0.5x: "
         f"{'met' if ratio >= 0.5 else 'NOT met'}). Peak RSS **{t['peak_rss_mib']:.1f} MiB** (goal < 100 MiB: "
@@ -297,4 +325,10 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--build"]:
         throughput_image(int(sys.argv[3]), Path(sys.argv[2]))
     else:
-        print("\n".join(report("--quick" in sys.argv)))
+        # --before DIR [NAME]: also time an older checkout's injector/ in the same runs (DIR holds injector/)
+        before_dir, before_name = None, ""
+        if "--before" in sys.argv:
+            at = sys.argv.index("--before")
+            before_dir = Path(sys.argv[at + 1]).resolve()
+            before_name = sys.argv[at + 2] if len(sys.argv) > at + 2 and not sys.argv[at + 2].startswith("-") else ""
+        print("\n".join(report("--quick" in sys.argv, before_dir, before_name or str(before_dir))))

@@ -15,9 +15,10 @@ import sys
 from collections.abc import Sequence
 
 from injector import __version__
-from injector.config import ON_EXPIRY, parse_on_rotate, parse_remap_exit, parse_rewrite_signal
+from injector.config import parse_on_rotate, parse_remap_exit, parse_rewrite_signal
 from injector.errors import ConfigError, ExitCode, StrongholdError, UsageError
-from injector.log import LEVELS, LOG_FORMATS, log
+from injector.log import LEVELS, log
+from injector.options import COMMON, DEV_PROXY_LISTEN, DEV_PROXY_TTL, LOGGING, OPTIONS, REFRESH, RUN
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -123,89 +124,50 @@ def _remap_exit(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _add_options(
+    parser: argparse.ArgumentParser, scope: str, groups: dict[str, argparse._ArgumentGroup], only: str | None = None
+) -> None:
+    """The table's options of `scope` (injector/options.py), each in its help group (only group `only`)."""
+    parse_as = {
+        "seconds": _seconds,
+        "on_rotate": _on_rotate,
+        "rewrite_signal": _rewrite_signal,
+        "remap_exit": _remap_exit,
+    }
+    for option in OPTIONS:
+        if option.flag is None or option.scope != scope or (only is not None and option.group != only):
+            continue
+        if option.group not in groups:
+            groups[option.group] = parser.add_argument_group(option.group)
+        arguments: dict[str, Any] = {"help": option.help_text()}
+        if option.kind == "switch":
+            arguments["action"] = "store_true"
+        elif option.kind == "choice":
+            arguments["choices"] = option.choices
+        else:
+            arguments["metavar"] = option.metavar
+            if option.kind in parse_as:
+                arguments["type"] = parse_as[option.kind]
+            if option.kind in ("append", "rewrite_signal", "remap_exit"):
+                arguments["action"] = "append"
+        groups[option.group].add_argument(option.flag, **arguments)
+
+
 def _common_options() -> argparse.ArgumentParser:
     """Options every credential-fetching mode takes.  SUPPRESS keeps a
     subcommand's defaults from overwriting values parsed before it."""
     common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
-    group = common.add_argument_group("proxy and authentication")
-    group.add_argument("--proxy", metavar="URL", help="credential proxy base URL [STRONGHOLD_PROXY_URL]")
-    group.add_argument(
-        "--bootstrap-token-file",
-        metavar="PATH",
-        help="file holding the bootstrap token [STRONGHOLD_BOOTSTRAP_TOKEN_FILE]",
-    )
-    group.add_argument(
-        "--remove-bootstrap-token-file",
-        action="store_true",
-        help="delete the bootstrap token file once read (a one-time token; kept in memory for re-login)",
-    )
-    group.add_argument(
-        "--auth",
-        choices=("bootstrap_token", "kubernetes"),
-        help="login method [STRONGHOLD_AUTH] (default bootstrap_token)",
-    )
-    group.add_argument("--role", metavar="NAME", help="role sent with kubernetes login [STRONGHOLD_ROLE]")
-    group.add_argument(
-        "--ca-bundle", metavar="PATH", help="CA certificates for TLS to the proxy [STRONGHOLD_CA_BUNDLE]"
-    )
-    group.add_argument(
-        "--client-cert", metavar="PATH", help="client certificate for mutual TLS [STRONGHOLD_CLIENT_CERT]"
-    )
-    group.add_argument("--client-key", metavar="PATH", help="its private key [STRONGHOLD_CLIENT_KEY]")
-    group.add_argument("--insecure-http", action="store_true", help="allow plain http:// to a non-loopback proxy")
-    group.add_argument(
-        "--startup-timeout",
-        type=_seconds,
-        metavar="SECONDS",
-        help="how long start-up retries transient failures (default 30)",
-    )
-    group = common.add_argument_group("OpenBao / Vault (see README; settings are STRONGHOLD_VAULT_* variables)")
-    group.add_argument(
-        "--vault-poll",
-        metavar="DURATION",
-        help="re-read static values (KV) this often [STRONGHOLD_VAULT_POLL] (default 5m)",
-    )
-    group.add_argument(
-        "--vault-remove-secret-id-file",
-        action="store_true",
-        help="delete the AppRole secret id file once read [STRONGHOLD_VAULT_REMOVE_SECRET_ID_FILE]",
-    )
-    group = common.add_argument_group("delivery")
-    group.add_argument(
-        "--user", metavar="USER[:GROUP]", help="run the command as this user; files are owned by it [STRONGHOLD_USER]"
-    )
-    group.add_argument(
-        "--dir", metavar="PATH", help="where _FILE tokens are written [STRONGHOLD_DIR] (default /run/stronghold)"
-    )
-    group.add_argument("--allow-disk", action="store_true", help="allow a --dir that is not on tmpfs or ramfs")
-    group.add_argument(
-        "--file-group",
-        metavar="GROUP",
-        help="make token files 0440 and --dir 0750 for this group (e.g. an app container's) [STRONGHOLD_FILE_GROUP]",
-    )
-    group.add_argument(
-        "--env-file", action="append", metavar="PATH", help="load a dotenv file first (repeatable; set variables win)"
-    )
-    _logging_options(common)
+    _add_options(common, COMMON, {})
     return common
+
+
+def _refresh_options(parser: argparse.ArgumentParser) -> None:
+    _add_options(parser, REFRESH, {})
 
 
 def _logging_options(parser: argparse.ArgumentParser) -> None:
     """Taken before or after any subcommand (`check --log-level debug` works as well)."""
-    group = parser.add_argument_group("logging")
-    group.add_argument(
-        "--log-format", choices=LOG_FORMATS, help="log lines on stderr [STRONGHOLD_LOG_FORMAT] (default text)"
-    )
-    group.add_argument("--log-level", choices=tuple(LEVELS), help="[STRONGHOLD_LOG_LEVEL] (default info)")
-
-
-def _refresh_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("refresh")
-    group.add_argument(
-        "--on-expiry",
-        choices=ON_EXPIRY,
-        help="when a token expires unrefreshed: keep trying, or exit 69 (default keep)",
-    )
+    _add_options(parser, COMMON, {}, only=LOGGING)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,49 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("--version", action="version", version=f"stronghold-init {__version__}")
-    group = parser.add_argument_group("running the command")
-    group.add_argument(
-        "--no-refresh",
-        action="store_true",
-        help="fetch once and exec the command (nothing stays running; as PID 1 it stays as the parent)",
-    )
-    group.add_argument(
-        "--on-rotate",
-        type=_on_rotate,
-        metavar="restart|signal:SIG|none",
-        help="what a rotation does to the command (default restart with env references, else none)",
-    )
-    group.add_argument(
-        "--mask-output",
-        action="store_true",
-        help="replace token values in the command's stdout/stderr with <redacted:NAME> (costs a copy of its output)",
-    )
-    group.add_argument(
-        "--grace",
-        type=_seconds,
-        metavar="SECONDS",
-        help="SIGTERM-to-SIGKILL wait when restarting or stopping, also after a SIGTERM to us (default 10)",
-    )
-    group.add_argument(
-        "--signal-group",
-        action="store_true",
-        help="forward signals to the command's whole process group, and SIGTERM the rest of it when "
-        "the command exits (dumb-init's setsid mode)",
-    )
-    group.add_argument(
-        "--rewrite-signal",
-        action="append",
-        type=_rewrite_signal,
-        metavar="FROM:TO",
-        help="forward signal FROM as TO, e.g. TERM:QUIT for a graceful nginx stop; TO 0 drops it (repeatable)",
-    )
-    group.add_argument(
-        "--remap-exit",
-        action="append",
-        type=_remap_exit,
-        metavar="CODE:CODE",
-        help="exit with the second code when the command exits with the first, e.g. 143:0 (repeatable)",
-    )
+    _add_options(parser, RUN, {})
     _refresh_options(parser)
 
     subparsers = parser.add_subparsers(dest="mode", metavar="{" + ",".join(SUBCOMMAND_SUMMARIES) + "}")
@@ -320,9 +240,9 @@ def _dev_proxy_options(dev: argparse.ArgumentParser) -> None:
     dev.add_argument("--secrets", required=True, metavar="FILE", help="dotenv file of secret/path=value lines")
     dev.add_argument(
         "--listen",
-        default="127.0.0.1:8787",
+        default=DEV_PROXY_LISTEN,
         metavar="HOST:PORT",
-        help="loopback address (port 0 picks a free one; default 127.0.0.1:8787)",
+        help=f"loopback address (port 0 picks a free one; default {DEV_PROXY_LISTEN})",
     )
     dev.add_argument(
         "--token",
@@ -336,9 +256,9 @@ def _dev_proxy_options(dev: argparse.ArgumentParser) -> None:
     dev.add_argument(
         "--ttl",
         type=_positive_int,
-        default=300,
+        default=DEV_PROXY_TTL,
         metavar="SECONDS",
-        help="most seconds a credential lives (default 300)",
+        help=f"most seconds a credential lives (default {DEV_PROXY_TTL})",
     )
     dev.add_argument(
         "--rotate",
@@ -354,7 +274,8 @@ def _audit_parser(subparsers: Subparsers) -> None:
     audit = _subcommand(
         subparsers,
         "audit",
-        epilog="exit codes: 0 clean; 1 findings; 64 usage; 65 malformed archive; 66 missing target; "
+        epilog="every target is audited, even after one fails; the most severe exit code wins. "
+        "exit codes: 0 clean; 1 findings; 64 usage; 65 malformed archive; 66 missing target; "
         "69 registry unreachable; 77 registry refused the credentials",
     )
     audit.add_argument(

@@ -12,14 +12,16 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from urllib.parse import urlsplit
 
 from injector.errors import ConfigError
-from injector.log import LEVELS, LOG_FORMATS
-
-DEFAULT_DIR = "/run/stronghold"
-DEFAULT_K8S_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-AUTH_METHODS = ("bootstrap_token", "kubernetes")
-VAULT_AUTH_METHODS = ("token", "approle", "jwt")
-DEFAULT_VAULT_POLL = 300.0  # README: OpenBao and Vault: static values are re-read every 5 minutes
-ON_EXPIRY = ("keep", "exit")
+from injector.options import (
+    BY_DEST,
+    DEFAULT_DIR,
+    DEFAULT_GRACE,
+    DEFAULT_K8S_TOKEN_FILE,
+    DEFAULT_STARTUP_TIMEOUT,
+    DEFAULT_VAULT_POLL,
+    ENV_TWINS,
+    VAULT_AUTH_METHODS,
+)
 
 
 class RotateAction(namedtuple("RotateAction", "kind signal", defaults=(0,))):
@@ -128,7 +130,7 @@ class Settings:
     file_group: str | None = None
     log_format: str = "text"
     log_level: str = "info"
-    startup_timeout: float = 30.0
+    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
     insecure_http: bool = False
     allow_disk: bool = False
     remove_bootstrap_token_file: bool = False
@@ -136,7 +138,7 @@ class Settings:
     no_refresh: bool = False
     on_rotate: RotateAction | None = None  # None: the default that follows from the references
     on_expiry: str = "keep"
-    grace: float = 10.0
+    grace: float = DEFAULT_GRACE
     signal_group: bool = False  # forward to the command's whole process group (dumb-init's setsid mode)
     rewrite_signals: tuple[tuple[int, int], ...] = ()  # (received, sent instead; 0 drops it)
     remap_exit: tuple[tuple[int, int], ...] = ()  # (command's exit code, ours instead)
@@ -167,21 +169,8 @@ class Settings:
         return self.origins.get(setting, default)
 
 
-# flag attribute -> environment variable twin (README: Configuration)
-ENV_TWINS = {
-    "proxy": "STRONGHOLD_PROXY_URL",
-    "bootstrap_token_file": "STRONGHOLD_BOOTSTRAP_TOKEN_FILE",
-    "auth": "STRONGHOLD_AUTH",
-    "role": "STRONGHOLD_ROLE",
-    "dir": "STRONGHOLD_DIR",
-    "ca_bundle": "STRONGHOLD_CA_BUNDLE",
-    "client_cert": "STRONGHOLD_CLIENT_CERT",
-    "client_key": "STRONGHOLD_CLIENT_KEY",
-    "user": "STRONGHOLD_USER",
-    "file_group": "STRONGHOLD_FILE_GROUP",
-    "log_format": "STRONGHOLD_LOG_FORMAT",
-    "log_level": "STRONGHOLD_LOG_LEVEL",
-}
+# Switches that are flags only (--vault-remove-secret-id-file has a twin: _vault_settings reads it).
+OPTIONS_WITHOUT_TWIN_SWITCHES = tuple(o for o in BY_DEST.values() if o.kind == "switch" and not o.env)
 
 
 def _pick(
@@ -206,6 +195,13 @@ def _choice(value: str | None, allowed: tuple[str, ...] | list[str], what: str) 
     return value
 
 
+def _picked_choice(options: Mapping[str, object], environ: Mapping[str, str], key: str) -> str:
+    """A choice setting (flag, else twin), checked against the table's choices; its default if unset."""
+    option = BY_DEST[key]
+    value = _choice(_pick(options, environ, key), option.choices, option.env or option.flag)
+    return value or str(option.default)
+
+
 def build_settings(options: Mapping[str, object], environ: Mapping[str, str]) -> Settings:
     """Merge parsed flags (`options`, None for absent) with the environment."""
     settings = Settings()
@@ -214,7 +210,7 @@ def build_settings(options: Mapping[str, object], environ: Mapping[str, str]) ->
     settings.bootstrap_token = environ.get("STRONGHOLD_BOOTSTRAP_TOKEN") or None
     if settings.bootstrap_token:
         settings.origins["bootstrap_token"] = "STRONGHOLD_BOOTSTRAP_TOKEN"
-    settings.auth = _choice(_pick(options, environ, "auth"), AUTH_METHODS, "STRONGHOLD_AUTH") or "bootstrap_token"
+    settings.auth = _picked_choice(options, environ, "auth")
     settings.k8s_token_file = environ.get("STRONGHOLD_K8S_TOKEN_FILE") or DEFAULT_K8S_TOKEN_FILE
     if environ.get("STRONGHOLD_K8S_TOKEN_FILE"):
         settings.origins["k8s_token_file"] = "STRONGHOLD_K8S_TOKEN_FILE"
@@ -227,14 +223,14 @@ def build_settings(options: Mapping[str, object], environ: Mapping[str, str]) ->
     settings.client_key = _pick(options, environ, "client_key")
     settings.user = _pick(options, environ, "user")
     settings.file_group = _pick(options, environ, "file_group")
-    settings.log_format = _choice(_pick(options, environ, "log_format"), LOG_FORMATS, "STRONGHOLD_LOG_FORMAT") or "text"
-    settings.log_level = _choice(_pick(options, environ, "log_level"), list(LEVELS), "STRONGHOLD_LOG_LEVEL") or "info"
+    settings.log_format = _picked_choice(options, environ, "log_format")
+    settings.log_level = _picked_choice(options, environ, "log_level")
     for key in ("startup_timeout", "grace"):
-        if options.get(key) is not None:
-            setattr(settings, key, float(options[key]))  # type: ignore[arg-type]
-    for key in ("insecure_http", "allow_disk", "no_refresh", "remove_bootstrap_token_file", "mask_output"):
-        setattr(settings, key, bool(options.get(key)))
-    settings.signal_group = bool(options.get("signal_group"))
+        seconds = options.get(key)
+        if isinstance(seconds, (int, float)):  # argparse's _seconds made it a number
+            setattr(settings, key, float(seconds))
+    for option in OPTIONS_WITHOUT_TWIN_SWITCHES:
+        setattr(settings, option.dest, bool(options.get(option.dest)))
     settings.rewrite_signals = tuple(options.get("rewrite_signal") or ())  # type: ignore[arg-type]
     settings.remap_exit = tuple(options.get("remap_exit") or ())  # type: ignore[arg-type]
     if options.get("on_rotate") is not None:

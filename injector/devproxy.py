@@ -25,9 +25,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from injector.config import is_loopback
 from injector.errors import ConfigError
+from injector.options import DEV_PROXY_LISTEN, DEV_PROXY_TTL
 
-DEFAULT_LISTEN = "127.0.0.1:8787"
-DEFAULT_TTL = 300
+DEFAULT_LISTEN = DEV_PROXY_LISTEN
+DEFAULT_TTL = DEV_PROXY_TTL
 SESSION_TTL = 3600
 MAX_REQUEST = 1024 * 1024
 

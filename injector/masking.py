@@ -188,8 +188,19 @@ class Masker:
     def _partial_tail(self, buffer: bytes) -> int:
         """Length of the longest tail of `buffer` that is a proper prefix of a token (0 if none)."""
         size = len(buffer)
+        best = self._long_token_tail(buffer)
+        if self._heads and best < self._window - 1:
+            best = max(best, self._short_token_tail(buffer, best))
+        for length in range(min(HEAD - 1, self._longest - 1, size), best, -1):
+            if buffer[size - length :] in self._short_prefixes:
+                return length
+        return best
+
+    def _long_token_tail(self, buffer: bytes) -> int:
+        """Tokens over WINDOW_TOKEN bytes are few: one search each for their head, near the end."""
+        size = len(buffer)
         best = 0
-        for token in self._long:  # few, long: one search each for their head, near the end
+        for token in self._long:
             if len(token) - 1 <= best:
                 break  # longest first: no later token can give a longer tail
             head = token[:HEAD]
@@ -199,19 +210,17 @@ class Masker:
                     best = size - at
                     break
                 at = buffer.find(head, at + 1)
-        if self._heads and best < self._window - 1:  # many, short: scan the last bytes against their heads
-            for at in range(max(0, size - self._window + 1), size - HEAD + 1):
-                if size - at <= best:
-                    break
-                for token in self._heads.get(buffer[at : at + HEAD], ()):
-                    if len(token) > size - at and token.startswith(buffer[at:]):
-                        best = size - at
-                        break
-                if best == size - at:
-                    break
-        for length in range(min(HEAD - 1, self._longest - 1, size), best, -1):
-            if buffer[size - length :] in self._short_prefixes:
-                return length
+        return best
+
+    def _short_token_tail(self, buffer: bytes, best: int) -> int:
+        """Short tokens may be many: scan the last bytes once against the table of their heads."""
+        size = len(buffer)
+        for at in range(max(0, size - self._window + 1), size - HEAD + 1):
+            if size - at <= best:
+                break  # earliest start first: later ones give shorter tails
+            for token in self._heads.get(buffer[at : at + HEAD], ()):
+                if len(token) > size - at and token.startswith(buffer[at:]):
+                    return size - at
         return best
 
 

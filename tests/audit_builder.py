@@ -24,9 +24,9 @@ def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def layer_tar(files: dict[str, Entry]) -> bytes:
+def layer_tar(files: dict[str, Entry], tar_format: int = tarfile.PAX_FORMAT) -> bytes:
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.open(fileobj=buffer, mode="w", format=tar_format) as tar:
         for name, content in files.items():
             info = tarfile.TarInfo(name)
             info.mtime = 0
@@ -55,14 +55,20 @@ class TestImage:
     labels: dict[str, str] = field(default_factory=dict)
     cmd: list[str] = field(default_factory=lambda: ["/bin/sh"])
     history: list[dict] | None = None  # default: one "RUN step N" line per layer
-    compress: bool = False  # gzip the layers (as a registry stores them)
+    compress: bool | str = False  # True: gzip the layers (as a registry stores them); "zstd": zstd
+    tar_format: int = tarfile.PAX_FORMAT  # how the layer tars are written (GNU and ustar too: images differ)
 
     def layer_blobs(self) -> list[tuple[bytes, bytes]]:
         """-> [(uncompressed tar, stored blob)]"""
         out = []
         for files in self.layers:
-            tar = layer_tar(files)
-            out.append((tar, gzip.compress(tar, mtime=0) if self.compress else tar))
+            tar = layer_tar(files, self.tar_format)
+            if self.compress == "zstd":
+                import zstandard
+
+                out.append((tar, zstandard.ZstdCompressor().compress(tar)))
+            else:
+                out.append((tar, gzip.compress(tar, mtime=0) if self.compress else tar))
         return out
 
     def config_bytes(self, blobs: list[tuple[bytes, bytes]]) -> bytes:
@@ -82,7 +88,8 @@ class TestImage:
 def _oci_blobs(image: TestImage) -> tuple[dict[str, bytes], dict]:
     blobs = image.layer_blobs()
     config = image.config_bytes(blobs)
-    media = "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if image.compress else "")
+    suffix = {False: "", True: "+gzip", "zstd": "+zstd"}[image.compress]
+    media = "application/vnd.oci.image.layer.v1.tar" + suffix
     manifest = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",

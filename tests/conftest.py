@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from waiting import read_line, tell, wait_for, wait_for_line, wait_for_log  # noqa: F401 - re-exported
 
 from injector.devproxy import Answer, DevProxy, Handler, make_server, server_url
 from servers import free_port  # noqa: F401 - re-exported for the tests
@@ -150,7 +151,10 @@ def shm_dir() -> Iterator[Path]:
     """A path on real tmpfs that does not exist yet; removed afterwards."""
     path = Path("/dev/shm") / f"stronghold-test-{uuid.uuid4().hex[:12]}"
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    if path.is_symlink() or path.is_file():  # a test may have put a file (or a link) in its place
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def base_env(proxy: TestProxy | None = None, **extra: str) -> dict[str, str]:
@@ -240,52 +244,6 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
-
-
-def tell(process: subprocess.Popen[str], line: str = "") -> None:
-    """Write one line to the process's stdin (the test children wait on `read`)."""
-    process.stdin.write(line + "\n")  # type: ignore[union-attr]
-    process.stdin.flush()  # type: ignore[union-attr]
-
-
-def wait_for(
-    condition: Callable[[], object], timeout: float = 20.0, interval: float = 0.02, what: str = "condition"
-) -> object:
-    """Poll `condition` until it returns something truthy, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
-
-
-def read_line(process: subprocess.Popen[str], timeout: float = 20.0, stream: str = "stdout") -> str:
-    """One line of the process's stdout (or stderr), with a deadline (no fixed sleeps)."""
-    result: list[str] = []
-    pipe = getattr(process, stream)
-    reader = threading.Thread(target=lambda: result.append(pipe.readline()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    if not result:
-        raise AssertionError("timed out waiting for a line from the process")
-    return result[0]
-
-
-def wait_for_log(process: subprocess.Popen[str], fragment: str, timeout: float = 20.0) -> str:
-    """Read stderr lines until one contains `fragment`; fail at the deadline or at EOF."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"timed out waiting for a log line with {fragment!r}")
-        line = read_line(process, left, stream="stderr")
-        if fragment in line:
-            return line
-        if not line:
-            raise AssertionError(f"stderr closed before a line with {fragment!r}")
 
 
 @pytest.fixture(scope="session")

@@ -14,11 +14,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+
+from waiting import wait_for
 
 BIN_DIR = Path(sys.executable).parent
 
@@ -65,18 +67,18 @@ class OpenBao:
         raise RuntimeError("the OpenBao dev server did not start; see the bao-*.log files")
 
     def _wait_ready(self, timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def state() -> str | None:
             if self.process.poll() is not None:
-                return False
+                return "exited"
             try:
-                status, _ = self.api("GET", "sys/health", token=None)
-                if status == 200:
-                    return True
+                return "ready" if self.api("GET", "sys/health", token=None)[0] == 200 else None
             except OSError:
-                pass
-            time.sleep(0.05)
-        return False
+                return None
+
+        try:
+            return wait_for(state, timeout, interval=0.05, what="the OpenBao dev server") == "ready"
+        except AssertionError:
+            return False
 
     def api(
         self, method: str, path: str, body: object | None = None, token: str | bool | None = True
@@ -214,16 +216,14 @@ class RaftCluster:
     def api(self, index: int, method: str, path: str, body: object | None = None, token: str | None = None):
         return _call(self.urls[index], method, path, body, token)
 
-    def _wait(self, what: str, check, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def _wait(self, what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
+        def reached() -> bool:
             try:
-                if check():
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"the Raft cluster did not get there: {what}")
+                return check()
+            except OSError:  # a node not listening yet, or restarting
+                return False
+
+        wait_for(reached, timeout, interval=0.1, what=f"the Raft cluster to get there: {what}")
 
     def _setup(self) -> None:
         self._wait("node0 listening", lambda: self.api(0, "GET", "sys/health")[0] in (501, 503, 200))

@@ -454,7 +454,7 @@ def test_entrypoint_start_up_imports_nothing_of_the_audit(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr  # no references: it just runs the command
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert "injector.cli" in imported  # the probe sees the entrypoint's imports at all
-    for heavy in ("requests", "detect_secrets", "dockerfile_parse", "injector.audit", "urllib3"):
+    for heavy in ("requests", "detect_secrets", "dockerfile_parse", "injector.audit", "urllib3", "zstandard"):
         assert not any(name == heavy or name.startswith(heavy + ".") for name in imported), heavy
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import os
 import re
 import shutil
 import socket
@@ -24,7 +25,7 @@ import pytest
 from audit_builder import all_forms
 from test_audit import DIRTY, DIRTY_FINDINGS, assert_no_value, audit, findings_of
 
-from conftest import wait_for_log
+from conftest import wait_for, wait_for_log
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("docker-registry") and shutil.which("skopeo")), reason="needs docker-registry and skopeo"
@@ -100,7 +101,6 @@ def registries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, o
 
 
 def env_with(tmp_path: Path, **extra: str) -> dict[str, str]:
-    import os
 
     env = {
         k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "REGISTRY_AUTH_FILE")
@@ -165,6 +165,114 @@ def test_plain_http_registry_on_loopback_and_missing_tag(registries: dict, tmp_p
     assert findings_of(result) == DIRTY_FINDINGS
     missing = audit(f"docker://{registries['plain']}/app/dirty:nope", env=env_with(tmp_path))
     assert missing.returncode == 66, missing.stderr
+
+
+FAKE_HELPER = """#!/bin/sh
+# A Docker credential helper as the protocol has it: `get`, the host on stdin, JSON on stdout.
+[ "$1" = get ] || exit 2
+host=$(cat)
+printf '%s\n' "$host" >> "$HOME/helper-calls"
+env > "$HOME/helper-env"
+case "$HOME/$host" in
+  */{known}) printf '{{"ServerURL":"%s","Username":"{user}","Secret":"{password}"}}' "$host" ;;
+  *) echo "credentials not found in native keychain"; exit 1 ;;
+esac
+"""
+
+
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie (killed; its parent has not reaped it yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+
+
+def _helper_home(tmp_path: Path, name: str, script: str, config: dict) -> dict[str, str]:
+    """HOME with ~/.docker/config.json, and PATH with a real docker-credential-NAME executable first."""
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir(parents=True, exist_ok=True)
+    helper = bindir / f"docker-credential-{name}"
+    helper.write_text(script)
+    helper.chmod(0o755)
+    (tmp_path / ".docker").mkdir(exist_ok=True)
+    (tmp_path / ".docker" / "config.json").write_text(json.dumps(config))
+    return env_with(tmp_path, PATH=f"{bindir}:{os.environ['PATH']}", AUDIT_SENTINEL="not-for-helpers")
+
+
+@pytest.mark.parametrize("field", ["credHelpers", "credsStore"])
+def test_docker_credential_helpers(registries: dict, tmp_path: Path, field: str) -> None:
+    host = str(registries["secure"])
+    script = FAKE_HELPER.format(known=host, user=USER, password=PASSWORD)
+    config = {"auths": {host: {}}, "credHelpers": {host: "fake"}} if field == "credHelpers" else {"credsStore": "fake"}
+    env = _helper_home(tmp_path, "fake", script, config)
+    target = f"docker://{host}/app/dirty:1"
+    result = audit("--format", "json", "--tls-verify=false", target, env=env)
+    assert result.returncode == 1, result.stderr
+    assert findings_of(result) == DIRTY_FINDINGS
+    assert (tmp_path / "helper-calls").read_text().splitlines() == [host]  # asked once, for this host
+    helper_env = (tmp_path / "helper-env").read_text()
+    assert "AUDIT_SENTINEL" not in helper_env and f"HOME={tmp_path}" in helper_env  # a minimal environment
+    assert_no_value(result, PASSWORD)
+
+
+def test_credential_helper_failures_exit_77_without_its_output(registries: dict, tmp_path: Path) -> None:
+    host = str(registries["secure"])
+    target = f"docker://{host}/app/dirty:1"
+    config = {"credHelpers": {host: "fake"}}
+    # Nothing stored for this host: anonymous, which this registry refuses.
+    unknown = FAKE_HELPER.format(known="elsewhere:1", user=USER, password=PASSWORD)
+    result = audit("--tls-verify=false", target, env=_helper_home(tmp_path / "a", "fake", unknown, config))
+    assert result.returncode == 77 and "wants credentials" in result.stderr, result.stderr
+    # A helper that fails prints its secret-ish output: never shown.
+    failing = f"#!/bin/sh\necho 'keychain locked for {PASSWORD}'\nexit 3\n"
+    result = audit("--tls-verify=false", target, env=_helper_home(tmp_path / "b", "fake", failing, config))
+    assert result.returncode == 77 and "exit 3" in result.stderr, result.stderr
+    assert_no_value(result, PASSWORD)
+    # A helper that floods its output is stopped at the bound, not read to the end.
+    flood = "#!/bin/sh\nexec yes stronghold-audit-flood\n"
+    result = audit("--tls-verify=false", target, env=_helper_home(tmp_path / "c", "fake", flood, config))
+    assert result.returncode == 77 and "more than" in result.stderr, result.stderr
+    assert "stronghold-audit-flood" not in result.stderr + result.stdout
+    # A helper that never answers (and keeps a child holding its stdout) is killed with its child at the deadline.
+    hang = '#!/bin/sh\necho $$ > "$HOME/pid"\nsleep 1000 &\necho $! > "$HOME/child"\nwait\n'
+    result = audit("--tls-verify=false", target, env=_helper_home(tmp_path / "e", "fake", hang, config))
+    assert result.returncode == 77 and "did not answer within" in result.stderr, result.stderr
+    for name in ("pid", "child"):
+        pid = int((tmp_path / "e" / name).read_text())
+        wait_for(lambda pid=pid: _dead(pid), what=f"the helper's {name} to be killed")  # its child: init reaps it
+    # Named but not installed.
+    result = audit("--tls-verify=false", target, env=_helper_home(tmp_path / "d", "other", "", config))
+    assert result.returncode == 77 and "docker-credential-fake" in result.stderr and "PATH" in result.stderr
+
+
+def test_zstd_layers_from_the_registry(tmp_path: Path) -> None:
+    """Pushed as skopeo pushes with --dest-compress-format zstd (podman push --compression-format zstd).
+
+    A registry of its own: skopeo would otherwise reuse the gzip blobs it pushed to the shared one.
+    """
+    registry = Registry(tmp_path, "zstd", auth=False, tls=None)
+    try:
+        source = all_forms(DIRTY, tmp_path / "images")["oci-archive"]
+        subprocess.run(
+            ["skopeo", "copy", "--quiet", "--dest-compress-format", "zstd", "--dest-tls-verify=false",
+             source, f"docker://{registry.address}/app/zstd:1"],
+            check=True, timeout=900, capture_output=True,
+        )  # fmt: skip
+        request = urllib.request.Request(
+            f"http://{registry.address}/v2/app/zstd/manifests/1",
+            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            manifest = json.loads(answer.read())
+        assert {layer["mediaType"] for layer in manifest["layers"]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+        result = audit("--format", "json", f"docker://{registry.address}/app/zstd:1", env=env_with(tmp_path))
+        assert result.returncode == 1, result.stderr
+        assert findings_of(result) == DIRTY_FINDINGS
+    finally:
+        registry.stop()
 
 
 class TokenFront(http.server.ThreadingHTTPServer):

@@ -6,11 +6,10 @@ import os
 import signal
 import socket
 import subprocess
-import time
 
 import pytest
 
-from conftest import STRONGHOLD, base_env, read_line, run, start, wait_for_log
+from conftest import STRONGHOLD, base_env, read_line, run, start, wait_for_line, wait_for_log
 
 SECRETS_FILE = "stripe/live=sk_test_DEVPROXY\npostgres/app=pg_DEVPROXY\n"
 
@@ -148,17 +147,6 @@ def test_editing_the_secrets_file_rotates_the_running_app(tmp_path, processes, s
     secrets.write_text("stripe/live=sk_test_AGAIN\npostgres/app=pg_EDITED\n")
     wait_for_line(app, "key=sk_test_AGAIN db=pg_EDITED")
     assert "changed; serving 2 secrets" in wait_for_log(proxy, "changed")
-
-
-def wait_for_line(process, expected: str, timeout: float = 60) -> None:
-    """Read stdout lines until `expected` (a restart in between may print an intermediate state)."""
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        line = read_line(process, timeout=left)
-        assert line, f"stdout ended before {expected!r}"
-        if line.strip() == expected:
-            return
-    raise AssertionError(f"timed out waiting for {expected!r}")
 
 
 def test_token_file_keeps_the_token_out_of_argv(tmp_path, processes) -> None:

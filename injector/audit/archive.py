@@ -9,6 +9,7 @@ Every name a manifest gives is checked to stay inside the archive first.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import posixpath
@@ -21,6 +22,7 @@ from typing import IO
 from injector.audit.errors import BadImageError, NoInputError
 from injector.audit.image import (
     MAX_JSON,
+    ByteStream,
     Image,
     Layer,
     check_digest,
@@ -204,7 +206,7 @@ def read_oci(store: Store, wanted_platform: str, tag: str | None) -> Iterator[Im
     def fetch(digest: str, what: str) -> bytes:
         return verified_blob(store, check_digest(digest, what), what)
 
-    def opener(digest: str) -> Callable[[], IO[bytes]]:
+    def opener(digest: str) -> Callable[[], ByteStream]:
         return lambda: store.open(blob_name(digest), f"layer {digest}")
 
     # Several top-level entries for one platform each (a multi-arch image written entry
@@ -249,7 +251,7 @@ def read_docker_archive(archive: TarArchive) -> Iterator[Image]:
                 Layer(
                     index=index,
                     name=name,
-                    open=(lambda n=name: archive.open(n, "a layer")),
+                    open=functools.partial(archive.open, name, "a layer"),
                     diff_id=check_digest(diff_id, f"{archive.path}: layer {index}"),
                 )
             )

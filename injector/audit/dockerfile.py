@@ -82,8 +82,8 @@ def check_dockerfile(path: str, detector: Detector) -> list[Finding]:
                     add(source, "credential-file-copied", base, FIX["copy"], line)
         elif name == "RUN":
             body = SECRET_MOUNT.sub("", value)
-            for rule, key, found in detector.scan_line(body, filename=""):
-                add(found, rule, key, FIX["run"], line)
+            for rule, found_key, found in detector.scan_line(body, filename=""):
+                add(found, rule, found_key, FIX["run"], line)
             if not SECRET_MOUNT.search(value):
                 for arg in sorted(secret_args):
                     if re.search(r"\$\{?" + re.escape(arg) + r"\b", body):

@@ -13,7 +13,7 @@ import platform as _platform
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO
+from typing import Protocol
 
 from injector.audit.errors import BadImageError
 
@@ -31,11 +31,19 @@ MANIFEST_TYPES = {
 MANIFEST_ACCEPT = ", ".join(sorted(INDEX_TYPES | MANIFEST_TYPES))
 
 
+class ByteStream(Protocol):
+    """What a layer opens as: an archive member, a layout file, a registry response."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class Layer:
     index: int
     name: str  # a digest or the archive member, for messages
-    open: Callable[[], IO[bytes]]  # the blob's raw bytes, as stored (maybe compressed)
+    open: Callable[[], ByteStream]  # the blob's raw bytes, as stored (maybe compressed)
     blob_digest: str | None = None  # checked over the raw bytes
     diff_id: str | None = None  # checked over the uncompressed tar
     size: int | None = None  # the raw size the manifest promises
@@ -103,7 +111,7 @@ def choose_platform(manifests: list[dict], wanted: str, what: str) -> dict:
 def resolve_manifest(
     descriptor_or_manifest: dict,
     fetch_blob: Callable[[str, str], bytes],
-    open_layer: Callable[[str], Callable[[], IO[bytes]]],
+    open_layer: Callable[[str], Callable[[], ByteStream]],
     wanted_platform: str,
     what: str,
     depth: int = 0,

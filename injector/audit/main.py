@@ -5,17 +5,28 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 
-from injector.audit.errors import FINDINGS, AuditUsageError, BadImageError
+from injector.audit.errors import FINDINGS, AuditUsageError, BadImageError, NoInputError
 from injector.audit.image import Image, history_per_layer, machine_platform
 from injector.audit.progress import Progress
 from injector.audit.report import TargetReport, render
 from injector.audit.targets import Target, parse_target
+from injector.errors import StrongholdError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from injector.audit.detect import Detector  # imported for real only once the targets are valid
 
 FORMATS = ("text", "json", "sarif")
 
 
 def audit(options: dict[str, object]) -> int:
-    """Audit every target; print one report on stdout; 0 clean, 1 findings (errors raise)."""
+    """Audit every target; print one report on stdout; exit with the most severe outcome.
+
+    A target that cannot be read (65, 66, 69, 77) does not stop the others: its
+    error is one line on stderr, and the report (printed when at least one target
+    was read) lists it as not audited.  The exit code is the highest of the targets'
+    codes: any error (64 < code) outranks findings (1), which outrank clean (0).
+    """
     fmt = str(options.get("format") or "text")
     if fmt not in FORMATS:
         raise AuditUsageError(f"--format must be one of {', '.join(FORMATS)}")
@@ -23,33 +34,70 @@ def audit(options: dict[str, object]) -> int:
     wanted_platform = str(options.get("platform") or machine_platform())
     if wanted_platform.count("/") not in (1, 2):
         raise AuditUsageError(f"--platform {wanted_platform!r} is not OS/ARCH[/VARIANT]")
-    targets = [parse_target(str(t)) for t in options.get("targets") or []]  # type: ignore[union-attr]
-    if not targets:
-        raise AuditUsageError("audit needs at least one TARGET")
+    targets = _parse_targets(options.get("targets"))
     from injector.audit.detect import Detector
+    from injector.log import log
 
     detector = Detector(strict=bool(options.get("strict")))
     progress = Progress.for_stderr()
     reports: list[TargetReport] = []
     try:
-        for target in targets:
-            if target.kind == "dockerfile":
-                from injector.audit.dockerfile import check_dockerfile
-
-                reports.append(TargetReport(target.given, None, check_dockerfile(target.path, detector)))
-                continue
-            for image in _images(target, wanted_platform, tls_verify, options, progress):
-                reports.append(_audit(target, image, detector, progress))
+        for given, target in targets:
+            try:
+                if isinstance(target, NoInputError):
+                    raise target
+                reports += _audit_target(target, wanted_platform, tls_verify, options, detector, progress)
+            except AuditUsageError:
+                raise
+            except StrongholdError as exc:
+                progress.clear()
+                log.error(exc.message)
+                reports.append(TargetReport(given, None, [], error=exc.message, exit_code=int(exc.exit_code)))
     finally:
         progress.clear()
+    worst = max((r.exit_code if r.error else 0 if r.clean else FINDINGS for r in reports), default=0)
+    if reports and all(r.error for r in reports):
+        return worst  # nothing was read: the error lines on stderr are the whole answer
     # UTF-8 whatever the locale: a redacted value ends in "…(N)", and an ASCII-only stdout must not crash it
     sys.stdout.flush()
     sys.stdout.buffer.write((render(reports, fmt) + "\n").encode("utf-8"))
     sys.stdout.buffer.flush()
-    return FINDINGS if any(not r.clean for r in reports) else 0
+    return worst
 
 
-def _audit(target: Target, image: Image, detector, progress: Progress) -> TargetReport:  # type: ignore[no-untyped-def]
+def _parse_targets(given_targets: object) -> list[tuple[str, Target | NoInputError]]:
+    """Usage errors in any TARGET stop the run before anything is read; a missing file is that target's own."""
+    targets: list[tuple[str, Target | NoInputError]] = []
+    for given in given_targets if isinstance(given_targets, list) else []:
+        try:
+            targets.append((str(given), parse_target(str(given))))
+        except NoInputError as exc:
+            targets.append((str(given), exc))
+    if not targets:
+        raise AuditUsageError("audit needs at least one TARGET")
+    return targets
+
+
+def _audit_target(
+    target: Target,
+    wanted_platform: str,
+    tls_verify: bool,
+    options: dict[str, object],
+    detector: Detector,
+    progress: Progress,
+) -> list[TargetReport]:
+    """The reports of one target (an archive or index may hold several images); raises on the first error."""
+    if target.kind == "dockerfile":
+        from injector.audit.dockerfile import check_dockerfile
+
+        return [TargetReport(target.given, None, check_dockerfile(target.path, detector))]
+    return [
+        _audit(target, image, detector, progress)
+        for image in _images(target, wanted_platform, tls_verify, options, progress)
+    ]
+
+
+def _audit(target: Target, image: Image, detector: Detector, progress: Progress) -> TargetReport:
     from injector.audit.scan import audit_image, safe_history_line
 
     findings = audit_image(image, detector, progress.update if progress.enabled else None)
@@ -70,8 +118,8 @@ def _images(
             target.host,
             target.repo,
             tls_verify=tls_verify,
-            creds=options.get("creds"),
-            progress=progress,  # type: ignore[arg-type]
+            creds=str(options["creds"]) if options.get("creds") else None,
+            progress=progress,
         )
         try:
             yield client.image(target.reference, wanted_platform)

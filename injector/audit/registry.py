@@ -6,7 +6,8 @@ layer blobs stream (`stream=True`) into the layer walker with their digest
 checked at the end.  Redirects to blob storage are followed (requests drops
 the Authorization header when the host changes).  Auth: basic, or the
 Bearer-token challenge of the Docker Registry token spec, with credentials
-from --creds, REGISTRY_AUTH_FILE or ~/.docker/config.json.  429/5xx and
+from --creds, REGISTRY_AUTH_FILE or ~/.docker/config.json (credentials.py,
+credential helpers included).  429/5xx and
 connection failures are retried with tenacity.
 """
 
@@ -16,13 +17,14 @@ import base64
 import hashlib
 import ipaddress
 import json
-import os
 import re
-from typing import IO
+from collections.abc import Callable
+from typing import Any
 
 import requests
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
+from injector.audit.credentials import parse_creds, registry_credentials
 from injector.audit.errors import (
     AuditUsageError,
     BadImageError,
@@ -30,7 +32,15 @@ from injector.audit.errors import (
     RegistryRefusedError,
     RegistryUnavailableError,
 )
-from injector.audit.image import MANIFEST_ACCEPT, MAX_JSON, Image, check_digest, parse_json, resolve_manifest
+from injector.audit.image import (
+    MANIFEST_ACCEPT,
+    MAX_JSON,
+    ByteStream,
+    Image,
+    check_digest,
+    parse_json,
+    resolve_manifest,
+)
 from injector.audit.progress import Progress
 
 TIMEOUT = (10, 60)  # connect, read (per chunk): a stalled registry fails, a slow big layer does not
@@ -85,12 +95,21 @@ class RegistryClient:
             import urllib3
 
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-        self.basic = _credentials(host, creds)
+        self._creds = parse_creds(creds) if creds else None  # a malformed --creds is a usage error up front
+        self._looked_up = self._creds is not None
         self.auth_header: str | None = None
         self.base = self._pick_scheme()
 
     def close(self) -> None:
         self.session.close()
+
+    @property
+    def basic(self) -> tuple[str, str] | None:
+        """The credentials, looked up the first time the registry asks (a helper runs only then)."""
+        if not self._looked_up:
+            self._creds = registry_credentials(self.host, None)
+            self._looked_up = True
+        return self._creds
 
     # -- connection and auth ------------------------------------------------------------------
 
@@ -158,10 +177,10 @@ class RegistryClient:
         if answer.status_code != 200:
             raise RegistryUnavailableError(f"{self.host}: the token service answered {answer.status_code}")
         body = _bounded_json(answer, "the token answer")
-        token = body.get("token") or body.get("access_token")
-        if not isinstance(token, str) or not token:
+        bearer = body.get("token") or body.get("access_token")
+        if not isinstance(bearer, str) or not bearer:
             raise RegistryUnavailableError(f"{self.host}: the token service sent no token")
-        self.auth_header = f"Bearer {token}"
+        self.auth_header = f"Bearer {bearer}"
 
     @_retry()
     def _send(
@@ -173,7 +192,7 @@ class RegistryClient:
         stream: bool = False,
         allow_ssl_error: bool = False,
         with_auth: bool = True,
-        **kwargs: object,
+        **kwargs: Any,  # more of requests' own keyword arguments
     ) -> requests.Response:
         headers = dict(headers or {})
         if with_auth and self.auth_header:
@@ -193,9 +212,9 @@ class RegistryClient:
             raise _RetryableError(f"{self.host}: answered {response.status_code}")
         return response
 
-    def _get(self, url: str, **kwargs: object) -> requests.Response:
+    def _get(self, url: str, **kwargs: Any) -> requests.Response:
         try:
-            return self._send("GET", url, **kwargs)  # type: ignore[arg-type]
+            return self._send("GET", url, **kwargs)
         except _RetryableError as exc:
             raise RegistryUnavailableError(str(exc)) from None
 
@@ -228,8 +247,8 @@ class RegistryClient:
             raise BadImageError(f"{self.host}/{self.repo}: {what} does not match its digest {digest}")
         return data
 
-    def _open_layer(self, digest: str):  # type: ignore[no-untyped-def]
-        def opener() -> IO[bytes]:
+    def _open_layer(self, digest: str) -> Callable[[], ByteStream]:
+        def opener() -> ByteStream:
             response = self._get(f"{self.base}/v2/{self.repo}/blobs/{check_digest(digest, 'a layer')}", stream=True)
             self._check(response, f"layer {digest}")
             return _ResponseStream(response, self.host)
@@ -282,35 +301,3 @@ def _bounded_json(response: requests.Response, what: str) -> dict:
     except ValueError:
         raise RegistryUnavailableError(f"{what} is not JSON") from None
     return value if isinstance(value, dict) else {}
-
-
-def _credentials(host: str, creds: str | None) -> tuple[str, str] | None:
-    """--creds USER:PASSWORD, else REGISTRY_AUTH_FILE, else ~/.docker/config.json."""
-    if creds:
-        user, sep, password = creds.partition(":")
-        if not sep or not user:
-            raise AuditUsageError("--creds takes USER:PASSWORD")
-        return user, password
-    paths = []
-    if os.environ.get("REGISTRY_AUTH_FILE"):
-        paths.append(os.environ["REGISTRY_AUTH_FILE"])
-    paths.append(os.path.join(os.path.expanduser("~"), ".docker", "config.json"))
-    for path in paths:
-        try:
-            with open(path, "rb") as handle:
-                config = json.loads(handle.read(1024 * 1024))
-        except (OSError, ValueError):
-            continue
-        auths = config.get("auths") if isinstance(config, dict) else None
-        if not isinstance(auths, dict):
-            continue
-        for key in (host, f"https://{host}", f"http://{host}", f"https://{host}/v2/"):
-            entry = auths.get(key)
-            if isinstance(entry, dict) and isinstance(entry.get("auth"), str):
-                try:
-                    user, sep, password = base64.b64decode(entry["auth"]).decode().partition(":")
-                except (ValueError, UnicodeDecodeError):
-                    raise AuditUsageError(f"{path}: the auth entry for {host} is not base64 USER:PASSWORD") from None
-                if sep:
-                    return user, password
-    return None

@@ -23,10 +23,12 @@ class TargetReport:
     findings: list[Finding]
     layer_lines: dict[int, str] = field(default_factory=dict)  # layer -> its history line
     label: str = ""
+    error: str = ""  # set when the target could not be read: it was not audited
+    exit_code: int = 0  # that error's exit code
 
     @property
     def clean(self) -> bool:
-        return not self.findings
+        return not self.findings and not self.error
 
 
 def render(reports: list[TargetReport], fmt: str) -> str:
@@ -39,20 +41,22 @@ def render(reports: list[TargetReport], fmt: str) -> str:
 
 def json_report(reports: list[TargetReport]) -> str:
     return json.dumps(
-        {
-            "targets": [
-                {
-                    "target": r.target,
-                    "image": r.image,
-                    "clean": r.clean,
-                    "findings": [f.as_json() for f in r.findings],
-                }
-                for r in reports
-            ]
-        },
+        {"targets": [_json_target(r) for r in reports]},
         ensure_ascii=False,
         indent=2,
     )
+
+
+def _json_target(report: TargetReport) -> dict[str, object]:
+    entry: dict[str, object] = {
+        "target": report.target,
+        "image": report.image,
+        "clean": report.clean,
+        "findings": [f.as_json() for f in report.findings],
+    }
+    if report.error:  # not audited: never "clean", and why (the documented object has no field for it)
+        entry["error"] = report.error
+    return entry
 
 
 def _location(finding: Finding) -> str:
@@ -69,6 +73,9 @@ def text_report(reports: list[TargetReport]) -> str:
     for report in reports:
         title = f"{report.target}" + (f" ({report.label})" if report.label else "")
         image = f" image {report.image}" if report.image else ""
+        if report.error:
+            lines.append(f"{title}: NOT AUDITED (exit {report.exit_code}): {report.error}")
+            continue
         if report.clean:
             lines.append(f"{title}:{image} clean")
             continue
@@ -158,10 +165,27 @@ def sarif_report(reports: list[TargetReport]) -> str:
                 },
                 "results": results,
                 "columnKind": "unicodeCodePoints",
+                "invocations": [_sarif_invocation(reports)],
             }
         ],
     }
     return json.dumps(sarif, ensure_ascii=False, indent=2)
+
+
+def _sarif_invocation(reports: list[TargetReport]) -> dict[str, object]:
+    """Targets that could not be read are tool notifications, and make the run unsuccessful."""
+    failed = [r for r in reports if r.error]
+    invocation: dict[str, object] = {"executionSuccessful": not failed}
+    if failed:
+        invocation["toolExecutionNotifications"] = [
+            {
+                "level": "error",
+                "message": {"text": f"{r.target}: not audited: {r.error}"},
+                "properties": {"target": r.target, "exitCode": r.exit_code},
+            }
+            for r in failed
+        ]
+    return invocation
 
 
 def _artifact_uri(target: str, finding: Finding) -> str:

@@ -27,9 +27,10 @@ def audit_image(image: Image, detector: Detector, progress: Progress | None = No
 
 
 def _config_findings(image: Image, detector: Detector) -> list[Finding]:
-    config = image.config.get("config")
-    if not isinstance(config, dict):
-        config = image.config.get("container_config") if isinstance(image.config.get("container_config"), dict) else {}
+    found = image.config.get("config")
+    if not isinstance(found, dict):
+        found = image.config.get("container_config")
+    config: dict = found if isinstance(found, dict) else {}
     out: list[Finding] = []
     for entry in config.get("Env") or []:
         if isinstance(entry, str) and "=" in entry:
@@ -46,8 +47,8 @@ def _config_findings(image: Image, detector: Detector) -> list[Finding]:
         argv = config.get(field)
         if isinstance(argv, list):
             line = " ".join(str(a) for a in argv)
-            for rule, key, value_found in detector.scan_line(line, filename=""):
-                out.append(Finding.of(value_found, where="command", rule=rule, key=key or field))
+            for rule, found_key, value_found in detector.scan_line(line, filename=""):
+                out.append(Finding.of(value_found, where="command", rule=rule, key=found_key or field))
     return out
 
 
@@ -128,12 +129,17 @@ def _fix(kind: str) -> str:
     return FIX[kind]
 
 
+TEXT_BATCH = 4 * 1024 * 1024  # text windows are searched for triggers this much at a time
+
+
 def _layer_findings(image: Image, detector: Detector, progress: Progress | None) -> list[Finding]:
     whiteouts = Whiteouts()
     by_file: dict[tuple[str, int], list[Finding]] = {}
     total = len(image.layers)
     for layer in image.layers:
         what = f"layer {layer.index} ({layer.name})"
+        batch: list[tuple[str, bytes]] = []
+        batched = 0
         stream, close = open_layer_stream(layer, what)
         try:
             for member, content in walk(stream, what):
@@ -142,15 +148,13 @@ def _layer_findings(image: Image, detector: Detector, progress: Progress | None)
                     continue
                 if progress is not None:
                     progress(f"layer {layer.index + 1}/{total} {member.path[:60]}")
-                found: list[Finding] = []
                 for window in read_windows(content, what):
-                    for rule, key, value in detector.scan_text(window, path=member.path):
-                        found.append(
-                            Finding.of(value, where="file", rule=rule, key=key, path=member.path, layer=layer.index)
-                        )
-                if found:
-                    by_file[(member.path, layer.index)] = found
-                    whiteouts.found(member.path, layer.index)
+                    batch.append((member.path, window))
+                    batched += len(window)
+                    if batched >= TEXT_BATCH:
+                        _scan_batch(batch, layer.index, detector, by_file, whiteouts)
+                        batched = 0
+            _scan_batch(batch, layer.index, detector, by_file, whiteouts)
             stream.drain()
         finally:
             close()
@@ -167,6 +171,25 @@ def _layer_findings(image: Image, detector: Detector, progress: Progress | None)
                 )
                 out.append(finding.moved(where="deleted-file", fix=fix))
     return out
+
+
+def _scan_batch(
+    batch: list[tuple[str, bytes]],
+    layer: int,
+    detector: Detector,
+    by_file: dict[tuple[str, int], list[Finding]],
+    whiteouts: Whiteouts,
+) -> None:
+    """Scan the batched text windows of one layer, record their findings, empty the batch."""
+    # Found at the end of a batch, not file by file: Whiteouts only lets a *later* layer delete.
+    for (path, _), hits in zip(batch, detector.scan_texts(batch), strict=True):
+        if not hits:
+            continue
+        found = by_file.setdefault((path, layer), [])
+        for rule, key, value in hits:
+            found.append(Finding.of(value, where="file", rule=rule, key=key, path=path, layer=layer))
+        whiteouts.found(path, layer)
+    batch.clear()
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:
