@@ -6,8 +6,8 @@
 For each tool: build time (scripts/build-bundle, from scratch: the first
 build with empty compiler caches, the second with warm ones), size on disk
 and gzipped, whether two builds give the same tarball checksum, start-up
-(`--no-refresh -- true`, 3 references, loopback dev proxy) and supervisor RSS,
-each against the pip-installed command in a fresh venv (`pip install .`, not
+(`--no-refresh -- true`, 3 references, loopback dev proxy) and supervisor RSS
+(VmRSS, and RssAnon: its private part), each against the pip-installed command in a fresh venv (`pip install .`, not
 editable) measured in the same run, commands alternating. Writes
 docs/bundle-figures.md (docs/bundle.md explains the choice).
 Needs `pip install '.[bundle]'` plus gcc and patchelf.
