@@ -4,7 +4,7 @@ Throughput: the same OCI layout is read by `tar -xOf <layer> > /dev/null` for
 every layer (just reading the layers) and audited; runs alternate, medians.
 Peak RSS comes from wait4() on the audit process itself.
 
-Recall and false positives: the test images of tests/test_audit.py (every way
+Recall and false positives: the test images of testkit/audit_images.py (every way
 in, and a clean one) are audited, and detect-secrets (all plugins, its
 defaults) scans each image's final extracted filesystem, which is what a naive
 scan of the running container sees.  A finding counts as found when its
@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # testkit/, shared with the tests (never tests/ itself)
 
-import audit_builder  # noqa: E402
+from testkit import audit_builder  # noqa: E402
 
 
 def stronghold() -> str:
@@ -67,7 +67,7 @@ def throughput_image(target_bytes: int, work: Path) -> Path:
     layers: list[dict[str, bytes]] = []
     base_tar = None
     try:
-        import containers  # the container harness's cached Debian base (tests/containers.py)
+        from testkit import containers  # the container harness's cached Debian base (testkit/containers.py)
 
         if target_bytes > 100 * 1024 * 1024:
             base_tar = containers.base_tar("debian-node-py")
@@ -227,10 +227,10 @@ def _remove(path: Path) -> None:
 
 
 def measure_recall() -> list[dict[str, object]]:
-    import test_audit as cases
+    from testkit import audit_images as cases
 
     planted_by_image = {
-        "every way in (tests/test_audit.py DIRTY)": (
+        "every way in (testkit/audit_images.py DIRTY)": (
             cases.DIRTY,
             {cases.STRIPE, cases.GITHUB, cases.NPM, cases.PRIVATE_KEY, cases.DB_PASSWORD},
         ),

@@ -1,6 +1,6 @@
 """What stronghold-init adds to the Node example image: the bundle against Python in the image.
 
-    sudo python bench/bundle_image.py      # root, podman and friends (tests/containers.py); a few minutes
+    sudo python bench/bundle_image.py      # root, podman and friends (testkit/containers.py); a few minutes
 
 Both built for real with the container harness, offline:
 - bundle: examples/Dockerfile on a Debian Node base without Python; the
@@ -21,9 +21,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # testkit/, shared with the tests (never tests/ itself)
 
-import containers  # noqa: E402
+from testkit import containers  # noqa: E402
 
 
 def layers(env: containers.ContainerEnv, image: str) -> list[tuple[str, int]]:

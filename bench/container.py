@@ -2,7 +2,7 @@
 
     python bench/container.py              # prints the section; --write puts it in docs/benchmarks.md
 
-Builds examples/Dockerfile for real with the test harness (tests/containers.py:
+Builds examples/Dockerfile for real with the test harness (testkit/containers.py:
 podman on a scratch storage, the local Debian bookworm base with nodejs, npm,
 python3 and python3-venv, no network), then:
 
@@ -29,14 +29,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # testkit/, shared with the tests (never tests/ itself)
 sys.path.insert(0, str(ROOT / "bench"))
 
 from harness import DevProxyProcess  # noqa: E402
 
-import containers  # noqa: E402
+from testkit import containers  # noqa: E402
 
-PROBE = ROOT / "tests" / "container_probe.js"
+PROBE = ROOT / "testkit" / "container_probe.js"
 SECTION = "## In a container: the example Node image"
 
 
@@ -72,7 +72,7 @@ def measure(rounds: int) -> list[str]:
             SECTION,
             "",
             "Written by `python bench/container.py --write`. Base: local Debian bookworm minbase with nodejs, npm,",
-            "python3 and python3-venv (built offline by tests/containers.py); sizes are uncompressed layer tars",
+            "python3 and python3-venv (built offline by testkit/containers.py); sizes are uncompressed layer tars",
             "from `podman save --format docker-archive`.",
             "",
             "| layer (Dockerfile step above the base) | bytes | MB | for stronghold-init |",

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from harness import stronghold_binary
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from servers import BIN_DIR, OpenBao
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # testkit/, shared with the tests
+from testkit.servers import BIN_DIR, OpenBao
 
 FIELDS = ("A", "B", "C")
 CHILD = ["sh", "-c", "date +%s%N"]  # the child's first act: print the wall clock in ns

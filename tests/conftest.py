@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from waiting import read_line, tell, wait_for, wait_for_line, wait_for_log  # noqa: F401 - re-exported
 
 from injector.devproxy import Answer, DevProxy, Handler, make_server, server_url
-from servers import free_port  # noqa: F401 - re-exported for the tests
+from testkit.servers import free_port  # noqa: F401 - re-exported for the tests
+from testkit.waiting import read_line, tell, wait_for, wait_for_line, wait_for_log  # noqa: F401 - re-exported
 
 BIN_DIR = Path(sys.executable).parent
 # The binary under test: the pip-installed command next to this interpreter, or,
@@ -249,7 +249,7 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
 @pytest.fixture(scope="session")
 def bao(tmp_path_factory):  # -> openbao.OpenBao
     """One real OpenBao dev server for the session; tests use their own paths in it."""
-    from servers import OpenBao
+    from testkit.servers import OpenBao
 
     server = OpenBao(tmp_path_factory.mktemp("openbao"))
     yield server
@@ -258,8 +258,8 @@ def bao(tmp_path_factory):  # -> openbao.OpenBao
 
 @pytest.fixture(scope="session")
 def container_env(tmp_path_factory):  # -> containers.ContainerEnv
-    """One podman storage for the session (tests/containers.py); skips with one reason when tools are missing."""
-    import containers
+    """One podman storage for the session (testkit/containers.py); skips with one reason when tools are missing."""
+    from testkit import containers
 
     absent = containers.missing()
     if absent:
@@ -273,8 +273,8 @@ def container_env(tmp_path_factory):  # -> containers.ContainerEnv
 
 @pytest.fixture(scope="session")
 def example_image(container_env):  # -> containers.ExampleImage
-    """examples/Dockerfile built once per session on the local Debian base (tests/containers.py)."""
-    import containers
+    """examples/Dockerfile built once per session on the local Debian base (testkit/containers.py)."""
+    from testkit import containers
 
     return containers.build_example_image(container_env, Path(__file__).resolve().parent.parent)
 
@@ -282,7 +282,7 @@ def example_image(container_env):  # -> containers.ExampleImage
 @pytest.fixture(scope="session")
 def sidecar_image(container_env) -> str:
     """examples/sidecar.Dockerfile built once per session (just stronghold-init), offline."""
-    import containers
+    from testkit import containers
 
     return containers.build_sidecar_image(container_env, Path(__file__).resolve().parent.parent)
 

@@ -1,7 +1,7 @@
 """The example image under podman as a test app: the probe, its container, the fixtures to start it.
 
 Imported by tests/test_container_run.py and tests/test_container_pid1.py. The probe
-(tests/container_probe.js, mounted read-only at /probe/probe.js) reports hashes of
+(testkit/container_probe.js, mounted read-only at /probe/probe.js) reports hashes of
 what it got as JSON lines, never the values. Containers run the way the README
 says: --network=host to reach the test proxy on 127.0.0.1 (port 0), a tmpfs for
 /run/stronghold (`mode=0700,U`), the bootstrap token bind-mounted read-only, the
@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from conftest import TestProxy, read_line
-from containers import ContainerEnv
+from testkit.containers import ContainerEnv
 
-PROBE = Path(__file__).resolve().parent / "container_probe.js"
+PROBE = Path(__file__).resolve().parent.parent / "testkit" / "container_probe.js"
 APP_UID = 1000  # the image's USER node
 STARTUP = 120  # seconds: a container start on a loaded 2-core machine
 

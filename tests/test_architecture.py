@@ -112,3 +112,11 @@ def test_source_wiring_lives_with_the_sources() -> None:
             continue
         imported = imported_modules(path)
         assert not {"sources.proxy", "sources.openbao", "sources.wiring"} & imported, path
+
+
+def test_bench_never_reaches_into_tests() -> None:
+    """What the benchmarks share with the tests lives in testkit/; bench/ reads nothing under tests/."""
+    bench = PACKAGE.parent / "bench"
+    for path in bench.glob("*.py"):
+        text = path.read_text()
+        assert '"tests"' not in text and "import test_" not in text and "from test_" not in text, path

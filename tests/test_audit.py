@@ -1,7 +1,7 @@
 """`stronghold-init audit` (SPEC section 10) on archives built in Python, run as the real binary.
 
 Each test builds one image in docker-archive, OCI archive and OCI layout form
-(tests/audit_builder.py) and asserts the exact findings: where, layer, path,
+(testkit/audit_builder.py) and asserts the exact findings: where, layer, path,
 key and the fingerprint of the exact value, and that no output holds a value.
 """
 
@@ -18,7 +18,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from audit_builder import (
+
+from conftest import STRONGHOLD
+from testkit.audit_builder import (
     TestImage,
     all_forms,
     docker_files,
@@ -29,19 +31,7 @@ from audit_builder import (
     write_dir,
     write_tar,
 )
-
-from conftest import STRONGHOLD
-
-STRIPE = "sk_live_" + "a1B2c3D4e5F6g7H8i9J0k1L2"
-NPM = "npm_" + "Zx8Qw2Lk9Vb4Np7Rt6Yh3Jm5Gd1Sa0Cf4Ke7"
-DB_PASSWORD = "pg-" + "Tq7vL9xW2nR4kZ8s"
-GITHUB = "ghp_" + "R4nd0mT0k3nV4lu3F0rT3st1ngXyZ123456a"
-PRIVATE_KEY = (
-    "-----BEGIN OPENSSH PRIVATE KEY-----\n"
-    + "\n".join(["b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW"] * 5)
-    + "\n-----END OPENSSH PRIVATE KEY-----"
-)
-ALL_SECRETS = [STRIPE, NPM, DB_PASSWORD, GITHUB, PRIVATE_KEY]
+from testkit.audit_images import ALL_SECRETS, CLEAN, DB_PASSWORD, DIRTY, GITHUB, NPM, PRIVATE_KEY, STRIPE
 
 
 def fp(value: str) -> str:
@@ -76,25 +66,6 @@ def assert_no_value(result: subprocess.CompletedProcess[str], *values: str) -> N
             assert value[4:20] not in stream
 
 
-DIRTY = TestImage(
-    layers=[
-        {
-            "app": None,
-            "app/.npmrc": f"registry=https://registry.npmjs.org/\n//registry.npmjs.org/:_authToken={NPM}\n",
-            "app/main.py": "print('hello')\n",
-        },
-        {"root": None, "root/.ssh": None, "root/.ssh/id_ed25519": PRIVATE_KEY + "\n"},
-        {"app/.wh..npmrc": b"", "app/.env": f"DB_PASSWORD={DB_PASSWORD}\nLOG_LEVEL=info\n"},
-    ],
-    env=["PATH=/usr/bin:/bin", f"STRIPE_SECRET_KEY={STRIPE}", "NPM_TOKEN=stronghold://npm/publish"],
-    labels={"maintainer": "team@example.com"},
-    history=[
-        {"created_by": "/bin/sh -c #(nop) COPY file:abc in /app/.npmrc"},
-        {"created_by": f"|1 GITHUB_TOKEN={GITHUB} /bin/sh -c git clone https://x/y.git"},
-        {"created_by": f"ENV STRIPE_SECRET_KEY={STRIPE}", "empty_layer": True},
-        {"created_by": "/bin/sh -c rm /app/.npmrc"},
-    ],
-)
 DIRTY_FINDINGS = {
     ("env", None, None, "STRIPE_SECRET_KEY", fp(STRIPE)),
     ("history", None, None, "STRIPE_SECRET_KEY", fp(STRIPE)),
@@ -168,36 +139,6 @@ def test_sarif_schema_rejects_a_broken_log() -> None:
     schema = json.loads((Path(__file__).parent / "data" / "sarif-schema-2.1.0.json").read_text())
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft4Validator(schema).validate({"version": "2.1.0"})
-
-
-CLEAN = TestImage(
-    layers=[
-        {
-            "app": None,
-            "app/package-lock.json": json.dumps(
-                {"integrity": "sha512-" + "A" * 86 + "==", "resolved": "https://registry.npmjs.org/x/-/x-1.0.0.tgz"}
-            ),
-            "app/SHA256SUMS": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  app.tar\n",
-            "app/ids.py": "REQUEST_ID = '550e8400-e29b-41d4-a716-446655440000'\n"
-            "sha = 'da39a3ee5e6b4b0d3255bfef95601890afd80709'\n",
-            "app/.env.example": "DB_PASSWORD=changeme\nAPI_TOKEN=${API_TOKEN}\n"
-            "STRIPE_KEY=xxxxxxxx\nNPM_TOKEN=<your-token>\n",
-            "app/settings.py": "password = os.environ['DB_PASSWORD']\nsecret_file = '/run/secrets/db'\n",
-            "etc/app.conf": "token_file=/run/stronghold/TOKEN\n",
-        }
-    ],
-    env=[
-        "PATH=/usr/bin:/bin",
-        "STRIPE_SECRET_KEY=stronghold://stripe/live?ttl=15m",
-        "DB_PASSWORD_FILE=stronghold://postgres/app",
-        "VAULT_TOKEN=vault-token://?policies=app",
-        "APP_SECRET=vault://secret/data/app#key",
-        "GPG_KEY=A035C8C19219BA821ECEA86B64E628F8D684696D",
-        "PYTHON_SHA256=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-        "API_KEY=changeme",
-    ],
-    history=[{"created_by": "RUN --mount=type=secret,id=npm,target=/root/.npmrc npm ci # buildkit"}],
-)
 
 
 def test_references_placeholders_checksums_and_secret_mounts_are_clean(tmp_path: Path) -> None:

@@ -22,10 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from audit_builder import all_forms
 from test_audit import DIRTY, DIRTY_FINDINGS, assert_no_value, audit, findings_of
 
 from conftest import wait_for, wait_for_log
+from testkit.audit_builder import all_forms
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("docker-registry") and shutil.which("skopeo")), reason="needs docker-registry and skopeo"

@@ -13,7 +13,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from audit_builder import TestImage, all_forms, docker_files, write_tar
 from test_audit import (
     CLEAN,
     DB_PASSWORD,
@@ -26,6 +25,8 @@ from test_audit import (
     findings_of,
     fp,
 )
+
+from testkit.audit_builder import TestImage, all_forms, docker_files, write_tar
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from audit_builder import TestImage, all_forms, oci_files, sha, tree_snapshot, write_dir
 from test_audit import DB_PASSWORD, DIRTY, DIRTY_FINDINGS, assert_no_value, audit, findings_of, fp
+
+from testkit.audit_builder import TestImage, all_forms, oci_files, sha, tree_snapshot, write_dir
 
 needs_skopeo = pytest.mark.skipif(not shutil.which("skopeo"), reason="needs skopeo (.ci/run installs it)")
 

@@ -1,6 +1,6 @@
 """The bundle's core scenarios inside real containers whose images hold no Python at all.
 
-The image is the Debian minbase `debian-nopy` (tests/containers.py; python3
+The image is the Debian minbase `debian-nopy` (testkit/containers.py; python3
 absent, asserted here too) plus the bundle copied from the image that
 examples/stronghold-init.Dockerfile builds, exactly as the README tells users
 to: `COPY --from=stronghold-init /opt/stronghold /opt/stronghold`. The app is
@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TestProxy, read_line, wait_for
-from containers import ContainerEnv, bundle_image
+from testkit.containers import ContainerEnv, bundle_image
 
 pytestmark = pytest.mark.container
 

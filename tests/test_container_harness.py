@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-import containers
+from testkit import containers
 
 pytestmark = pytest.mark.container
 

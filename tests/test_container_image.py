@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SECRETS
-from containers import ContainerEnv, archive_layers, layer_members
+from testkit.containers import ContainerEnv, archive_layers, layer_members
 
 pytestmark = pytest.mark.container
 

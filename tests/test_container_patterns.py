@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from conftest import TestProxy, wait_for
-from containers import ContainerEnv
-from servers import free_port
+from testkit.containers import ContainerEnv
+from testkit.servers import free_port
 
 pytestmark = pytest.mark.container
 

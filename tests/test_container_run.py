@@ -3,7 +3,7 @@
 Each test starts the built example image (one per session) the way the README
 says: --network=host to reach the test proxy on 127.0.0.1 (port 0), a tmpfs
 for /run/stronghold (`mode=0700,U`), the bootstrap token bind-mounted
-read-only, the image's non-root USER. The app is a probe (tests/container_probe.js
+read-only, the image's non-root USER. The app is a probe (testkit/container_probe.js
 mounted read-only) that reports hashes of what it got, never the values.
 Where a test must see the token directory after the container is gone, the
 directory is a host tmpfs (/dev/shm) bind-mounted in its place.
@@ -18,7 +18,7 @@ import pytest
 
 from conftest import TestProxy, wait_for
 from container_app import APP_UID, STARTUP, digest
-from servers import free_port
+from testkit.servers import free_port
 
 pytestmark = pytest.mark.container
 

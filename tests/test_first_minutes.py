@@ -18,7 +18,7 @@ import uuid
 import pytest
 
 from conftest import PYTHON, TestProxy, base_env, run
-from servers import OpenBao, free_port
+from testkit.servers import OpenBao, free_port
 
 
 def error_lines(stderr: str) -> list[str]:

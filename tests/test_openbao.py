@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PYTHON, base_env, read_line, report_command, run, start, wait_for, wait_for_log
-from servers import OpenBao, Relay
+from testkit.servers import OpenBao, Relay
 
 # Prints "ready" and waits; exits 0 on SIGTERM.
 WAITING_CHILD = (
@@ -424,7 +424,7 @@ def test_login_token_is_renewed_before_it_expires(bao: OpenBao, tmp_path, shm_di
 
 @pytest.fixture(scope="module")
 def raft(tmp_path_factory):
-    from servers import RaftCluster
+    from testkit.servers import RaftCluster
 
     cluster = RaftCluster(tmp_path_factory.mktemp("raft"))
     yield cluster

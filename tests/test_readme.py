@@ -56,7 +56,7 @@ def test_demo_shows_credentials_without_printing_them() -> None:
 
 def test_readme_container_commands_are_the_ones_the_container_tests_run() -> None:
     podman = next(block for block in readme_blocks() if "podman run" in block)
-    harness = (ROOT / "tests" / "container_app.py").read_text() + (ROOT / "tests" / "containers.py").read_text()
+    harness = (ROOT / "tests" / "container_app.py").read_text() + (ROOT / "testkit" / "containers.py").read_text()
     for flag in ("--network=host", "/run/stronghold:mode=0700,U", ":/run/secrets/stronghold-bootstrap:ro"):
         assert flag in podman and flag in harness, flag
     assert "--secret id=npm_token,src=" in podman and '"--secret", f"id={name},src={path}"' in harness

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from conftest import BIN_DIR, read_line
-from servers import free_port
+from testkit.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

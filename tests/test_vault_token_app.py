@@ -14,7 +14,7 @@ import json
 import pytest
 
 from conftest import PYTHON, base_env, report_command, run
-from servers import OpenBao
+from testkit.servers import OpenBao
 
 PASSED = {
     "BAO_ADDR": "http://bao.example:8200",

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from waiting import wait_for
+from testkit.waiting import wait_for
 
 BIN_DIR = Path(sys.executable).parent
 
