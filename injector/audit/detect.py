@@ -251,7 +251,8 @@ class Detector:
         # Imported here: detect-secrets costs ~100 ms and only the audit uses it.
         from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 
-        classes: dict[str, type] = {cls.__name__: cls for cls in get_mapping_from_secret_type_to_class().values()}
+        known: dict[str, type] = get_mapping_from_secret_type_to_class()  # secret type -> plugin class
+        classes = {plugin.__name__: plugin for plugin in known.values()}
         return [(name, classes[name]()) for name in PLUGINS if name in classes]
 
     @cached_property
