@@ -16,7 +16,6 @@ Writes docs/bundle-image.md (bench/run.py folds it into docs/benchmarks.md).
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -50,18 +49,10 @@ def measure() -> dict[str, float]:
         bundle_layer = sum(size for created, size in layers(env, example.tag) if "/opt/stronghold" in created)
 
         python_base = env.base("debian-node-py")
-        context = env.scratch / "python-context"
-        shutil.rmtree(context, ignore_errors=True)
-        context.mkdir()
-        for name in ("pyproject.toml", "README.md"):
-            shutil.copy2(ROOT / name, context)
-        shutil.copytree(ROOT / "injector", context / "injector", ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copytree(ROOT / "examples", context / "examples")
-        shutil.copy2(ROOT / "bench" / "python-in-image.Dockerfile", context / "Dockerfile")
-        containers.wheelhouse(ROOT, context / "wheelhouse")
         python_image = env.build(
-            context,
+            containers.build_context(env, ROOT),  # the example's context: the repository's files and wheelhouse/
             "localhost/shop-api-python:bench",
+            dockerfile=ROOT / "bench" / "python-in-image.Dockerfile",
             build_args={"BASE": python_base, "BUILDER": python_base, "WHEELHOUSE": "wheelhouse"},
         )
         venv_layer = sum(size for created, size in layers(env, python_image) if "python3 -m venv" in created)

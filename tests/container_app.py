@@ -63,24 +63,34 @@ class App:
         return self.process.returncode, out, err
 
 
-@pytest.fixture
-def app_bootstrap_file(container_env, proxy: TestProxy) -> Path:
-    """The bootstrap token in a file the container user owns, mode 0400 (mounted read-only)."""
+def owned_bootstrap_file(container_env: ContainerEnv, text: str, uid: int = APP_UID) -> Path:
+    """`text` (a bootstrap token) in a file the container user owns, mode 0400 (mounted read-only)."""
     path = container_env.scratch / f"bootstrap-{uuid.uuid4().hex[:8]}"
-    path.write_text(proxy.token + "\n")
-    os.chown(path, APP_UID, APP_UID)
+    path.write_text(text)
+    os.chown(path, uid, uid)
     path.chmod(0o400)
     return path
+
+
+def owned_tmpfs_dir(prefix: str, uid: int = APP_UID) -> Iterator[Path]:
+    """A directory on the host's tmpfs owned by the container user, removed afterwards (for a fixture)."""
+    path = Path("/dev/shm") / f"{prefix}-{uuid.uuid4().hex[:12]}"
+    path.mkdir(mode=0o700)
+    os.chown(path, uid, uid)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def app_bootstrap_file(container_env, proxy: TestProxy) -> Path:
+    """The bootstrap token with a trailing newline (as a Kubernetes secret has), owned by the app user."""
+    return owned_bootstrap_file(container_env, proxy.token + "\n")
 
 
 @pytest.fixture
 def host_token_dir() -> Iterator[Path]:
     """A directory on the host's tmpfs, owned by the container user, to bind-mount as /run/stronghold."""
-    path = Path("/dev/shm") / f"stronghold-ctest-{uuid.uuid4().hex[:12]}"
-    path.mkdir(mode=0o700)
-    os.chown(path, APP_UID, APP_UID)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    yield from owned_tmpfs_dir("stronghold-ctest")
 
 
 @pytest.fixture

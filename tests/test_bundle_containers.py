@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TestProxy, read_line, wait_for
+from container_app import owned_bootstrap_file, owned_tmpfs_dir
 from testkit.containers import ContainerEnv, bundle_image
 
 pytestmark = pytest.mark.container
@@ -78,23 +79,10 @@ def nopy_image(container_env: ContainerEnv) -> str:
     return container_env.build(context, "localhost/stronghold-bundle-nopy:test")
 
 
-def bootstrap_file(container_env: ContainerEnv, proxy: TestProxy, uid: int = UID) -> Path:
-    """The proxy's bootstrap token in a file the container user owns, mode 0400 (mounted read-only)."""
-    path = container_env.scratch / f"bootstrap-{uuid.uuid4().hex[:8]}"
-    path.write_text(proxy.token)
-    os.chown(path, uid, uid)
-    path.chmod(0o400)
-    return path
-
-
 @pytest.fixture
 def token_dir() -> Iterator[Path]:
     """A host tmpfs directory mounted as /run/stronghold, so a test can look after the container is gone."""
-    path = Path("/dev/shm") / f"stronghold-btest-{uuid.uuid4().hex[:12]}"
-    path.mkdir(mode=0o700)
-    os.chown(path, UID, UID)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    yield from owned_tmpfs_dir("stronghold-btest", UID)
 
 
 class Container:
@@ -126,7 +114,7 @@ def launch(container_env: ContainerEnv, nopy_image: str, proxy: TestProxy) -> It
         login_to: TestProxy | None = None,
     ) -> Container:
         name = f"shbundle-{uuid.uuid4().hex[:10]}"
-        token = bootstrap_file(container_env, login_to or target or proxy)
+        token = owned_bootstrap_file(container_env, (login_to or target or proxy).token, UID)
         options = ["run", "--rm", "--name", name, "--network=host"]
         options += ["--volume", f"{token}:/run/secrets/stronghold-bootstrap:ro"]
         options += ["--env", f"STRONGHOLD_PROXY_URL={(target or proxy).url}"]
@@ -298,7 +286,7 @@ def go_image(container_env: ContainerEnv, tmp_path_factory) -> str:
 
 
 def test_go_app_on_a_glibc_only_base(container_env: ContainerEnv, go_image: str, proxy: TestProxy) -> None:
-    bootstrap = bootstrap_file(container_env, proxy, uid=65532)
+    bootstrap = owned_bootstrap_file(container_env, proxy.token, uid=65532)
     name = f"shgo-{uuid.uuid4().hex[:10]}"
     process = container_env.popen(
         "run",
