@@ -211,7 +211,11 @@ class RaftCluster:
                     start_new_session=True,
                 )
             )
-        self._setup()
+        try:
+            self._setup()
+        except BaseException:  # the fixture never gets the cluster to stop: do not leave three servers behind
+            self.stop()
+            raise
 
     def api(self, index: int, method: str, path: str, body: object | None = None, token: str | None = None):
         return _call(self.urls[index], method, path, body, token)
