@@ -21,7 +21,7 @@ import tracemalloc
 
 from harness import DevProxyProcess, stronghold_binary
 
-from injector.masking import Masker, OutputPump
+from injector.delivery.masking import Masker, OutputPump
 
 LINE = b"2026-11-28T23:59:59Z info request served path=/api/v1/items status=200 took=3ms user=sam\n"
 

@@ -15,16 +15,17 @@ import sys
 from collections.abc import Sequence
 
 from injector import __version__
-from injector.config import parse_on_rotate, parse_remap_exit, parse_rewrite_signal
 from injector.errors import ConfigError, ExitCode, StrongholdError, UsageError
 from injector.log import LEVELS, log
-from injector.options import COMMON, DEV_PROXY_LISTEN, DEV_PROXY_TTL, LOGGING, OPTIONS, REFRESH, RUN
+from injector.process.signals import parse_rewrite_signal
+from injector.settings.actions import parse_on_rotate, parse_remap_exit
+from injector.settings.options import COMMON, DEV_PROXY_LISTEN, DEV_PROXY_TTL, LOGGING, OPTIONS, REFRESH, RUN
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from injector.config import RotateAction
+    from injector.settings.actions import RotateAction
 
     Subparsers = argparse._SubParsersAction[Any]
 
@@ -127,7 +128,7 @@ def _remap_exit(text: str) -> tuple[int, int]:
 def _add_options(
     parser: argparse.ArgumentParser, scope: str, groups: dict[str, argparse._ArgumentGroup], only: str | None = None
 ) -> None:
-    """The table's options of `scope` (injector/options.py), each in its help group (only group `only`)."""
+    """The table's options of `scope` (injector/settings/options.py), each in its help group (only group `only`)."""
     parse_as = {
         "seconds": _seconds,
         "on_rotate": _on_rotate,
@@ -379,23 +380,23 @@ def dispatch(mode: str, options: dict[str, object], command: list[str]) -> int:
         )
     require_linux()
     _stop_cleanly_on_signals()
-    from injector.prctl import make_undumpable
+    from injector.process.prctl import make_undumpable
 
     make_undumpable()  # before reading anything secret: env files, token files, answers
     given = options.pop("env_file", None)
     env_files = [str(path) for path in given] if isinstance(given, list) else []
-    from injector.plan import make_plan
+    from injector.settings.plan import make_plan
 
     plan = make_plan(options, env_files)
     if mode == "check":
-        from injector.check import check
+        from injector.modes.check import check
 
         return check(plan)
     if mode in ("fetch", "sidecar"):
-        from injector.sidecar import fetch, sidecar
+        from injector.modes.sidecar import fetch, sidecar
 
         return fetch(plan) if mode == "fetch" else sidecar(plan)
-    from injector.run import run
+    from injector.modes.run import run
 
     return run(plan, command)
 

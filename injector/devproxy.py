@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from injector.config import is_loopback
 from injector.errors import ConfigError
-from injector.options import DEV_PROXY_LISTEN, DEV_PROXY_TTL
+from injector.netaddr import is_loopback
+from injector.settings.options import DEV_PROXY_LISTEN, DEV_PROXY_TTL
 
 DEFAULT_LISTEN = DEV_PROXY_LISTEN
 DEFAULT_TTL = DEV_PROXY_TTL

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from injector.references import collect_references
+from injector.settings.references import collect_references
 
 DOCKERFILE = Path(__file__).resolve().parent.parent / "examples" / "Dockerfile"
 SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|PRIVATE|CREDENTIAL|_KEY$)", re.I)

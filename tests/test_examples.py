@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import TestProxy, base_env, run
-from injector.references import collect_references
+from injector.settings.references import collect_references
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

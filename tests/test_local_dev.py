@@ -15,7 +15,7 @@ import shutil
 import pytest
 
 from conftest import TestProxy, base_env, report_command, run
-from injector.delivery import MEMORY_FILESYSTEMS, filesystem_type
+from injector.delivery.tokendir import MEMORY_FILESYSTEMS, filesystem_type
 
 
 def write(path, text: str):

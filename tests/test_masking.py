@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import PYTHON, TestProxy, base_env, read_line, run, start
-from injector.masking import Masker
+from injector.delivery.masking import Masker
 
 TOKEN = "sk_live_ABCDEFGHIJ0123456789"
 
@@ -202,7 +202,7 @@ def test_finding4_many_tokens_of_every_length_class_split_anywhere(lengths: list
 
 def test_finding4_pieces_held_per_token_are_bounded() -> None:
     """Memory linear in the token bytes: at most MAX_STRIDE pieces per token, whatever its length."""
-    from injector.masking import MAX_STRIDE
+    from injector.delivery.masking import MAX_STRIDE
 
     masker = Masker()
     for index in range(20):

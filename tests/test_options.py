@@ -1,4 +1,4 @@
-"""One table of options (injector/options.py) drives --help, the settings and the README's tables."""
+"""One table of options (injector/settings/options.py) drives --help, the settings and the README's tables."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import base_env, run
-from injector.config import build_settings
-from injector.options import OPTIONS, Option
+from injector.settings.options import OPTIONS, Option
+from injector.settings.settings import build_settings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 TABLE_ROWS = [line for line in README.splitlines() if line.startswith("| ")]

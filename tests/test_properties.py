@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import TestProxy, base_env, run
-from injector.config import load_env_files
 from injector.errors import BrokenAnswerError, ConfigError
-from injector.references import SCHEMES, parse_duration, parse_reference
+from injector.settings.envfiles import load_env_files
+from injector.settings.references import SCHEMES, parse_duration, parse_reference
 from injector.sources.proxy import _credentials_from
-from injector.transport import Response
+from injector.sources.transport import Response
 
 text_after_scheme = st.one_of(
     st.text(max_size=60),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from injector.errors import ConfigError
-from injector.references import (
+from injector.settings.references import (
     Reference,
     collect_references,
     misspelt_scheme,

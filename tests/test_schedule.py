@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from injector.errors import RefusedError, TransientError
-from injector.ledger import Ledger
-from injector.references import Credential, Reference
-from injector.refresh import Refresher
-from injector.schedule import RETRY_MAX, RETRY_MIN, refresh_due, retry_delay
+from injector.refresh.ledger import Ledger
+from injector.refresh.refresher import Refresher
+from injector.refresh.schedule import RETRY_MAX, RETRY_MIN, refresh_due, retry_delay
+from injector.settings.references import Credential, Reference
 
 
 class Clock:

@@ -47,8 +47,11 @@ def test_mypy_would_catch_optional_misuse(tmp_path: Path) -> None:
 def test_the_start_path_does_not_import_typing() -> None:
     """Annotations are strings and type-only imports sit under TYPE_CHECKING: nothing to load at start."""
     probe = (
-        "import sys; from injector import cli, plan, lifecycle, run, supervisor, refresh, delivery; "
-        "from injector.sources import proxy, wiring, openbao; print('typing' in sys.modules)"
+        "import sys; from injector import cli; from injector.settings import plan; "
+        "from injector.modes import lifecycle, run; from injector.process import supervisor; "
+        "from injector.refresh import refresher; from injector.delivery import tokendir, childenv; "
+        "from injector.sources import proxy, wiring; from injector.sources.openbao import source; "
+        "print('typing' in sys.modules)"
     )
     done = subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from injector.errors import BrokenAnswerError, StrongholdError, TransientError, UnavailableError
 from injector.log import log
-from injector.references import granted_ttl
+from injector.settings.references import granted_ttl
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import NoReturn, TypeVar
 
-    from injector.transport import Response
+    from injector.sources.transport import Response
 
     T = TypeVar("T")
 

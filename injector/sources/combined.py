@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from injector.references import Credential, Reference
+from injector.settings.references import Credential, Reference
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from injector.sources import Source
+    from injector.sources.interface import Source
 
 
 class Combined:

@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 
 from injector.errors import BrokenAnswerError, NotFoundError, RefusedError, SessionExpiredError, StrongholdError
 from injector.log import log
-from injector.references import Credential, Reference, value_problem
+from injector.settings.references import Credential, Reference, value_problem
 from injector.sources.answers import answer_int, json_object, once_more_after_login, raise_for_status
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from injector.transport import Response, Transport
+    from injector.sources.transport import Response, Transport
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 REVOKE_TIMEOUT = 2.0

@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import os
 
-from injector.config import Settings, check_env_file_addresses, check_proxy_url
 from injector.errors import ConfigError
 from injector.log import log
+from injector.settings.settings import Settings, check_env_file_addresses, check_proxy_url
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from injector.references import Reference
-    from injector.sources import Source
-    from injector.sources.openbao import OpenBaoSource
-    from injector.sources.openbao_auth import VaultLogin
+    from injector.settings.references import Reference
+    from injector.sources.interface import Source
+    from injector.sources.openbao.auth import VaultLogin
+    from injector.sources.openbao.source import OpenBaoSource
     from injector.sources.proxy import LoginBody, ProxySource
-    from injector.transport import TLSOptions
+    from injector.sources.transport import TLSOptions
 
 
 def read_secret_file(path: str, what: str) -> str:
@@ -88,7 +88,7 @@ def _tls(settings: Settings) -> TLSOptions:
             raise ConfigError(f"{flag} {path}: no such file")
     if settings.client_key and not settings.client_cert:
         raise ConfigError("--client-key needs --client-cert")
-    from injector.transport import TLSOptions
+    from injector.sources.transport import TLSOptions
 
     return TLSOptions(ca_bundle=settings.ca_bundle, client_cert=settings.client_cert, client_key=settings.client_key)
 
@@ -100,8 +100,8 @@ def open_openbao_source(settings: Settings) -> OpenBaoSource:
     addrs = [
         check_proxy_url(a, insecure_http=settings.insecure_http, what="OpenBao address") for a in settings.vault_addrs
     ]
-    from injector.sources.openbao import OpenBaoSource
-    from injector.transport import Transport, display_url
+    from injector.sources.openbao.source import OpenBaoSource
+    from injector.sources.transport import Transport, display_url
 
     login = vault_login_from(settings)
     tls = _tls(settings)
@@ -126,7 +126,7 @@ def open_proxy_source(settings: Settings) -> ProxySource:
     login_body = login_body_factory(settings)
     tls = _tls(settings)
     from injector.sources.proxy import ProxySource
-    from injector.transport import Transport, display_url
+    from injector.sources.transport import Transport, display_url
 
     label = f"{display_url(url)} ({_origin_text(settings, 'proxy', 'STRONGHOLD_PROXY_URL')})"
     return ProxySource(Transport(url, tls=tls, label=label), login_body)
@@ -194,7 +194,7 @@ def _token_variable(value: str) -> str:
 
 def vault_login_from(settings: Settings) -> VaultLogin:
     """Check the auth configuration now (78 if incomplete or a credential holds a line break) and build the login."""
-    from injector.sources.openbao_auth import VaultLogin
+    from injector.sources.openbao.auth import VaultLogin
 
     read_file = read_secret_file
     method = settings.vault_auth

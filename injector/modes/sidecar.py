@@ -11,15 +11,15 @@ import signal
 import threading
 
 from injector.errors import ConfigError, ExitCode
-from injector.lifecycle import child_identity, issued, on_expiry, write_files
 from injector.log import log
-from injector.refresh import Refresher
-from injector.wake import WAKE, main_thread_id, wake
+from injector.modes.lifecycle import child_identity, issued, on_expiry, write_files
+from injector.process.wake import WAKE, main_thread_id, wake
+from injector.refresh.refresher import Refresher
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from injector.delivery import TokenDirectory
-    from injector.plan import Plan
+    from injector.delivery.tokendir import TokenDirectory
+    from injector.settings.plan import Plan
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -52,7 +52,7 @@ def sidecar(plan: Plan) -> int:
     # served once the files are in place.
     health = None
     if settings.health_listen:
-        from injector.health import bind_health
+        from injector.modes.health import bind_health
 
         health = bind_health(settings.health_listen)
     expired_exit = threading.Event()

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from injector.config import Settings, build_settings, load_env_files
 from injector.log import log
-from injector.references import Reference, collect_references
+from injector.settings.envfiles import load_env_files
+from injector.settings.references import Reference, collect_references
+from injector.settings.settings import Settings, build_settings
 
 
 class Plan:
@@ -35,7 +36,7 @@ class Plan:
 
 def make_plan(options: Mapping[str, object], env_files: Sequence[str]) -> Plan:
     environ = dict(os.environ)
-    from injector.delivery import undo_locale_coercion
+    from injector.settings.startenv import undo_locale_coercion
 
     undo_locale_coercion(environ)
     # Logging is configured first from flags and environment alone, so that

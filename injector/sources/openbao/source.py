@@ -34,14 +34,14 @@ from injector.errors import (
     UnavailableError,
 )
 from injector.log import log
-from injector.references import Credential, Reference, value_problem
+from injector.settings.references import Credential, Reference, value_problem
 from injector.sources.answers import answer_int, once_more_after_login
-from injector.sources.openbao_auth import RENEWAL_WORTH_IT, TokenSession, VaultLogin
-from injector.sources.openbao_client import OpenBaoClient, PermissionDeniedError
+from injector.sources.openbao.auth import RENEWAL_WORTH_IT, TokenSession, VaultLogin
+from injector.sources.openbao.client import OpenBaoClient, PermissionDeniedError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from injector.transport import Response, Transport
+    from injector.sources.transport import Response, Transport
 
 ACCESSOR_PREFIX = "accessor:"  # lease ids of minted tokens, so revoke knows which endpoint
 REVOKE_BUDGET = 3.0  # seconds for all revocations at exit together

@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import time
 
-from injector.delivery import inspect_directory
-from injector.lifecycle import issued
+from injector.delivery.tokendir import inspect_directory
+from injector.modes.lifecycle import issued
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from injector.plan import Plan
+    from injector.settings.plan import Plan
 
 
 def check(plan: Plan) -> int:
@@ -25,11 +25,11 @@ def check(plan: Plan) -> int:
         return 0
     directory = None
     if plan.file_references:
-        from injector.dirs import choose_directory
+        from injector.delivery.dirs import choose_directory
 
         child_uid = -1
         if plan.settings.user:
-            from injector.users import resolve_user
+            from injector.process.users import resolve_user
 
             child_uid = resolve_user(plan.settings.user).uid
         directory = os.path.abspath(choose_directory(plan.settings, child_uid=child_uid))

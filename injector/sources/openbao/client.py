@@ -15,7 +15,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from injector.transport import Response, Transport
+    from injector.sources.transport import Response, Transport
 
 # 412: a performance standby that has not caught up yet (X-Vault-Index); 5xx: sealed, standby, overloaded.
 TRANSIENT_STATUSES = frozenset({412, 429, 500, 502, 503, 504})

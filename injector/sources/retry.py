@@ -16,7 +16,7 @@ import tenacity
 
 from injector.errors import TransientError, UnavailableError
 from injector.log import log
-from injector.references import Credential
+from injector.settings.references import Credential
 
 BACKOFF_MULTIPLIER = 0.25  # seconds; waits grow 0.25, 0.5, 1, 2, ... with full jitter
 BACKOFF_MAX = 5.0

@@ -17,18 +17,18 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from injector.delivery import TokenDirectory
-from injector.ledger import Ledger
+from injector.delivery.tokendir import TokenDirectory
 from injector.log import log
+from injector.refresh.ledger import Ledger
 from injector.sources.wiring import open_source
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from injector.config import Settings
-    from injector.plan import Plan
-    from injector.references import Credential, Reference
-    from injector.sources import Source
-    from injector.users import Identity
+    from injector.process.users import Identity
+    from injector.settings.plan import Plan
+    from injector.settings.references import Credential, Reference
+    from injector.settings.settings import Settings
+    from injector.sources.interface import Source
 
 
 class Session:
@@ -83,7 +83,7 @@ def child_identity(plan: Plan) -> Identity | None:
     """Who the command runs as and owns the files (--user), checked before any request."""
     if not plan.settings.user:
         return None
-    from injector.users import resolve_user
+    from injector.process.users import resolve_user
 
     return resolve_user(plan.settings.user)
 
@@ -92,12 +92,12 @@ def prepare_directory(plan: Plan, identity: Identity | None = None) -> TokenDire
     """The --dir for the _FILE references, made and checked (None when there are none)."""
     if not plan.file_references:
         return None
-    from injector.dirs import choose_directory
+    from injector.delivery.dirs import choose_directory
 
     settings = plan.settings
     uid, gid = (identity.uid, identity.gid) if identity is not None else (-1, -1)
     if settings.file_group:
-        from injector.users import resolve_group
+        from injector.process.users import resolve_group
 
         gid = resolve_group(settings.file_group)
     return TokenDirectory.prepare(
@@ -121,7 +121,7 @@ def write_files(
 def issue_all(source: Source, references: Sequence[Reference], settings: Settings) -> list[Credential]:
     """Log in and issue every reference in one request, retrying transient failures."""
     from injector.errors import TransientError
-    from injector.transport import deadline_scope
+    from injector.sources.transport import deadline_scope
 
     started = time.monotonic()
     deadline = started + settings.startup_timeout
@@ -129,7 +129,7 @@ def issue_all(source: Source, references: Sequence[Reference], settings: Setting
         try:  # the first attempt does not import the retry machinery
             credentials = source.issue(references)
         except TransientError as first:
-            from injector.retry import retry_after_failure
+            from injector.sources.retry import retry_after_failure
 
             credentials = retry_after_failure(
                 lambda: source.issue(references),

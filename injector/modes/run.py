@@ -20,20 +20,20 @@ from __future__ import annotations
 
 import os
 
-from injector.delivery import child_environment, scrub_environment
+from injector.delivery.childenv import child_environment, scrub_environment
 from injector.errors import ExitCode
-from injector.launch import Command, exec_command, resolve_command
-from injector.lifecycle import Session, child_identity, issued, on_expiry, write_files
 from injector.log import log
+from injector.modes.lifecycle import Session, child_identity, issued, on_expiry, write_files
+from injector.process.launch import Command, exec_command, resolve_command
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from injector.config import RotateAction
-    from injector.plan import Plan
-    from injector.references import Credential, Reference
-    from injector.refresh import Refresher
-    from injector.supervisor import Supervisor
-    from injector.users import Identity
+    from injector.process.supervisor import Supervisor
+    from injector.process.users import Identity
+    from injector.refresh.refresher import Refresher
+    from injector.settings.actions import RotateAction
+    from injector.settings.plan import Plan
+    from injector.settings.references import Credential, Reference
 
 
 def run(plan: Plan, argv: list[str]) -> int:
@@ -76,8 +76,8 @@ def supervise_command(
     Without refreshing (PID 1 with --no-refresh or no reference) the tokens
     are delivered once; the session revokes and removes them when the command exits.
     """
-    from injector import supervisor as sv
-    from injector.prctl import become_subreaper
+    from injector.process import supervisor as sv
+    from injector.process.prctl import become_subreaper
 
     settings = plan.settings
     references = plan.references
@@ -125,7 +125,7 @@ class _OutputMasking:
     """--mask-output: the masker, fed every value before the command can see it, and the pipes it reads."""
 
     def __init__(self, credentials: list[Credential]) -> None:
-        from injector.masking import MaskedOutput, Masker
+        from injector.delivery.masking import MaskedOutput, Masker
 
         self.masker = Masker()
         for credential in credentials:
@@ -139,8 +139,8 @@ class _OutputMasking:
 
 def _refresher(plan: Plan, session: Session, supervisor: Supervisor, masking: _OutputMasking | None) -> Refresher:
     """The refresher thread for `run`: new values delivered, then the command restarted or signalled."""
-    from injector import supervisor as sv
-    from injector.refresh import Refresher
+    from injector.process import supervisor as sv
+    from injector.refresh.refresher import Refresher
 
     settings = plan.settings
     rotate = settings.on_rotate or default_on_rotate(plan.references)
@@ -173,6 +173,6 @@ def _refresher(plan: Plan, session: Session, supervisor: Supervisor, masking: _O
 
 def default_on_rotate(references: list[Reference]) -> RotateAction:
     """README (rotation): restart when any token is in the environment, else none."""
-    from injector.config import RotateAction
+    from injector.settings.actions import RotateAction
 
     return RotateAction("restart" if any(not r.is_file for r in references) else "none")

@@ -20,7 +20,7 @@ from injector.log import log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from injector.ledger import Ledger
+    from injector.refresh.ledger import Ledger
 
 HEALTH_CONNECTION_TIMEOUT = 2.0  # seconds a /healthz client may take per read
 HEALTH_MAX_CONNECTIONS = 16  # probes are one short request each; more at once is a flood

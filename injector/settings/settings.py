@@ -1,4 +1,4 @@
-"""Settings from flags and STRONGHOLD_* variables, and --env-file loading.
+"""Settings from flags and STRONGHOLD_* variables, checked before any request.
 
 Each setting has an environment variable and, mostly, a flag; the flag wins.
 Pure apart from reading the env files the user named.
@@ -6,13 +6,12 @@ Pure apart from reading the env files the user named.
 
 from __future__ import annotations
 
-import os
-from collections import namedtuple
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from injector.errors import ConfigError
-from injector.options import (
+from injector.netaddr import is_loopback
+from injector.settings.options import (
     BY_DEST,
     DEFAULT_DIR,
     DEFAULT_GRACE,
@@ -23,90 +22,9 @@ from injector.options import (
     VAULT_AUTH_METHODS,
 )
 
-
-class RotateAction(namedtuple("RotateAction", "kind signal", defaults=(0,))):
-    """What happens to the child when a credential rotates (--on-rotate).
-
-    kind: "restart", "signal" or "none"; signal: the signal number for "signal"
-    """
-
-    __slots__ = ()
-
-    def __str__(self) -> str:
-        if self.kind == "signal":
-            import signal as _signal
-
-            return f"signal:{_signal.Signals(self.signal).name}"
-        return self.kind
-
-
-def parse_on_rotate(text: str) -> RotateAction:
-    if text in ("restart", "none"):
-        return RotateAction(text)
-    if text.startswith("signal:"):
-        return RotateAction("signal", parse_signal(text[len("signal:") :]))
-    raise ValueError(f"bad --on-rotate {text!r} (use restart, none or signal:NAME)")
-
-
-def parse_signal(name: str) -> int:
-    import signal
-
-    upper = name.upper()
-    candidate = upper if upper.startswith("SIG") else "SIG" + upper
-    try:
-        return int(signal.Signals[candidate])
-    except KeyError:
-        raise ValueError(f"unknown signal {name!r}") from None
-
-
-def parse_signal_number(text: str) -> int:
-    """A signal as a user writes it: 15, TERM, SIGTERM, RTMIN+3, SIGRTMAX-1."""
-    import signal
-
-    upper = text.strip().upper()
-    if upper.isdigit():
-        number = int(upper)
-    else:
-        name = upper.removeprefix("SIG")
-        for base, sign in (("RTMIN", 1), ("RTMAX", -1)):
-            if name.startswith(base):
-                offset = name[len(base) :]
-                step = offset[1:] if offset[:1] in ("+", "-") and offset[1:].isdigit() else None
-                if offset and (step is None or (offset[0] == "+") != (sign == 1)):
-                    raise ValueError(f"unknown signal {text!r}")
-                number = int(getattr(signal, "SIG" + base)) + sign * int(step or 0)
-                break
-        else:
-            return parse_signal(name)
-    if number not in signal.valid_signals():
-        raise ValueError(f"unknown signal {text!r}")
-    return number
-
-
-def parse_rewrite_signal(text: str) -> tuple[int, int]:
-    """--rewrite-signal FROM:TO (dumb-init's -r): TO 0 drops FROM instead of forwarding it."""
-    import signal
-
-    source, sep, target = text.partition(":")
-    if not sep:
-        raise ValueError(f"bad --rewrite-signal {text!r} (use FROM:TO, e.g. TERM:QUIT)")
-    frm = parse_signal_number(source)
-    if frm in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
-        raise ValueError(f"--rewrite-signal: {source} cannot be caught or forwarded, so it cannot be rewritten")
-    to = 0 if target.strip() == "0" else parse_signal_number(target)
-    return frm, to
-
-
-def parse_remap_exit(text: str) -> tuple[int, int]:
-    """--remap-exit CODE:CODE (tini's -e, generalised): the command's exit code FROM becomes TO."""
-    source, sep, target = text.partition(":")
-    try:
-        frm, to = int(source), int(target)
-    except ValueError:
-        frm = to = -1
-    if not sep or not 0 <= frm <= 255 or not 0 <= to <= 255:
-        raise ValueError(f"bad --remap-exit {text!r} (use CODE:CODE, each 0-255, e.g. 143:0)")
-    return frm, to
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from injector.settings.actions import RotateAction
 
 
 class Settings:
@@ -281,7 +199,7 @@ def _vault_settings(settings: Settings, options: Mapping[str, object], environ: 
     settings.vault_namespace = environ.get("STRONGHOLD_VAULT_NAMESPACE") or None
     poll = options.get("vault_poll") or environ.get("STRONGHOLD_VAULT_POLL")
     if poll:
-        from injector.references import parse_duration
+        from injector.settings.references import parse_duration
 
         try:
             settings.vault_poll = float(parse_duration(str(poll)))
@@ -317,87 +235,6 @@ def check_proxy_url(url: str, *, insecure_http: bool, what: str = "proxy URL") -
             "use https:// (or --insecure-http if you really mean it)"
         )
     return url.rstrip("/")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    import ipaddress  # (free: urllib.parse, which the start path needs anyway, has loaded it)
-
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-# Never interpolated into an env file: `INNOCENT=${STRONGHOLD_BOOTSTRAP_TOKEN}`
-# would otherwise hand a credential to the child under a name nobody scrubs.
-NOT_INTERPOLATED = ("STRONGHOLD_", "VAULT_", "BAO_")
-
-
-class _Interpolation(Mapping[str, str]):
-    """What `${NAME}` in an env file can see: the real environment over the
-    values loaded so far, without any credential-bearing variable."""
-
-    def __init__(self, real: Mapping[str, str], loaded: Mapping[str, str]) -> None:
-        self._real = real
-        self._loaded = loaded
-
-    def __getitem__(self, name: str) -> str:
-        if name.startswith(NOT_INTERPOLATED):
-            raise KeyError(name)
-        if name in self._real:
-            return self._real[name]
-        return self._loaded[name]
-
-    def __iter__(self) -> Iterator[str]:  # pragma: no cover - Mapping requires it; interpolation only looks names up
-        return iter(())
-
-    def __len__(self) -> int:  # pragma: no cover
-        return 0
-
-
-def load_env_files(paths: list[str], environ: MutableMapping[str, str]) -> dict[str, str]:
-    """Load dotenv files into `environ` with python-dotenv (README: References).
-
-    Precedence as Node's `--env-file` and Compose's `env_file`: the real
-    environment wins over every file, and a later file over an earlier one.
-    `${NAME}` is expanded (python-dotenv's POSIX syntax, `${NAME:-default}`
-    too) from the real environment and what was loaded before it, but never
-    from a STRONGHOLD_*, VAULT_* or BAO_* variable: those expand to "" (or the
-    default).  Returns variable -> file it came from, for error messages and
-    the rule that no credential from the environment goes to an address
-    from a file (`check_env_file_addresses`).
-    """
-    if not paths:
-        return {}
-    from dotenv import dotenv_values  # imported only when used: it costs ~40 ms
-    from dotenv.variables import parse_variables
-
-    real = dict(environ)
-    loaded: dict[str, str] = {}
-    origins: dict[str, str] = {}
-    for path in paths:
-        if not os.path.isfile(path):
-            raise ConfigError(f"--env-file {path}: no such file")
-        try:
-            values = dotenv_values(path, interpolate=False)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"--env-file {path}: cannot read it ({type(exc).__name__})") from None
-        visible = _Interpolation(real, loaded)
-        for name, raw in values.items():
-            if raw is None:
-                continue
-            if "\0" in raw or "\0" in name or "=" in name or not name:
-                raise ConfigError(f"--env-file {path}: bad variable {name!r}")
-            loaded[name] = "".join(atom.resolve(visible) for atom in parse_variables(raw))
-            origins[name] = path
-    for name, value in loaded.items():
-        if name in real:
-            del origins[name]  # the real environment wins
-        else:
-            environ[name] = value
-    return origins
 
 
 # source -> (the setting holding its address, that setting's usual variable)

@@ -18,10 +18,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from injector.config import DEFAULT_DIR, Settings
-from injector.delivery import MEMORY_FILESYSTEMS, directory_problem, filesystem_type, parent_problem, tmpfs_fix
+from injector.delivery.tokendir import (
+    MEMORY_FILESYSTEMS,
+    directory_problem,
+    filesystem_type,
+    parent_problem,
+    tmpfs_fix,
+)
 from injector.errors import ConfigError
 from injector.log import log
+from injector.settings.settings import DEFAULT_DIR, Settings
 
 
 def skip_reason(path: str, child_uid: int = -1) -> str | None:

@@ -22,7 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
 
-    from injector.users import Identity
+    from injector.process.users import Identity
 
 # Every signal a child could inherit as ignored or caught, bar the two that
 # cannot be changed and glibc's internal ones (32, 33).
@@ -90,7 +90,7 @@ def exec_command(command: Command, environ: Mapping[str, str], identity: Identit
     reset_signals()
     try:
         if identity is not None:
-            from injector.users import drop_privileges
+            from injector.process.users import drop_privileges
 
             drop_privileges(identity)
         os.execve(command.path, list(command.argv), dict(environ))

@@ -33,13 +33,13 @@ from collections import deque, namedtuple
 from collections.abc import Callable, Mapping
 
 from injector.errors import ExitCode, StrongholdError
-from injector.launch import Command, spawn
 from injector.log import log
-from injector.wake import WAKE, wake
+from injector.process.launch import Command, spawn
+from injector.process.wake import WAKE, wake
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from injector.users import Identity
+    from injector.process.users import Identity
 
 # Everything catchable: valid_signals() already leaves out glibc's internal 32 and 33.
 WAITED = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}

@@ -22,13 +22,13 @@ from injector.errors import (
 )
 from injector.log import log
 from injector.sources.answers import answer_int
-from injector.sources.openbao_client import PermissionDeniedError
+from injector.sources.openbao.client import PermissionDeniedError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from injector.sources.openbao_client import OpenBaoClient
+    from injector.sources.openbao.client import OpenBaoClient
 
 # A renewal that grants less than this share of what was asked means the
 # token or lease is near its max ttl: obtain (or read) it again instead.

@@ -19,15 +19,22 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Mapping
 
 from injector.errors import ConfigError
-from injector.references import Credential, Reference, passes_to_child
+from injector.settings.references import Credential, Reference
 
 TMPFS_MAGIC = 0x01021994
+
+
 RAMFS_MAGIC = 0x858458F6
+
+
 MEMORY_FILESYSTEMS = (TMPFS_MAGIC, RAMFS_MAGIC)
+
+
 READY_FILE = ".ready"
+
+
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -358,52 +365,3 @@ class TokenDirectory:
             os.unlink(name, dir_fd=self.fd)
         except OSError:
             pass
-
-
-# What Python's C-locale coercion (PEP 538) puts in LC_CTYPE when the locale is C or POSIX.
-COERCION_TARGETS = ("C.UTF-8", "C.utf8", "UTF-8")
-
-
-def undo_locale_coercion(environ: dict[str, str], initial_environ: str = "/proc/self/environ") -> None:
-    """Remove the LC_CTYPE Python added at start-up, so the child gets the environment exactly as given.
-
-    The interpreter sets LC_CTYPE=C.UTF-8 in its own environment when started
-    under the C locale; the kernel's copy of the environment we were started
-    with (/proc/self/environ) shows whether it was really given.
-    """
-    if environ.get("LC_CTYPE") not in COERCION_TARGETS or "LC_ALL" in environ:
-        return
-    try:
-        with open(initial_environ, "rb") as handle:
-            given = handle.read().split(b"\0")
-    except OSError:
-        return
-    if not any(entry.startswith(b"LC_CTYPE=") for entry in given):
-        del environ["LC_CTYPE"]
-
-
-def scrub_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment minus configuration variables (STRONGHOLD_*, and BAO_*/VAULT_* but for
-    the address, CA and namespace, README: OpenBao and Vault)."""
-    return {name: value for name, value in environ.items() if passes_to_child(name)}
-
-
-def child_environment(
-    base: Mapping[str, str],
-    references: Iterable[Reference],
-    values: Mapping[str, str],
-    directory: TokenDirectory | None,
-) -> dict[str, str]:
-    """The child's environment: `base` with each reference replaced.
-
-    `values` maps an env-delivered reference's name to its current token.
-    """
-    environ = dict(base)
-    for reference in references:
-        if reference.is_file:
-            if directory is None:
-                raise ValueError(f"{reference.name}: a file reference needs a directory")
-            environ[reference.name] = directory.file_path(reference)
-        else:
-            environ[reference.name] = values[reference.name]
-    return environ

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from injector.references import Credential
+from injector.settings.references import Credential
 
 
 class Ledger:

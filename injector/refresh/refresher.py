@@ -21,14 +21,14 @@ import time
 from collections.abc import Callable, Sequence
 
 from injector.errors import StrongholdError, TransientError
-from injector.ledger import Ledger
 from injector.log import log
-from injector.references import Credential, Reference
-from injector.schedule import refresh_due, refresh_window_open, retry_delay
+from injector.refresh.ledger import Ledger
+from injector.refresh.schedule import refresh_due, refresh_window_open, retry_delay
+from injector.settings.references import Credential, Reference
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from injector.sources import Source
+    from injector.sources.interface import Source
 
 UNEXPECTED_ERROR_PAUSE = 1.0  # seconds, after an exception no step expected
 MAX_SLEEP = 3600.0  # wake at least hourly, even with nothing due (static values, eternal sessions)
