@@ -7,6 +7,7 @@ before the old token expires; the old token stays until then.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -240,3 +241,71 @@ def test_a_pause_whose_refresh_fails_is_still_an_expiry() -> None:
     refresher.tick(clock.now)
     assert source.calls == [["A"]], "the refresh is tried first"
     assert events["expired"] == [["A"]]
+
+
+# --- start-up retries: the same policy (schedule.backoff), on an injected clock -------------------------------------
+
+
+def test_backoff_doubles_jitters_and_honours_retry_after() -> None:
+    from injector.refresh.schedule import backoff
+
+    assert [backoff(n, lambda: 0.999999, base=0.5, cap=10.0) for n in (1, 2, 3, 6)] == pytest.approx([0.5, 1, 2, 10])
+    assert backoff(3, lambda: 0.0, base=0.5, cap=10.0) == 1.0  # never less than half the step
+    assert backoff(1, lambda: 0.0, base=0.5, cap=10.0, retry_after=7.0) == 7.0
+
+
+def test_start_up_retries_use_the_shared_policy_until_the_deadline() -> None:
+    """Waits come from schedule.backoff (Retry-After honoured), the last is cut to the deadline, and giving
+    up names the last real failure and --startup-timeout."""
+    from injector.errors import UnavailableError
+    from injector.refresh.retry import retry_after_failure
+
+    clock = Clock()
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock.now += seconds
+
+    def attempt() -> list[Credential]:
+        raise TransientError("proxy answered 503", retry_after=3.0 if len(waits) == 1 else None)
+
+    start = clock()
+    with pytest.raises(UnavailableError) as caught:
+        retry_after_failure(
+            attempt,
+            TransientError("connection refused"),
+            deadline=start + 5.0,
+            what="fetching credentials",
+            clock=clock,
+            sleep=sleep,
+            started=start,
+            rand=lambda: 0.0,
+        )
+    assert waits[:2] == [0.125, 3.0]  # half of the 0.25 s step, then the server's Retry-After
+    assert clock() == pytest.approx(start + 5.0)  # the last wait ended at the deadline, not past it
+    assert "proxy answered 503" in str(caught.value) and "--startup-timeout 5" in str(caught.value)
+
+
+def test_start_up_retry_returns_the_first_success() -> None:
+    from injector.refresh.retry import retry_after_failure
+
+    clock = Clock()
+    answers: list[object] = [TransientError("timed out"), ["ok"]]
+
+    def attempt() -> list[Credential]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[return-value]
+
+    got = retry_after_failure(
+        attempt,
+        TransientError("refused"),
+        deadline=clock() + 60,
+        what="x",
+        clock=clock,
+        sleep=lambda s: setattr(clock, "now", clock.now + s),
+        rand=lambda: 0.5,
+    )
+    assert got == ["ok"] and not answers

@@ -129,7 +129,7 @@ def issue_all(source: Source, references: Sequence[Reference], settings: Setting
         try:  # the first attempt does not import the retry machinery
             credentials = source.issue(references)
         except TransientError as first:
-            from injector.sources.retry import retry_after_failure
+            from injector.refresh.retry import retry_after_failure
 
             credentials = retry_after_failure(
                 lambda: source.issue(references),

@@ -31,18 +31,27 @@ def refresh_window_open(issued_at: float, ttl: float, now: float) -> bool:
     return now >= issued_at + ttl * REFRESH_FROM
 
 
+def backoff(failures: int, rand: Random, *, base: float, cap: float, retry_after: float | None = None) -> float:
+    """The one backoff policy, for start-up retries (refresh/retry.py) and refresh retries alike.
+
+    Exponential steps from `base`, doubling per failure up to `cap`, jittered
+    between half and all of the step (so a fleet that failed together does not
+    retry together, yet never retries at once), and never shorter than the
+    server's Retry-After.
+    """
+    step = min(cap, base * 2 ** max(0, failures - 1))
+    delay = step * (0.5 + 0.5 * rand())
+    return delay if retry_after is None else max(delay, retry_after)
+
+
 def retry_delay(failures: int, now: float, expires_at: float, rand: Random, retry_after: float | None = None) -> float:
     """How long to wait before retrying a failed refresh.
 
-    Exponential backoff with jitter (between half and all of the step), at
-    least the server's Retry-After, and at most a quarter of the time left
-    before the old token expires, so a short outage never outlives a token
-    that could have been saved.  Once expired, plain capped backoff.
+    `backoff` from RETRY_BASE, at most a quarter of the time left before the
+    old token expires, so a short outage never outlives a token that could
+    have been saved; once expired, plain capped backoff.
     """
-    step = min(RETRY_MAX, RETRY_BASE * 2 ** max(0, failures - 1))
-    delay = step * (0.5 + 0.5 * rand())
-    if retry_after is not None:
-        delay = max(delay, retry_after)
+    delay = backoff(failures, rand, base=RETRY_BASE, cap=RETRY_MAX, retry_after=retry_after)
     left = expires_at - now
     if left > 0:
         delay = min(delay, left / 4)
