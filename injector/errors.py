@@ -11,8 +11,13 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
+    """Every exit code stronghold-init gives, the audit's included (README: Exit codes; sysexits names)."""
+
     OK = 0
+    FINDINGS = 1  # audit: at least one finding
     USAGE = 64
+    BAD_IMAGE = 65  # audit: a malformed, hostile or unsupported archive, manifest or layer (EX_DATAERR)
+    NO_INPUT = 66  # audit: a missing or unreadable target (EX_NOINPUT)
     UNAVAILABLE = 69
     REFUSED = 77
     CONFIG = 78

@@ -1,36 +1,31 @@
-"""The audit's failures and their exit codes (docs/audit.md; sysexits names)."""
+"""The audit's failures (docs/audit.md); their exit codes are rows of the one table, `ExitCode`."""
 
 from __future__ import annotations
 
-from injector.errors import StrongholdError
+from injector.errors import ExitCode, StrongholdError
 
-FINDINGS = 1  # at least one finding
-EX_USAGE = 64
-EX_DATAERR = 65  # a malformed or unsupported archive
-EX_NOINPUT = 66  # a missing or unreadable target
-EX_UNAVAILABLE = 69  # registry unreachable
-EX_NOPERM = 77  # registry refused the credentials
+FINDINGS = ExitCode.FINDINGS
 
 
 class AuditUsageError(StrongholdError):
-    exit_code = EX_USAGE
+    exit_code = ExitCode.USAGE
 
 
 class BadImageError(StrongholdError):
     """The archive, layout, manifest or layer is malformed, hostile or unsupported."""
 
-    exit_code = EX_DATAERR
+    exit_code = ExitCode.BAD_IMAGE
 
 
 class NoInputError(StrongholdError):
     """The target does not exist or cannot be read."""
 
-    exit_code = EX_NOINPUT
+    exit_code = ExitCode.NO_INPUT
 
 
 class RegistryUnavailableError(StrongholdError):
-    exit_code = EX_UNAVAILABLE
+    exit_code = ExitCode.UNAVAILABLE
 
 
 class RegistryRefusedError(StrongholdError):
-    exit_code = EX_NOPERM
+    exit_code = ExitCode.REFUSED
