@@ -476,16 +476,18 @@ def is_dotenv_name(name: str) -> bool:
 
 
 def parse_dotenv(text: str) -> Iterator[tuple[str, str]]:
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        key = key.strip()
-        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", key):
-            value = value.strip()
-            if value[:1] not in "'\"" and " #" in value:
-                value = value.split(" #", 1)[0].rstrip()
+    """A dotenv file's variables, read by python-dotenv: the parser `--env-file` and the dev proxy use too,
+    so the audit sees exactly the values those would load (quotes, `export`, comments, multi-line values)."""
+    import io
+    import logging
+
+    from dotenv import dotenv_values
+
+    # python-dotenv warns about each line it cannot parse through `logging`; an image's hostile .env
+    # must not write to our terminal (nothing configures logging, so the warning would reach stderr).
+    logging.getLogger("dotenv.main").disabled = True
+    for key, value in dotenv_values(stream=io.StringIO(text), interpolate=False).items():
+        if value is not None and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", key):
             yield key, value
 
 
