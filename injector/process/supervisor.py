@@ -31,6 +31,7 @@ import threading
 import time
 from collections import deque, namedtuple
 from collections.abc import Callable, Mapping
+from enum import Enum
 
 from injector.errors import ExitCode, StrongholdError
 from injector.log import log
@@ -53,6 +54,24 @@ SI_KERNEL = 0x80
 RESTART_DEBOUNCE = 0.25  # rotations landing within this window cause one restart
 GROUP_POLL = 0.05  # while waiting for an ended group's last members, which may not be our children
 KILLED_GROUP_WAIT = 5.0  # after SIGKILL, how long to wait for the group to empty before going on
+
+
+class Phase(Enum):
+    """Where the supervised command is: one state instead of loose flags (OpenBao agent's exec does the same).
+
+    The deadlines (restart due, SIGKILL after --grace, give up on a SIGKILLed
+    group) are kept beside it; each has a meaning only in the phases named.
+    """
+
+    RUNNING = "running"  # the command runs; nothing pending
+    RESTART_DUE = "restart due"  # a rotation asked for a restart, debounced until `_restart_at`
+    RESTARTING = "restarting"  # ending the command's whole group, then starting it again
+    STOPPING = "stopping"  # a stop signal was forwarded: when the command exits, so do we
+    ENDING = "ending"  # ending the command's whole group, then exiting (our own stop, --signal-group)
+    DONE = "done"  # run() returns `_exit_code`
+
+
+ENDING_GROUP = (Phase.RESTARTING, Phase.ENDING)  # waiting for the command's group to be empty
 
 
 def block_signals() -> None:
@@ -142,13 +161,12 @@ class Supervisor:
         self._pgid: int | None = None  # the current (or last) instance's process group
         self._terminal: int | None = None  # the fd whose terminal the command was handed
         self._status: int | None = None  # the last instance's exit code
-        self._done: int | None = None  # set once run() should return this
-        self._stopping = False  # no more restarts: we exit when the child does
-        self._exit_code_override: int | None = None
-        self._ending = False  # ending the whole group (restart or our own stop)
-        self._restart_at: float | None = None
-        self._kill_at: float | None = None
-        self._give_up_at: float | None = None
+        self._phase = Phase.RUNNING
+        self._exit_code = 0  # what run() returns, once DONE
+        self._exit_code_override: int | None = None  # a Stop request's code, instead of the command's
+        self._restart_at = 0.0  # RESTART_DUE: when the restart starts
+        self._kill_at: float | None = None  # SIGKILL the command (or its group) then: --grace ran out
+        self._give_up_at: float | None = None  # ENDING_GROUP after SIGKILL: stop waiting for the group then
 
     # -- called from other threads ----------------------------------------
 
@@ -171,7 +189,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Wait for signals until the child is gone; return the exit code."""
-        while self._done is None:
+        while self._phase is not Phase.DONE:
             timeout = self._next_timer()
             info: signal.struct_siginfo | None
             if timeout is None:
@@ -186,11 +204,13 @@ class Supervisor:
                 self._drain_requests()
             else:
                 self._forward(info)
-        return self._done
+        return self._exit_code
 
     def _next_timer(self) -> float | None:
-        timers = [t for t in (self._restart_at, self._kill_at, self._give_up_at) if t is not None]
-        if self._ending and self.child is None:  # the rest of the group may not be our children
+        timers = [t for t in (self._kill_at, self._give_up_at) if t is not None]
+        if self._phase is Phase.RESTART_DUE:
+            timers.append(self._restart_at)
+        if self._phase in ENDING_GROUP and self.child is None:  # the rest of the group may not be our children
             timers.append(time.monotonic() + GROUP_POLL)
         return min(timers) if timers else None
 
@@ -199,22 +219,23 @@ class Supervisor:
         if self._kill_at is not None and now >= self._kill_at:
             self._kill_at = None
             log.warning("command did not stop within the grace period; sending SIGKILL")
-            if self._ending:
+            if self._phase in ENDING_GROUP:
                 self._signal_group_of_command(signal.SIGKILL)
                 self._give_up_at = now + KILLED_GROUP_WAIT
             else:
                 self._send(signal.SIGKILL)
-        if self._restart_at is not None and now >= self._restart_at:
-            self._restart_at = None
-            if not self._stopping:
-                log.info("restarting the command with rotated credentials")
-                self._end_group()
-        if self._ending and self.child is None:
+        if self._phase is Phase.RESTART_DUE and now >= self._restart_at:
+            log.info("restarting the command with rotated credentials")
+            self._end_group(Phase.RESTARTING)
+        if self._phase in ENDING_GROUP and self.child is None:
             self._check_group_ended(now)
 
-    def _end_group(self) -> None:
-        """SIGTERM (as rewritten) to the command's whole group; SIGKILL after the grace period."""
-        self._ending = True
+    def _end_group(self, then: Phase) -> None:
+        """SIGTERM (as rewritten) to the command's whole group; SIGKILL after the grace period.
+
+        `then`: RESTARTING (start it again once the group is empty) or ENDING (exit then).
+        """
+        self._phase = then
         self._signal_group_of_command(self._rewrite.get(signal.SIGTERM, signal.SIGTERM))
         if self._kill_at is None:
             self._kill_at = time.monotonic() + self._grace
@@ -224,31 +245,31 @@ class Supervisor:
             if self._give_up_at is None or now < self._give_up_at:
                 return
             log.warning("processes of the old instance outlived SIGKILL; going on without them", pgid=self._pgid)
-        self._ending = False
         self._kill_at = self._give_up_at = None
-        if self._stopping:
+        if self._phase is Phase.ENDING:
             self._finish()
             return
+        self._phase = Phase.RUNNING
         try:
             self.start()
         except StrongholdError as exc:
             log.error(f"restart failed: {exc.message}")
-            self._done = int(exc.exit_code)
+            self._phase, self._exit_code = Phase.DONE, int(exc.exit_code)
 
     def _drain_requests(self) -> None:
         while self._requests:
             item = self._requests.popleft()
             if isinstance(item, Restart):
-                if self._restart_at is None and not self._ending and not self._stopping:
-                    self._restart_at = time.monotonic() + RESTART_DEBOUNCE
+                if self._phase is Phase.RUNNING:  # (a restart already due or under way covers this one)
+                    self._phase, self._restart_at = Phase.RESTART_DUE, time.monotonic() + RESTART_DEBOUNCE
             elif isinstance(item, Signal):
                 self._send(item.signum)
             elif isinstance(item, Stop):
-                self._stopping = True
-                self._restart_at = None
                 self._exit_code_override = item.exit_code
-                if not self._ending:
-                    self._end_group()
+                if self._phase in ENDING_GROUP:
+                    self._phase = Phase.ENDING  # the group is being ended already: exit once it is
+                elif self._phase is not Phase.DONE:
+                    self._end_group(Phase.ENDING)
 
     def _forward(self, info: signal.struct_siginfo) -> None:
         signum = info.si_signo
@@ -257,8 +278,11 @@ class Supervisor:
             log.debug("signal dropped (--rewrite-signal ...:0)", signal=signum)
             return
         if signum in STOPPING_SIGNALS:
-            self._stopping = True  # a SIGTERM during a restart ends it (README: supervision, refresh and rotation)
-            self._restart_at = None
+            # No more restarts; a SIGTERM during a restart ends it (README: supervision, refresh and rotation).
+            if self._phase in (Phase.RUNNING, Phase.RESTART_DUE):
+                self._phase = Phase.STOPPING
+            elif self._phase is Phase.RESTARTING:
+                self._phase = Phase.ENDING
             if signum == signal.SIGTERM and self._kill_at is None:
                 self._kill_at = time.monotonic() + self._grace  # --grace applies to a stop too
         if self._kernel_already_delivered(info):
@@ -319,7 +343,7 @@ class Supervisor:
                 self._take_back_terminal()
         if self.child is not None or self._status is None:
             return
-        if self._ending:
+        if self._phase in ENDING_GROUP:
             self._check_group_ended(time.monotonic())
             return
         if self._signal_group and self._pgid is not None and group_alive(self._pgid):
@@ -327,18 +351,17 @@ class Supervisor:
             # subreaper we then wait for it (SIGKILL after --grace), reaping the
             # orphans: exiting at once would leave them running, or as zombies of
             # an init that may never reap them.  The exit code stays the command's.
-            self._stopping = True
-            self._restart_at = None
-            self._end_group()
+            self._end_group(Phase.ENDING)
             return
         self._finish()
 
     def _finish(self) -> None:
+        self._phase = Phase.DONE
         if self._exit_code_override is not None:
-            self._done = self._exit_code_override
+            self._exit_code = self._exit_code_override
             return
         code = self._status if self._status is not None else 0
-        self._done = self._remap_exit.get(code, code)
+        self._exit_code = self._remap_exit.get(code, code)
 
     def _take_back_terminal(self) -> None:
         """The command is gone: its group must not keep the terminal (a shell after us would stop on SIGTTIN)."""
