@@ -14,21 +14,11 @@ import re
 
 from injector.audit.detect import Detector, is_dotenv_name, is_known_credential_file, is_secret_name, unquote
 from injector.audit.errors import BadImageError, NoInputError
-from injector.audit.findings import Finding
+from injector.audit.findings import Finding, fix_for
 
 MAX_DOCKERFILE = 4 * 1024 * 1024
 SECRET_MOUNT = re.compile(r"--mount=(?:[^ ]*,)?type=secret")
 KEY_FILE = re.compile(r"(?:^|/)(?:id_(?:rsa|dsa|ecdsa|ed25519)|[^/ ]*\.(?:pem|key|p12|pfx|jks|keystore))$", re.I)
-FIX = {
-    "env": "do not bake it in: set {key}=stronghold://<secret> at run time and run the app under stronghold-init",
-    "arg": "a build arg stays in the image history: use RUN --mount=type=secret,id={key_lower} and "
-    "`build --secret id={key_lower},src=FILE`",
-    "copy": "do not copy credential files into the image: RUN --mount=type=secret for build time, "
-    "a stronghold://..._FILE reference for run time",
-    "run": "take the token out of the RUN line: RUN --mount=type=secret,id=... reads it from a file at build time only",
-    "run-arg": "RUN uses the build arg ${key}, which history records: "
-    "use RUN --mount=type=secret,id={key_lower} instead",
-}
 
 
 def check_dockerfile(path: str, detector: Detector) -> list[Finding]:
@@ -57,9 +47,7 @@ def check_dockerfile(path: str, detector: Detector) -> list[Finding]:
     secret_args: set[str] = set()
 
     def add(value: str, rule: str, key: str | None, fix: str, line: int) -> None:
-        key_lower = (key or "secret").lower()
-        text = fix.replace("{key}", key or "NAME").replace("{key_lower}", key_lower)
-        finding = Finding.of(value, where="dockerfile", rule=rule, path=path, key=key, fix=text)
+        finding = Finding.of(value, where="dockerfile", rule=rule, path=path, key=key, fix=fix_for(fix, key))
         findings.append(finding.moved(context=f"line {line}"))
 
     for instruction in instructions:
@@ -72,22 +60,22 @@ def check_dockerfile(path: str, detector: Detector) -> list[Finding]:
                     secret_args.add(key)
                 hits = list(detector.check_assignment(key, raw)) if raw is not None else []
                 for rule, hit_key, found in hits:
-                    add(found, rule, hit_key or key, FIX["arg" if name == "ARG" else "env"], line)
+                    add(found, rule, hit_key or key, "build-arg" if name == "ARG" else "dockerfile-env", line)
                 if name == "ARG" and raw is None and is_secret_name(key):
-                    add(key, "secret-named-build-arg", key, FIX["arg"], line)
+                    add(key, "secret-named-build-arg", key, "build-arg", line)
         elif name in ("COPY", "ADD"):
             for source in _sources(value):
                 base = source.rstrip("/").rsplit("/", 1)[-1]
                 if is_known_credential_file(source) or is_dotenv_name(base) or KEY_FILE.search(source):
-                    add(source, "credential-file-copied", base, FIX["copy"], line)
+                    add(source, "credential-file-copied", base, "file", line)
         elif name == "RUN":
             body = SECRET_MOUNT.sub("", value)
             for rule, found_key, found in detector.scan_line(body, filename=""):
-                add(found, rule, found_key, FIX["run"], line)
+                add(found, rule, found_key, "history", line)
             if not SECRET_MOUNT.search(value):
                 for arg in sorted(secret_args):
                     if re.search(r"\$\{?" + re.escape(arg) + r"\b", body):
-                        add(arg, "secret-build-arg-used", arg, FIX["run-arg"], line)
+                        add(arg, "secret-build-arg-used", arg, "build-arg-used", line)
     return findings
 
 

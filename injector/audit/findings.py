@@ -12,17 +12,30 @@ from dataclasses import dataclass
 
 WHERE = ("env", "label", "command", "history", "file", "deleted-file", "dockerfile")
 
+# The one table of advice, for image findings and Dockerfile findings alike; `{key}` is the variable's name,
+# `{key_lower}` the same in lower case (a BuildKit secret id).
 FIX = {
     "env": "remove it from the image; declare {key}=stronghold://<secret> and run the app under stronghold-init",
+    "dockerfile-env": "do not bake it in: set {key}=stronghold://<secret> at run time and run the app under "
+    "stronghold-init",
     "label": "remove the label; a label is public metadata, never a place for a credential",
     "command": "take it out of Entrypoint/Cmd; pass it at run time with a stronghold:// reference",
-    "build-arg": "use RUN --mount=type=secret,id=... (BuildKit) instead of ARG/--build-arg: build args stay in history",
-    "history": "take it out of the RUN line; use RUN --mount=type=secret,id=... and rotate the credential",
+    "build-arg": "a build arg stays in the image history: use RUN --mount=type=secret,id={key_lower} and "
+    "`build --secret id={key_lower},src=FILE`",
+    "build-arg-used": "RUN uses the build arg ${key}, which history records: "
+    "use RUN --mount=type=secret,id={key_lower} instead",
+    "history": "take it out of the RUN line: RUN --mount=type=secret,id=... reads it from a file at build time "
+    "only; rotate the credential",
     "file": "do not copy it into the image: mount it at build time (--mount=type=secret) or deliver it at run time "
     "as a stronghold://..._FILE reference; rotate it",
     "deleted-file": "deleting it in a later layer does not remove it from the image: rebuild without it "
     "(--mount=type=secret) and rotate it",
 }
+
+
+def fix_for(kind: str, key: str | None) -> str:
+    """The advice of row `kind`, for the variable `key` (or a placeholder when there is none)."""
+    return FIX[kind].replace("{key}", key or "NAME").replace("{key_lower}", (key or "secret").lower())
 
 
 def fingerprint(value: str) -> str:
@@ -60,7 +73,7 @@ class Finding:
         fix: str | None = None,
     ) -> Finding:
         assert where in WHERE, where
-        text = fix if fix is not None else FIX.get(where, FIX["file"])
+        text = fix if fix is not None else fix_for(where if where in FIX else "file", key)
         return cls(
             where=where,
             layer=layer,
@@ -69,7 +82,7 @@ class Finding:
             rule=rule,
             redacted=redact(value),
             fingerprint=fingerprint(value),
-            fix=text.replace("{key}", key or "NAME"),
+            fix=text,
         )
 
     def moved(self, **changes: object) -> Finding:

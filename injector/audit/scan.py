@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 
 from injector.audit.detect import Detector
-from injector.audit.findings import Finding
+from injector.audit.findings import Finding, fix_for
 from injector.audit.image import Image, history_per_layer
 from injector.audit.layers import Whiteouts, open_layer_stream, read_windows, walk, worth_reading
 
@@ -70,16 +70,14 @@ def _history_findings(image: Image, detector: Detector) -> list[Finding]:
                 rest = rest[pair.end() :]
                 key, value = pair.group(1), pair.group(2)
                 for rule, hit_key, found in detector.check_assignment(key, value):
-                    out.append(
-                        Finding.of(
-                            found, where="history", rule=rule, key=hit_key or key, layer=layer, fix=_fix("build-arg")
-                        )
-                    )
+                    named = hit_key or key
+                    fix = fix_for("build-arg", named)
+                    out.append(Finding.of(found, where="history", rule=rule, key=named, layer=layer, fix=fix))
         env = ENV_LINE.match(rest.strip())
         if env:
             for key, value in _pairs(env.group(2)):
                 for rule, hit_key, found in detector.check_assignment(key, value):
-                    where_fix = _fix("env") if env.group(1) == "ENV" else _fix("label")
+                    where_fix = fix_for("env" if env.group(1) == "ENV" else "label", hit_key or key)
                     out.append(
                         Finding.of(found, where="history", rule=rule, key=hit_key or key, layer=layer, fix=where_fix)
                     )
@@ -121,12 +119,6 @@ def _pairs(text: str) -> list[tuple[str, str]]:
         return pairs
     key, _, value = text.partition(" ")
     return [(key, value)] if key and value else []
-
-
-def _fix(kind: str) -> str:
-    from injector.audit.findings import FIX
-
-    return FIX[kind]
 
 
 TEXT_BATCH = 4 * 1024 * 1024  # text windows are searched for triggers this much at a time
