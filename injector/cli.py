@@ -56,8 +56,14 @@ exit codes: the command's own (or 128+N if killed by signal N); 64 usage;
 """
 
 
-class Interrupted(Exception):  # noqa: N818 - a signal, not an error
-    """A stopping signal arrived during start-up (before the command ran)."""
+class Interrupted(BaseException):  # noqa: N818 - a signal, not an error
+    """A stopping signal arrived during start-up (before the command ran).
+
+    A BaseException, as KeyboardInterrupt is: the logger and every other
+    `except Exception` on the start path must not swallow it (a SIGTERM that
+    lands while a log line blocks on a full stderr pipe would be lost, and the
+    command started anyway).
+    """
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
