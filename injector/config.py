@@ -22,6 +22,7 @@ from injector.options import (
     ENV_TWINS,
     VAULT_AUTH_METHODS,
 )
+from injector.process.signal_names import parse_signal, signal_name
 
 
 class RotateAction(namedtuple("RotateAction", "kind signal", defaults=(0,))):
@@ -34,9 +35,7 @@ class RotateAction(namedtuple("RotateAction", "kind signal", defaults=(0,))):
 
     def __str__(self) -> str:
         if self.kind == "signal":
-            import signal as _signal
-
-            return f"signal:{_signal.Signals(self.signal).name}"
+            return f"signal:{signal_name(self.signal)}"
         return self.kind
 
 
@@ -44,43 +43,8 @@ def parse_on_rotate(text: str) -> RotateAction:
     if text in ("restart", "none"):
         return RotateAction(text)
     if text.startswith("signal:"):
-        return RotateAction("signal", parse_signal(text[len("signal:") :]))
+        return RotateAction("signal", parse_signal(text[len("signal:") :]))  # the one parser: 1, HUP, RTMIN+3
     raise ValueError(f"bad --on-rotate {text!r} (use restart, none or signal:NAME)")
-
-
-def parse_signal(name: str) -> int:
-    import signal
-
-    upper = name.upper()
-    candidate = upper if upper.startswith("SIG") else "SIG" + upper
-    try:
-        return int(signal.Signals[candidate])
-    except KeyError:
-        raise ValueError(f"unknown signal {name!r}") from None
-
-
-def parse_signal_number(text: str) -> int:
-    """A signal as a user writes it: 15, TERM, SIGTERM, RTMIN+3, SIGRTMAX-1."""
-    import signal
-
-    upper = text.strip().upper()
-    if upper.isdigit():
-        number = int(upper)
-    else:
-        name = upper.removeprefix("SIG")
-        for base, sign in (("RTMIN", 1), ("RTMAX", -1)):
-            if name.startswith(base):
-                offset = name[len(base) :]
-                step = offset[1:] if offset[:1] in ("+", "-") and offset[1:].isdigit() else None
-                if offset and (step is None or (offset[0] == "+") != (sign == 1)):
-                    raise ValueError(f"unknown signal {text!r}")
-                number = int(getattr(signal, "SIG" + base)) + sign * int(step or 0)
-                break
-        else:
-            return parse_signal(name)
-    if number not in signal.valid_signals():
-        raise ValueError(f"unknown signal {text!r}")
-    return number
 
 
 def parse_rewrite_signal(text: str) -> tuple[int, int]:
@@ -90,10 +54,10 @@ def parse_rewrite_signal(text: str) -> tuple[int, int]:
     source, sep, target = text.partition(":")
     if not sep:
         raise ValueError(f"bad --rewrite-signal {text!r} (use FROM:TO, e.g. TERM:QUIT)")
-    frm = parse_signal_number(source)
+    frm = parse_signal(source)
     if frm in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
         raise ValueError(f"--rewrite-signal: {source} cannot be caught or forwarded, so it cannot be rewritten")
-    to = 0 if target.strip() == "0" else parse_signal_number(target)
+    to = 0 if target.strip() == "0" else parse_signal(target)
     return frm, to
 
 

@@ -257,3 +257,30 @@ def test_a_stop_signal_while_a_log_line_blocks_on_a_full_stderr_is_not_lost(tmp_
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.parametrize(
+    ("spelling", "number"),
+    [("RTMIN+3", int(signal.SIGRTMIN) + 3), ("1", int(signal.SIGHUP)), ("usr2", int(signal.SIGUSR2))],
+)
+def test_on_rotate_takes_every_spelling_rewrite_signal_takes(make_proxy, processes, spelling: str, number: int) -> None:
+    """One signal parser: `--on-rotate signal:RTMIN+3` and `signal:1` work as `--rewrite-signal RTMIN+3:TERM` does."""
+    proxy = make_proxy(ttl=2)
+    env = base_env(proxy, A_FILE="stronghold://stripe/live")
+    process = launch(["--on-rotate", f"signal:{spelling}", "--", *signal_child()], env, processes)
+    Ready(read_line(process))
+    assert read_line(process, timeout=30).strip() == f"got {number}", "a rotation sends the signal as spelled"
+    process.stdin.close()
+    assert process.wait(timeout=30) == 0
+
+
+def test_a_rotation_signal_is_logged_by_a_name_that_reads_back() -> None:
+    """RTMIN+3 is no member of signal.Signals: the log line still names it, as the flag spells it."""
+    from injector.config import parse_on_rotate, parse_rewrite_signal
+    from injector.process.signal_names import parse_signal, signal_name
+
+    assert str(parse_on_rotate("signal:RTMIN+3")) == "signal:SIGRTMIN+3"
+    for number in sorted(signal.valid_signals()):
+        if number not in (32, 33):  # glibc's own, no name
+            assert parse_signal(signal_name(number)) == number
+    assert parse_rewrite_signal("RTMIN+3:1") == (int(signal.SIGRTMIN) + 3, int(signal.SIGHUP))
