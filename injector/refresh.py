@@ -24,7 +24,7 @@ from injector.errors import StrongholdError, TransientError
 from injector.ledger import Ledger
 from injector.log import log
 from injector.references import Credential, Reference
-from injector.schedule import refresh_due, refresh_window_open, retry_delay
+from injector.schedule import poll_due, refresh_due, refresh_window_open, retry_delay
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -189,7 +189,7 @@ class Refresher:
 
     def _due_for(self, credential: Credential) -> float:
         if credential.ttl is None:
-            return credential.issued_at + self._poll_interval
+            return poll_due(credential.issued_at, self._poll_interval)
         return refresh_due(credential.issued_at, credential.ttl, self._rand)
 
     def _session_refresh_due(self) -> float:

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import PYTHON, TestProxy, base_env, read_line, start, wait_for, wait_for_log
+from conftest import PYTHON, TestProxy, base_env, read_line, run, start, wait_for, wait_for_log
 from injector.devproxy import Answer
 from proctools import proc_state
 
@@ -318,3 +318,34 @@ def test_a_refresh_in_flight_at_stop_is_waited_for_and_its_lease_revoked(make_pr
     wait_for(lambda: len(proxy.leases_issued) == 2, timeout=30, what="the stalled refresh to be answered")
     assert set(proxy.leases_issued) <= set(proxy.revoked), "the lease the stalled refresh got is revoked too"
     assert not shm_dir.exists(), "nothing left on tmpfs"
+
+
+def audit_requests(bao, path: str) -> int:
+    import json
+
+    if not bao.audit_log.exists():
+        return 0
+    lines = bao.audit_log.read_text().splitlines()
+    return sum(1 for line in lines if json.loads(line).get("type") == "request"
+               and json.loads(line).get("request", {}).get("path") == path)
+
+
+def test_a_token_granted_with_ttl_0_is_not_reissued_in_a_loop(bao) -> None:
+    """A root-policy token OpenBao mints has lease_duration 0: that means "never expires" (as for the
+    client token), re-read on the static poll; it was ttl=0.0 and re-issued 20,000 times a second."""
+    before = audit_requests(bao, "auth/token/renew-accessor") + audit_requests(bao, "auth/token/create")
+    env = base_env(None, STRONGHOLD_VAULT_ADDR=bao.url, BAO_TOKEN=bao.root_token,
+                   APP_TOKEN="vault-token://?policies=root")
+    # The command's own second of work is the window in which a loop would show.
+    result = run(["--", "sh", "-c", "sleep 1"], env)
+    assert result.code == 0, result.stderr
+    after = audit_requests(bao, "auth/token/renew-accessor") + audit_requests(bao, "auth/token/create")
+    assert after - before == 1, f"{after - before} mints and renewals in one second for a token that never expires"
+
+
+def test_no_refresh_is_due_sooner_than_the_floor() -> None:
+    from injector.schedule import MIN_REFRESH_INTERVAL, poll_due, refresh_due
+
+    assert refresh_due(100.0, 0.0, lambda: 0.0) >= 100.0 + MIN_REFRESH_INTERVAL
+    assert poll_due(100.0, 0.0) >= 100.0 + MIN_REFRESH_INTERVAL, "--vault-poll 0 must not spin either"
+    assert refresh_due(100.0, 600.0, lambda: 0.0) == 100.0 + 360.0, "a real ttl is unchanged"
