@@ -389,7 +389,10 @@ def dispatch(mode: str, options: dict[str, object], command: list[str]) -> int:
 
     make_undumpable()  # before reading anything secret: env files, token files, answers
     given = options.pop("env_file", None)
-    env_files = [str(path) for path in given] if isinstance(given, list) else []
+    if isinstance(given, list):
+        env_files = [str(path) for path in given]
+    else:  # its twin: comma-separated paths
+        env_files = [p.strip() for p in os.environ.get("STRONGHOLD_ENV_FILE", "").split(",") if p.strip()]
     from injector.plan import make_plan
 
     plan = make_plan(options, env_files)

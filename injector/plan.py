@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from injector.config import Settings, build_settings, load_env_files
+from injector.config import Settings, build_settings, check_env_file_switches, load_env_files
 from injector.log import log
 from injector.references import Reference, collect_references
 
@@ -42,6 +42,7 @@ def make_plan(options: Mapping[str, object], env_files: Sequence[str]) -> Plan:
     # errors in the env files are already logged the way the user asked.
     configure_logging(build_settings(options, environ))
     origins = load_env_files(list(env_files), environ)
+    check_env_file_switches(origins)
     settings = build_settings(options, environ)
     settings.env_origins = origins
     configure_logging(settings)
