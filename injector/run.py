@@ -113,6 +113,10 @@ def supervise_command(
             refresher.start()
         code = supervisor.run()
         log.debug("command exited", code=code)
+        if session is not None:
+            session.outcome["exit_code"] = code  # the session's end logs the exit line
+        else:
+            log.info("exiting", exit_code=code)
     finally:
         if masking is not None:
             masking.output.finish()

@@ -54,6 +54,7 @@ class Combined:
         for source in self._sources:
             source.renew_session()
 
-    def revoke(self, lease_ids: Sequence[str]) -> None:
-        for source in self._sources:
-            source.revoke([lease for lease in lease_ids if self._owner.get(lease) is source])
+    def revoke(self, lease_ids: Sequence[str]) -> int:
+        return sum(
+            source.revoke([lease for lease in lease_ids if self._owner.get(lease) is source]) for source in self._sources
+        )

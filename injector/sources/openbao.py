@@ -216,32 +216,32 @@ class OpenBaoSource:
 
     # -- exit ------------------------------------------------------------------
 
-    def revoke(self, lease_ids: Sequence[str]) -> None:
-        """Best effort within REVOKE_BUDGET seconds; never raises."""
+    def revoke(self, lease_ids: Sequence[str]) -> int:
+        """Best effort within REVOKE_BUDGET seconds; never raises.  -> how many leases were revoked."""
         deadline = self._clock() + REVOKE_BUDGET
-        if not self._revoke_leases(lease_ids, deadline):
-            return
+        revoked = self._revoke_leases(lease_ids, deadline)
         left = deadline - self._clock()
         if left > 0:
             self._token.revoke(left)
-        log.debug("OpenBao leases revoked", leases=len(lease_ids))
+        log.debug("OpenBao leases revoked", leases=revoked)
+        return revoked
 
-    def _revoke_leases(self, lease_ids: Sequence[str], deadline: float | None = None) -> bool:
-        """Revoke leases and minted tokens until `deadline`; False when the budget ran out first."""
+    def _revoke_leases(self, lease_ids: Sequence[str], deadline: float | None = None) -> int:
+        """Revoke leases and minted tokens until `deadline`.  -> how many were revoked."""
         if deadline is None:
             deadline = self._clock() + REVOKE_BUDGET
+        revoked = 0
         for lease_id in lease_ids:
             left = deadline - self._clock()
             if left <= 0:
                 log.warning("revocation budget spent; remaining leases expire on their own")
-                return False
+                break
             if lease_id.startswith(ACCESSOR_PREFIX):
-                self._best_effort(
-                    "POST", "auth/token/revoke-accessor", {"accessor": lease_id[len(ACCESSOR_PREFIX) :]}, left
-                )
+                accessor = {"accessor": lease_id[len(ACCESSOR_PREFIX) :]}
+                revoked += self._best_effort("POST", "auth/token/revoke-accessor", accessor, left)
             else:
-                self._best_effort("PUT", "sys/leases/revoke", {"lease_id": lease_id}, left)
-        return True
+                revoked += self._best_effort("PUT", "sys/leases/revoke", {"lease_id": lease_id}, left)
+        return revoked
 
     def _best_effort(self, method: str, path: str, body: dict, timeout: float) -> bool:
         try:
