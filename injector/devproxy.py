@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from injector.config import is_loopback
 from injector.errors import ConfigError
 from injector.options import DEV_PROXY_LISTEN, DEV_PROXY_TTL
 
@@ -237,45 +236,29 @@ class _Server(ThreadingHTTPServer):
     proxy: DevProxy
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"--listen {listen!r} is not HOST:PORT")
-    if not is_loopback(host):
-        raise ConfigError(f"--listen {host} is not a loopback address; the dev proxy serves this machine only")
-    return host, int(port)
-
-
 def make_server(proxy: DevProxy, listen: str = "127.0.0.1:0", handler: type[Handler] | None = None) -> _Server:
-    host, port = parse_listen(listen)
-    server_class = _Server
-    if ":" in host:
-        import socket
+    """Bind `listen` (loopback only, serving.py's one HOST:PORT parser) with the proxy behind it."""
+    from injector.serving import bind
 
-        class _Server6(_Server):
-            address_family = socket.AF_INET6
+    def make(address: tuple[str, int], family: int) -> _Server:
+        server_class = _Server
+        if family != _Server.address_family:
 
-        server_class = _Server6
-    try:
-        server = server_class((host, port), handler or Handler)
-    except OSError as exc:
-        import errno
+            class _Server6(_Server):
+                address_family = family  # type: ignore[assignment]
 
-        if exc.errno == errno.EADDRINUSE:
-            raise ConfigError(
-                f"--listen {listen}: that address is already in use (another dev proxy?); "
-                "pick another port, or port 0 for a free one"
-            ) from None
-        raise ConfigError(f"--listen {listen}: cannot listen there ({exc.strerror or exc})") from None
+            server_class = _Server6
+        return server_class(address, handler or Handler)
+
+    server = bind(listen, "--listen", make, loopback_only=True)
     server.proxy = proxy
     return server
 
 
 def server_url(server: _Server) -> str:
-    host, port = server.server_address[:2]
-    host = host.decode() if isinstance(host, bytes) else host  # (a str for every IP socket)
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    from injector.serving import listen_url
+
+    return listen_url(server.server_address)
 
 
 def parse_secrets(raw: bytes, path: str) -> dict[str, str]:
