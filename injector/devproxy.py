@@ -68,7 +68,7 @@ class SecretsFile:
                     raise ConfigError(f"--secrets {self.path}: over 1 MiB")
                 if raw == self._raw:
                     return self._table
-                table = parse_secrets(raw, self.path)
+                table = parse_secrets(raw, self.path, strict=not first)
             except (OSError, ConfigError) as exc:
                 if first:
                     if isinstance(exc, ConfigError):
@@ -129,7 +129,9 @@ class DevProxy:
     def login(self, body: object) -> Answer:
         if not isinstance(body, dict) or body.get("method") != "bootstrap_token":
             return Answer(400, {"error": "the dev proxy supports method bootstrap_token only"})
-        if not secrets.compare_digest(str(body.get("token", "")), self.token):
+        # As bytes: compare_digest refuses a str that is not ASCII (a traceback, once).
+        offered = str(body.get("token", "")).encode("utf-8", "surrogatepass")
+        if not secrets.compare_digest(offered, self.token.encode("utf-8", "surrogatepass")):
             return Answer(401, {"error": "bootstrap token refused"})
         return self._new_session()
 
@@ -200,8 +202,14 @@ class Handler(BaseHTTPRequestHandler):
         self._handle()
 
     def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        declared = (self.headers.get("Content-Length") or "0").strip()
+        if not declared.isdigit() or not declared.isascii():  # "-1" read to end of stream: memory without bound
+            self.close_connection = True
+            self._send(Answer(400, {"error": "Content-Length must be a number of bytes"}))
+            return
+        length = int(declared)
         if length > MAX_REQUEST:
+            self.close_connection = True
             self._send(Answer(413, {"error": "request too large"}))
             return
         raw = self.rfile.read(length) if length else b""
@@ -261,8 +269,13 @@ def server_url(server: _Server) -> str:
     return listen_url(server.server_address)
 
 
-def parse_secrets(raw: bytes, path: str) -> dict[str, str]:
-    """A secrets file's content -> {secret path: value}."""
+def parse_secrets(raw: bytes, path: str, *, strict: bool = False) -> dict[str, str]:
+    """A secrets file's content -> {secret path: value}.
+
+    `strict` (a reload): a file with nothing in it, or a line that is not
+    `path=value` (a save caught half-way), is a ConfigError, so the caller
+    keeps the last good table instead of serving a half-written one.
+    """
     import io
 
     from dotenv import dotenv_values
@@ -272,7 +285,10 @@ def parse_secrets(raw: bytes, path: str) -> dict[str, str]:
     except UnicodeDecodeError:
         raise ConfigError(f"--secrets {path}: not UTF-8 text") from None
     values = dotenv_values(stream=io.StringIO(text), interpolate=False)  # a secret's `$` is a character
-    return {key: value for key, value in values.items() if value is not None}
+    table = {key: value for key, value in values.items() if value is not None}
+    if strict and (not table or len(table) != len(values)):
+        raise ConfigError(f"--secrets {path}: empty or half-written")
+    return table
 
 
 TOKEN_VARIABLE = "STRONGHOLD_DEV_TOKEN"
