@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from injector import __version__
 from injector.errors import ConfigError, ExitCode, StrongholdError, UsageError
 from injector.log import LEVELS, log
-from injector.process.signals import parse_rewrite_signal
-from injector.settings.actions import parse_on_rotate, parse_remap_exit
+from injector.settings.actions import parse_on_rotate, parse_remap_exit, parse_rewrite_signal
 from injector.settings.options import COMMON, DEV_PROXY_LISTEN, DEV_PROXY_TTL, LOGGING, OPTIONS, REFRESH, RUN
 
 TYPE_CHECKING = False
@@ -57,8 +56,14 @@ exit codes: the command's own (or 128+N if killed by signal N); 64 usage;
 """
 
 
-class Interrupted(Exception):  # noqa: N818 - a signal, not an error
-    """A stopping signal arrived during start-up (before the command ran)."""
+class Interrupted(BaseException):
+    """A stopping signal arrived during start-up (before the command ran).
+
+    A BaseException, as KeyboardInterrupt is: the logger and every other
+    `except Exception` on the start path must not swallow it (a SIGTERM that
+    lands while a log line blocks on a full stderr pipe would be lost, and the
+    command started anyway).
+    """
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
@@ -384,7 +389,10 @@ def dispatch(mode: str, options: dict[str, object], command: list[str]) -> int:
 
     make_undumpable()  # before reading anything secret: env files, token files, answers
     given = options.pop("env_file", None)
-    env_files = [str(path) for path in given] if isinstance(given, list) else []
+    if isinstance(given, list):
+        env_files = [str(path) for path in given]
+    else:  # its twin: comma-separated paths
+        env_files = [p.strip() for p in os.environ.get("STRONGHOLD_ENV_FILE", "").split(",") if p.strip()]
     from injector.settings.plan import make_plan
 
     plan = make_plan(options, env_files)

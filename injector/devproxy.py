@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from injector.errors import ConfigError
-from injector.netaddr import is_loopback
 from injector.settings.options import DEV_PROXY_LISTEN, DEV_PROXY_TTL
 
 DEFAULT_LISTEN = DEV_PROXY_LISTEN
@@ -69,7 +68,7 @@ class SecretsFile:
                     raise ConfigError(f"--secrets {self.path}: over 1 MiB")
                 if raw == self._raw:
                     return self._table
-                table = parse_secrets(raw, self.path)
+                table = parse_secrets(raw, self.path, strict=not first)
             except (OSError, ConfigError) as exc:
                 if first:
                     if isinstance(exc, ConfigError):
@@ -130,7 +129,9 @@ class DevProxy:
     def login(self, body: object) -> Answer:
         if not isinstance(body, dict) or body.get("method") != "bootstrap_token":
             return Answer(400, {"error": "the dev proxy supports method bootstrap_token only"})
-        if not secrets.compare_digest(str(body.get("token", "")), self.token):
+        # As bytes: compare_digest refuses a str that is not ASCII (a traceback, once).
+        offered = str(body.get("token", "")).encode("utf-8", "surrogatepass")
+        if not secrets.compare_digest(offered, self.token.encode("utf-8", "surrogatepass")):
             return Answer(401, {"error": "bootstrap token refused"})
         return self._new_session()
 
@@ -201,8 +202,14 @@ class Handler(BaseHTTPRequestHandler):
         self._handle()
 
     def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        declared = (self.headers.get("Content-Length") or "0").strip()
+        if not declared.isdigit() or not declared.isascii():  # "-1" read to end of stream: memory without bound
+            self.close_connection = True
+            self._send(Answer(400, {"error": "Content-Length must be a number of bytes"}))
+            return
+        length = int(declared)
         if length > MAX_REQUEST:
+            self.close_connection = True
             self._send(Answer(413, {"error": "request too large"}))
             return
         raw = self.rfile.read(length) if length else b""
@@ -237,49 +244,38 @@ class _Server(ThreadingHTTPServer):
     proxy: DevProxy
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"--listen {listen!r} is not HOST:PORT")
-    if not is_loopback(host):
-        raise ConfigError(f"--listen {host} is not a loopback address; the dev proxy serves this machine only")
-    return host, int(port)
-
-
 def make_server(proxy: DevProxy, listen: str = "127.0.0.1:0", handler: type[Handler] | None = None) -> _Server:
-    host, port = parse_listen(listen)
-    server_class = _Server
-    if ":" in host:
-        import socket
+    """Bind `listen` (loopback only, serving.py's one HOST:PORT parser) with the proxy behind it."""
+    from injector.serving import bind
 
-        class _Server6(_Server):
-            address_family = socket.AF_INET6
+    def make(address: tuple[str, int], family: int) -> _Server:
+        server_class = _Server
+        if family != _Server.address_family:
 
-        server_class = _Server6
-    try:
-        server = server_class((host, port), handler or Handler)
-    except OSError as exc:
-        import errno
+            class _Server6(_Server):
+                address_family = family  # type: ignore[assignment]
 
-        if exc.errno == errno.EADDRINUSE:
-            raise ConfigError(
-                f"--listen {listen}: that address is already in use (another dev proxy?); "
-                "pick another port, or port 0 for a free one"
-            ) from None
-        raise ConfigError(f"--listen {listen}: cannot listen there ({exc.strerror or exc})") from None
+            server_class = _Server6
+        return server_class(address, handler or Handler)
+
+    server = bind(listen, "--listen", make, loopback_only=True)
     server.proxy = proxy
     return server
 
 
 def server_url(server: _Server) -> str:
-    host, port = server.server_address[:2]
-    host = host.decode() if isinstance(host, bytes) else host  # (a str for every IP socket)
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    from injector.serving import listen_url
+
+    return listen_url(server.server_address)
 
 
-def parse_secrets(raw: bytes, path: str) -> dict[str, str]:
-    """A secrets file's content -> {secret path: value}."""
+def parse_secrets(raw: bytes, path: str, *, strict: bool = False) -> dict[str, str]:
+    """A secrets file's content -> {secret path: value}.
+
+    `strict` (a reload): a file with nothing in it, or a line that is not
+    `path=value` (a save caught half-way), is a ConfigError, so the caller
+    keeps the last good table instead of serving a half-written one.
+    """
     import io
 
     from dotenv import dotenv_values
@@ -289,7 +285,10 @@ def parse_secrets(raw: bytes, path: str) -> dict[str, str]:
     except UnicodeDecodeError:
         raise ConfigError(f"--secrets {path}: not UTF-8 text") from None
     values = dotenv_values(stream=io.StringIO(text), interpolate=False)  # a secret's `$` is a character
-    return {key: value for key, value in values.items() if value is not None}
+    table = {key: value for key, value in values.items() if value is not None}
+    if strict and (not table or len(table) != len(values)):
+        raise ConfigError(f"--secrets {path}: empty or half-written")
+    return table
 
 
 TOKEN_VARIABLE = "STRONGHOLD_DEV_TOKEN"

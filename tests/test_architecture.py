@@ -15,14 +15,15 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "log": set(),
     "netaddr": set(),
-    "settings": {"errors", "log", "netaddr", "process.signals"},
+    "serving": {"errors", "log", "netaddr"},
+    "settings": {"errors", "log", "netaddr", "process.signal_names"},
     "process": {"errors", "log"},
     "sources": {"errors", "log", "netaddr", "settings.references", "settings.settings"},
     "refresh": {"errors", "log", "settings.references"},
     "delivery": {"errors", "log", "settings"},
-    "devproxy": {"errors", "log", "netaddr", "settings.options"},
+    "devproxy": {"errors", "log", "netaddr", "serving", "settings.options"},
     "audit": {"errors", "log", "netaddr"},
-    "modes": {"errors", "log", "netaddr", "settings", "process", "sources", "refresh", "delivery", "audit"},
+    "modes": {"errors", "log", "netaddr", "serving", "settings", "process", "sources", "refresh", "delivery", "audit"},
 }
 CONCERNS = ("settings", "process", "sources", "refresh", "delivery", "modes", "audit")
 

@@ -217,3 +217,48 @@ def test_a_missing_or_broken_secrets_file_keeps_the_last_good_values(tmp_path, p
     assert run(["--", "sh", "-c", 'echo "$KEY"'], env).stdout == "sk_test_DEVPROXY\n"
     secrets.write_text("stripe/live=sk_test_BACK\n")
     assert run(["--", "sh", "-c", 'echo "$KEY"'], env).stdout == "sk_test_BACK\n"
+
+
+def raw_request(url: str, request: bytes, timeout: float = 20) -> bytes:
+    """Send `request` as is and read the answer's status line (the connection stays open from our side)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+
+def test_a_negative_content_length_is_refused_at_once_not_read_to_the_end(dev_proxy) -> None:
+    """Content-Length: -1 meant read until the client hangs up: memory grew without bound (23 -> 627 MiB)."""
+    url, _, process = dev_proxy
+    request = b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n" + b"x" * 65536
+    assert raw_request(url, request).startswith(b"HTTP/1.1 400 "), "answered without waiting for the end of the stream"
+    assert process.poll() is None
+
+
+def test_a_non_ascii_login_token_is_refused_not_a_traceback(dev_proxy) -> None:
+    url, _, process = dev_proxy
+    body = '{"method": "bootstrap_token", "token": "t\u00f6ken-\u2603"}'.encode()
+    request = b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    assert raw_request(url, request).startswith(b"HTTP/1.1 401 ")
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=10)
+    assert "Traceback" not in err and "Exception" not in err, err
+
+
+@pytest.mark.parametrize("caught", ["", "stripe/live=sk_test_NEW\npostgres/a"], ids=["empty", "mid-save"])
+def test_a_secrets_file_caught_half_written_keeps_the_last_good_table(tmp_path, processes, caught: str) -> None:
+    url, secrets, _ = dev_proxy_process(tmp_path, processes, "--token", "tok-EDIT")
+    env = base_env(STRONGHOLD_PROXY_URL=url, STRONGHOLD_BOOTSTRAP_TOKEN="tok-EDIT", KEY="stronghold://postgres/app")
+    show = ["--", "sh", "-c", 'echo "$KEY"']
+    assert run(show, env).stdout.strip() == "pg_DEVPROXY"
+    secrets.write_text(caught)  # what a reader sees while an editor saves
+    during = run(show, env)
+    assert during.code == 0 and during.stdout.strip() == "pg_DEVPROXY", during.stderr
+    secrets.write_text("stripe/live=sk_test_NEW\npostgres/app=pg_NEW\n")  # the save completes
+    assert run(show, env).stdout.strip() == "pg_NEW", "a whole edit is still taken"

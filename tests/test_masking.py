@@ -68,11 +68,11 @@ def test_only_a_possible_token_start_is_held_back() -> None:
 
 def test_longest_token_first_and_every_token_kept() -> None:
     masker = Masker()
-    masker.add("abcdef", "SHORT")
-    masker.add("abcdefghij", "LONG")
+    masker.add("abcdefgh", "SHORT")
+    masker.add("abcdefghijkl", "LONG")
     masker.add("old-value-1", "K")
     masker.add("new-value-2", "K")
-    assert feed_all(masker, [b"abcdefghij abcdef old-value-1 new-value-2"]) == (
+    assert feed_all(masker, [b"abcdefghijkl abcdefgh old-value-1 new-value-2"]) == (
         b"<redacted:LONG> <redacted:SHORT> <redacted:K> <redacted:K>"
     )
 
@@ -144,7 +144,7 @@ def test_mask_output_cannot_go_with_no_refresh() -> None:
     assert "--mask-output" in result.stderr
 
 
-@given(st.lists(st.integers(3, 60), min_size=1, max_size=4), st.lists(st.integers(0, 600), max_size=6), st.randoms())
+@given(st.lists(st.integers(5, 60), min_size=1, max_size=4), st.lists(st.integers(0, 600), max_size=6), st.randoms())
 def test_finding4_split_anywhere_equals_masking_at_once(lengths: list[int], cuts: list[int], rng) -> None:
     """Short tokens (the prefix set) and ones over 16 bytes (the first-16-bytes search) alike."""
     masker = Masker()
@@ -170,7 +170,7 @@ def test_finding4_memory_linear_and_rotated_values_dropped_when_their_lease_ends
     assert big.encode() not in masker._tokens and len(masker._tokens) == 2
 
 
-@pytest.mark.parametrize("length", [3, 10, 11, 12, 18, 19, 40, 100, 515, 516, 20000])
+@pytest.mark.parametrize("length", [8, 10, 11, 12, 18, 19, 40, 100, 515, 516, 20000])
 def test_finding4_a_token_is_found_at_every_alignment_of_the_sampled_search(length: int) -> None:
     """The search reads the buffer at a stride: a token must be found wherever it starts."""
     token = "".join(random.Random(length).choice("abcdefghijklmnop0123456789") for _ in range(length))
@@ -182,7 +182,7 @@ def test_finding4_a_token_is_found_at_every_alignment_of_the_sampled_search(leng
 
 
 @given(
-    st.lists(st.integers(1, 1200), min_size=1, max_size=30),
+    st.lists(st.integers(5, 1200), min_size=1, max_size=30),
     st.lists(st.integers(0, 40000), max_size=6),
     st.randoms(use_true_random=False),
 )
@@ -211,3 +211,25 @@ def test_finding4_pieces_held_per_token_are_bounded() -> None:
         )
     held = sum(len(index.pieces) for index in masker._strides.values())
     assert held <= 20 * MAX_STRIDE
+
+
+def test_a_value_shorter_than_8_characters_is_not_masked_and_one_warning_names_it(make_proxy) -> None:
+    """Masking a one-character token would replace every such character in the output: that reveals it."""
+    proxy = make_proxy(rotate=False)
+    proxy.secrets["tiny/one"] = "q"
+    env = base_env(proxy, T="stronghold://tiny/one", K="stronghold://stripe/live")
+    result = run(["--mask-output", "--", "sh", "-c", 'echo "quiet queue $K"'], env)
+    assert result.code == 0, result.stderr
+    assert result.stdout == "quiet queue <redacted:K>\n", "the long token masked, the short one left alone"
+    warnings = [line for line in result.stderr.splitlines() if "shorter than 8 characters" in line]
+    assert len(warnings) == 1 and "T" in warnings[0].split("name=")[-1], result.stderr
+
+
+def test_the_masker_refuses_values_under_the_minimum() -> None:
+    from injector.delivery.masking import MIN_MASKED_LENGTH
+
+    masker = Masker()
+    assert MIN_MASKED_LENGTH == 8
+    assert masker.add("1234567", "SHORT") is False
+    assert masker.add("12345678", "EIGHT") is True
+    assert feed_all(masker, [b"1234567 12345678"]) == b"1234567 <redacted:EIGHT>"

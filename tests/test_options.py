@@ -57,3 +57,77 @@ def test_each_twin_sets_its_setting_and_the_flag_wins(option: Option) -> None:
 def test_defaults_come_from_the_table(option: Option) -> None:
     settings = build_settings({}, {})
     assert getattr(settings, option.dest) == option.default
+
+
+RUN_MODE = [o for o in OPTIONS if o.flag and o.group not in ("logging",)]
+
+
+@pytest.mark.parametrize("option", RUN_MODE, ids=name)
+def test_every_run_mode_option_has_an_environment_twin(option: Option) -> None:
+    """An image whose entrypoint ends in `--` is tuned with -e STRONGHOLD_...: no flag without a twin."""
+    assert option.env and option.env.startswith("STRONGHOLD_"), f"{option.flag} has no environment twin"
+
+
+SIGRTMIN = int(__import__("signal").SIGRTMIN)
+# twin -> (value, setting, what the setting becomes)
+TWIN_VALUES = {
+    "STRONGHOLD_STARTUP_TIMEOUT": ("2.5", "startup_timeout", 2.5),
+    "STRONGHOLD_GRACE": ("0", "grace", 0.0),
+    "STRONGHOLD_NO_REFRESH": ("true", "no_refresh", True),
+    "STRONGHOLD_MASK_OUTPUT": ("1", "mask_output", True),
+    "STRONGHOLD_SIGNAL_GROUP": ("yes", "signal_group", True),
+    "STRONGHOLD_ALLOW_DISK": ("on", "allow_disk", True),
+    "STRONGHOLD_INSECURE_HTTP": ("1", "insecure_http", True),
+    "STRONGHOLD_REMOVE_BOOTSTRAP_TOKEN_FILE": ("1", "remove_bootstrap_token_file", True),
+    "STRONGHOLD_ON_EXPIRY": ("exit", "on_expiry", "exit"),
+    "STRONGHOLD_REWRITE_SIGNAL": ("TERM:QUIT, RTMIN+3:0", "rewrite_signals", ((15, 3), (SIGRTMIN + 3, 0))),
+    "STRONGHOLD_REMAP_EXIT": ("143:0,1:2", "remap_exit", ((143, 0), (1, 2))),
+}
+
+
+@pytest.mark.parametrize("twin", sorted(TWIN_VALUES))
+def test_each_new_twin_sets_its_setting(twin: str) -> None:
+    value, attribute, expected = TWIN_VALUES[twin]
+    assert getattr(build_settings({}, {twin: value}), attribute) == expected
+    assert str(build_settings({}, {"STRONGHOLD_ON_ROTATE": "signal:RTMIN+3"}).on_rotate) == "signal:SIGRTMIN+3"
+
+
+@pytest.mark.parametrize(
+    ("twin", "value"),
+    [
+        ("STRONGHOLD_STARTUP_TIMEOUT", "soon"),
+        ("STRONGHOLD_NO_REFRESH", "maybe"),
+        ("STRONGHOLD_ON_ROTATE", "signal:NOPE"),
+        ("STRONGHOLD_REWRITE_SIGNAL", "TERM"),
+        ("STRONGHOLD_ON_EXPIRY", "later"),
+    ],
+)
+def test_a_bad_twin_value_is_78_naming_the_variable(twin: str, value: str) -> None:
+    result = run(["--", "true"], base_env(**{twin: value}))
+    assert result.code == 78, result.stderr
+    assert twin in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_the_advice_to_raise_the_startup_timeout_can_be_followed_through_the_environment() -> None:
+    """The advice "raise --startup-timeout" works in an image whose entrypoint ends in `--`."""
+    from conftest import free_port
+
+    env = base_env(STRONGHOLD_PROXY_URL=f"http://127.0.0.1:{free_port()}", STRONGHOLD_BOOTSTRAP_TOKEN="t" * 20)
+    env.update(A="stronghold://stripe/live", STRONGHOLD_STARTUP_TIMEOUT="0.5")
+    result = run(["--", "true"], env)
+    assert result.code == 69, result.stderr
+    assert "--startup-timeout 0.5" in result.stderr
+
+
+def test_an_env_file_cannot_loosen_a_safeguard(tmp_path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("STRONGHOLD_INSECURE_HTTP=1\n")
+    result = run(["--env-file", str(env_file), "--", "true"], base_env())
+    assert result.code == 78 and "STRONGHOLD_INSECURE_HTTP" in result.stderr, result.stderr
+
+
+def test_the_env_file_twin_loads_the_files(tmp_path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("GREETING=hello\n")
+    result = run(["--", "sh", "-c", 'echo "$GREETING"'], base_env(STRONGHOLD_ENV_FILE=str(env_file)))
+    assert result.code == 0 and result.stdout.strip() == "hello", result.stderr

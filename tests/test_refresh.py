@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import textwrap
 import threading
 import time
 
 import pytest
 
-from conftest import PYTHON, TestProxy, base_env, read_line, start, wait_for, wait_for_log
+from conftest import PYTHON, TestProxy, base_env, read_line, run, start, wait_for, wait_for_log
 from injector.devproxy import Answer
+from proctools import proc_state
 
 TTL = 2
 
@@ -283,3 +285,67 @@ def test_grace_period_ends_with_sigkill(short_proxy, processes) -> None:
     assert second[0] == "start" and second[1] != first[1], "killed after the grace period, then restarted"
     os.kill(process.pid, signal.SIGUSR1)
     assert process.wait(timeout=20) == 7
+
+
+def test_a_refresh_in_flight_at_stop_is_waited_for_and_its_lease_revoked(make_proxy, shm_dir, processes) -> None:
+    """The proxy stalls the first refresh past the command's exit: stop waits for it (within the
+    revoke budget), its lease is revoked with the rest, and nothing is left on tmpfs."""
+    proxy = make_proxy(ttl=6)  # the stalled lease must still be live (by our clock) when revoking
+    plain = proxy.answer
+    in_flight, child_gone = threading.Event(), threading.Event()
+    issues_seen: list[str] = []
+
+    def stalling(method: str, path: str, headers: dict[str, str], body: object):
+        if path == "/v1/credentials":
+            issues_seen.append(path)
+            if len(issues_seen) == 2:  # the first refresh
+                in_flight.set()
+                child_gone.wait(60)
+                time.sleep(1.5)  # the fault itself: answer past the old 1 s stop wait, inside the 3 s budget
+        return plain(method, path, headers, body)
+
+    proxy.answer = stalling  # type: ignore[method-assign]
+    env = base_env(proxy, A_FILE="stronghold://stripe/live")
+    argv = ["--dir", str(shm_dir), "--on-rotate", "none", "--", "sh", "-c", "echo $$; exec cat"]
+    process = start(argv, env, stdin=subprocess.PIPE)
+    processes.append(process)
+    child = int(read_line(process))
+    assert in_flight.wait(60), "no refresh was asked for"
+    os.kill(process.pid, signal.SIGTERM)
+    wait_for(lambda: proc_state(child) in (None, "Z"), timeout=60, what="the command to exit")
+    child_gone.set()
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM, process.stderr.read()
+    wait_for(lambda: len(proxy.leases_issued) == 2, timeout=30, what="the stalled refresh to be answered")
+    assert set(proxy.leases_issued) <= set(proxy.revoked), "the lease the stalled refresh got is revoked too"
+    assert not shm_dir.exists(), "nothing left on tmpfs"
+
+
+def audit_requests(bao, path: str) -> int:
+    import json
+
+    if not bao.audit_log.exists():
+        return 0
+    lines = bao.audit_log.read_text().splitlines()
+    return sum(1 for line in lines if json.loads(line).get("type") == "request"
+               and json.loads(line).get("request", {}).get("path") == path)
+
+
+def test_a_token_granted_with_ttl_0_is_not_reissued_in_a_loop(bao) -> None:
+    """A root-policy token OpenBao mints has lease_duration 0: that means "never expires" (as for the
+    client token), re-read on the static poll; it was ttl=0.0 and re-issued 20,000 times a second."""
+    before = audit_requests(bao, "auth/token/renew-accessor") + audit_requests(bao, "auth/token/create")
+    env = base_env(None, STRONGHOLD_VAULT_ADDR=bao.url, BAO_TOKEN=bao.root_token,
+                   APP_TOKEN="vault-token://?policies=root")
+    # The command's own second of work is the window in which a loop would show.
+    result = run(["--", "sh", "-c", "sleep 1"], env)
+    assert result.code == 0, result.stderr
+    after = audit_requests(bao, "auth/token/renew-accessor") + audit_requests(bao, "auth/token/create")
+    assert after - before == 1, f"{after - before} mints and renewals in one second for a token that never expires"
+
+
+def test_no_refresh_is_due_sooner_than_the_floor() -> None:
+    from injector.refresh.schedule import MIN_REFRESH_INTERVAL, poll_due, refresh_due
+
+    assert refresh_due(100.0, 0.0, lambda: 0.0) >= 100.0 + MIN_REFRESH_INTERVAL
+    assert poll_due(100.0, 0.0) >= 100.0 + MIN_REFRESH_INTERVAL, "--vault-poll 0 must not spin either"
+    assert refresh_due(100.0, 600.0, lambda: 0.0) == 100.0 + 360.0, "a real ttl is unchanged"

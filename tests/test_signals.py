@@ -198,3 +198,89 @@ def test_bad_signal_options_are_usage_errors(args: list[str]) -> None:
     done = subprocess.run([STRONGHOLD, *args, "--", "true"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 64, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def _fill(pipe_write_end: int) -> None:
+    """Fill a pipe to the brim, then make it blocking again: the next write to it blocks."""
+    os.set_blocking(pipe_write_end, False)
+    try:
+        while True:
+            os.write(pipe_write_end, b"x" * 4096)
+    except BlockingIOError:
+        pass
+    os.set_blocking(pipe_write_end, True)
+
+
+def _catches(pid: int, signum: int) -> bool:
+    for line in open(f"/proc/{pid}/status").read().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+def _blocked_writing_to_a_pipe(pid: int) -> bool:
+    try:
+        return "pipe_write" in open(f"/proc/{pid}/wchan").read()
+    except OSError:
+        return False
+
+
+def test_a_stop_signal_while_a_log_line_blocks_on_a_full_stderr_is_not_lost(tmp_path) -> None:
+    """The SIGTERM raised inside the logger's write must unwind start-up: the command never starts, 143."""
+    marker = tmp_path / "started"
+    read_end, write_end = os.pipe()
+    _fill(write_end)
+    process = subprocess.Popen(
+        [STRONGHOLD, "--log-level", "debug", "--", "touch", str(marker)],
+        env=base_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=write_end,
+        start_new_session=True,
+    )
+    os.close(write_end)
+    try:
+        # Our handler is installed and the first log line is stuck in write(2) on the full pipe.
+        wait_for(
+            lambda: _catches(process.pid, signal.SIGTERM) and _blocked_writing_to_a_pipe(process.pid),
+            timeout=60,
+            what="stronghold-init blocked on its stderr with its SIGTERM handler installed",
+        )
+        os.kill(process.pid, signal.SIGTERM)
+        drained = bytearray()
+        with os.fdopen(read_end, "rb") as reader:  # let everything after the signal through
+            while chunk := reader.read(65536):
+                drained += chunk
+        assert process.wait(timeout=30) == 128 + signal.SIGTERM, drained[-400:]
+        assert not marker.exists(), "the command was started after the stop signal"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize(
+    ("spelling", "number"),
+    [("RTMIN+3", int(signal.SIGRTMIN) + 3), ("1", int(signal.SIGHUP)), ("usr2", int(signal.SIGUSR2))],
+)
+def test_on_rotate_takes_every_spelling_rewrite_signal_takes(make_proxy, processes, spelling: str, number: int) -> None:
+    """One signal parser: `--on-rotate signal:RTMIN+3` and `signal:1` work as `--rewrite-signal RTMIN+3:TERM` does."""
+    proxy = make_proxy(ttl=2)
+    env = base_env(proxy, A_FILE="stronghold://stripe/live")
+    process = launch(["--on-rotate", f"signal:{spelling}", "--", *signal_child()], env, processes)
+    Ready(read_line(process))
+    assert read_line(process, timeout=30).strip() == f"got {number}", "a rotation sends the signal as spelled"
+    process.stdin.close()
+    assert process.wait(timeout=30) == 0
+
+
+def test_a_rotation_signal_is_logged_by_a_name_that_reads_back() -> None:
+    """RTMIN+3 is no member of signal.Signals: the log line still names it, as the flag spells it."""
+    from injector.process.signal_names import parse_signal, signal_name
+    from injector.settings.actions import parse_on_rotate, parse_rewrite_signal
+
+    assert str(parse_on_rotate("signal:RTMIN+3")) == "signal:SIGRTMIN+3"
+    for number in sorted(signal.valid_signals()):
+        if number not in (32, 33):  # glibc's own, no name
+            assert parse_signal(signal_name(number)) == number
+    assert parse_rewrite_signal("RTMIN+3:1") == (int(signal.SIGRTMIN) + 3, int(signal.SIGHUP))

@@ -41,6 +41,9 @@ PIECE = 4  # bytes per piece: one native unsigned 32-bit integer (small ints has
 MIN_STRIDE = 8  # tokens shorter than PIECE + MIN_STRIDE - 1 bytes are searched for one by one
 MAX_STRIDE = 512  # caps the pieces held per token: memory stays linear in the token bytes
 WINDOW_TOKEN = 64  # tails of tokens up to this long are found by scanning the last bytes against HEAD table
+# Values shorter than this are not masked: masking a one-character token replaces
+# every such character in the output, which shows the value instead of hiding it.
+MIN_MASKED_LENGTH = 8
 
 
 def _stride_for(length: int) -> int:
@@ -106,11 +109,14 @@ class Masker:
         self._longest = 0
         self._window = 0  # the longest token up to WINDOW_TOKEN bytes
 
-    def add(self, value: str, name: str, expires_at: float | None = None) -> None:
-        """Mask `value` from now on, and forget superseded values whose leases have ended."""
+    def add(self, value: str, name: str, expires_at: float | None = None) -> bool:
+        """Mask `value` from now on, and forget superseded values whose leases have ended.
+
+        -> False when `value` is too short to mask (under MIN_MASKED_LENGTH characters): not masked.
+        """
+        if len(value) < MIN_MASKED_LENGTH:
+            return False
         token = value.encode("utf-8", "surrogatepass")  # never raises, whatever the value
-        if not token:
-            return
         with self._lock:
             previous = self._current.get(name)
             if previous is not None and previous != token:
@@ -123,6 +129,7 @@ class Masker:
                 self._index(token)
             if self._forget_ended():
                 self._rebuild()
+        return True
 
     def _forget_ended(self) -> bool:
         """Drop superseded tokens whose lease ended (with no known end, keep each name's last superseded one)."""

@@ -340,12 +340,13 @@ class TokenDirectory:
     def mark_ready(self) -> None:
         self.write(READY_FILE, b"")
 
-    def cleanup(self) -> None:
-        """Remove every file written, and the directory if we created it (never anything elsewhere)."""
+    def cleanup(self) -> int:
+        """Remove every file written, and the directory if we created it (never anything elsewhere).
+
+        -> how many files were removed."""
         if self.fd < 0:
-            return
-        for name in sorted(self.written):
-            self._unlink(name)
+            return 0
+        removed = sum(self._unlink(name) for name in sorted(self.written))
         self.written.clear()
         if self.parent_fd is not None:
             name = os.path.basename(self.path)
@@ -359,9 +360,11 @@ class TokenDirectory:
             self.parent_fd = None
         _close(self.fd)
         self.fd = -1
+        return removed
 
-    def _unlink(self, name: str) -> None:
+    def _unlink(self, name: str) -> bool:
         try:
             os.unlink(name, dir_fd=self.fd)
         except OSError:
-            pass
+            return False
+        return True

@@ -39,6 +39,7 @@ class Session:
         self.directory = directory
         self.credentials = credentials
         self.ledger = Ledger(credentials)  # every lease issued from now on is recorded here, rotations too
+        self.outcome: dict[str, object] = {}  # what the mode adds to the exit line (run: exit_code)
         self._kept = False
 
     def keep(self) -> None:
@@ -46,14 +47,20 @@ class Session:
         self._kept = True
 
     def end(self) -> None:
-        """Revoke every lease not yet expired (one request), then remove the files."""
+        """Revoke every lease not yet expired (one request), then remove the files.
+
+        Ends with the one info line an operator reads at exit: how it ended,
+        how many leases were revoked, how many files removed.
+        """
         if self._kept:
             return
+        revoked = removed = 0
         try:
-            self.source.revoke(self.ledger.live_lease_ids(time.monotonic()))
+            revoked = self.source.revoke(self.ledger.live_lease_ids(time.monotonic()))
         finally:
             if self.directory is not None:
-                self.directory.cleanup()
+                removed = self.directory.cleanup()
+            log.info("exiting", **self.outcome, leases_revoked=revoked, files_removed=removed)
 
 
 @contextmanager

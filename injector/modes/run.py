@@ -113,6 +113,10 @@ def supervise_command(
             refresher.start()
         code = supervisor.run()
         log.debug("command exited", code=code)
+        if session is not None:
+            session.outcome["exit_code"] = code  # the session's end logs the exit line
+        else:
+            log.info("exiting", exit_code=code)
     finally:
         if masking is not None:
             masking.output.finish()
@@ -128,13 +132,23 @@ class _OutputMasking:
         from injector.delivery.masking import MaskedOutput, Masker
 
         self.masker = Masker()
+        self._warned: set[str] = set()
         for credential in credentials:
             self.add(credential)
         self.output = MaskedOutput(self.masker)
         self.stdio = (self.output.stdout_fd, self.output.stderr_fd)
 
     def add(self, credential: Credential) -> None:
-        self.masker.add(credential.value, credential.name, credential.expires_at)
+        if not self.masker.add(credential.value, credential.name, credential.expires_at):
+            if credential.name not in self._warned:  # once per variable, not at every refresh
+                self._warned.add(credential.name)
+                from injector.delivery.masking import MIN_MASKED_LENGTH
+
+                log.warning(
+                    f"--mask-output: the value of {credential.name} is shorter than {MIN_MASKED_LENGTH} characters "
+                    "and is not masked (masking every such character would reveal it)",
+                    name=credential.name,
+                )
 
 
 def _refresher(plan: Plan, session: Session, supervisor: Supervisor, masking: _OutputMasking | None) -> Refresher:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from injector.errors import StrongholdError, TransientError
 from injector.log import log
 from injector.refresh.ledger import Ledger
-from injector.refresh.schedule import refresh_due, refresh_window_open, retry_delay
+from injector.refresh.schedule import poll_due, refresh_due, refresh_window_open, retry_delay
 from injector.settings.references import Credential, Reference
 
 TYPE_CHECKING = False
@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from injector.sources.interface import Source
 
 UNEXPECTED_ERROR_PAUSE = 1.0  # seconds, after an exception no step expected
+# How long stop() waits for a refresh in flight: as long as revoking at exit may
+# take (sources/openbao.py's REVOKE_BUDGET), so its new leases are in the ledger
+# before the session revokes them, and no delivery runs under the clean-up.
+STOP_BUDGET = 3.0
 MAX_SLEEP = 3600.0  # wake at least hourly, even with nothing due (static values, eternal sessions)
 
 
@@ -60,6 +64,9 @@ class Refresher:
         self._rand = rand
         self._poll_interval = poll_interval  # static values (no ttl) are re-read this often
         self._stop = threading.Event()
+        # Held while recording and delivering a refresh's result; stop() takes it for good,
+        # so once stop() returns nothing is delivered (no file written under the clean-up).
+        self._delivering = threading.Lock()
         self._due: dict[str, float] = {}
         self._failures: dict[str, int] = {}
         self._expired: set[str] = set()
@@ -76,10 +83,16 @@ class Refresher:
         self._thread = threading.Thread(target=self.run, name="stronghold-refresher", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 1.0) -> None:
+    def stop(self, timeout: float = STOP_BUDGET) -> None:
+        """End the thread: wait (at most `timeout`) for a refresh in flight, then deliver nothing more.
+
+        A refresh that outlives `timeout` (a server stalling past the budget)
+        records its leases too late to be revoked; they expire on their own.
+        """
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._delivering.acquire()  # never released: a refresh still in flight delivers nothing
 
     def run(self) -> None:
         while not self._stop.is_set():
@@ -134,9 +147,12 @@ class Refresher:
         references = [self._references[name] for name in names]
         try:
             credentials = self._source.issue(references)
-            self.ledger.record_leases(credentials)
-            for reference, credential in zip(references, credentials, strict=True):
-                self._deliver(reference, credential)
+            self.ledger.record_leases(credentials)  # first: revoked at exit, even if stopping now
+            with self._delivering:
+                if self._stop.is_set():
+                    return  # stopping: the command is gone, and the files are about to be removed
+                for reference, credential in zip(references, credentials, strict=True):
+                    self._deliver(reference, credential)
         except StrongholdError as exc:
             self._refresh_failed(names, now, exc)
             return
@@ -173,7 +189,7 @@ class Refresher:
 
     def _due_for(self, credential: Credential) -> float:
         if credential.ttl is None:
-            return credential.issued_at + self._poll_interval
+            return poll_due(credential.issued_at, self._poll_interval)
         return refresh_due(credential.issued_at, credential.ttl, self._rand)
 
     def _session_refresh_due(self) -> float:

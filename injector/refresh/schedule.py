@@ -14,13 +14,21 @@ REFRESH_TO = 0.75
 RETRY_BASE = 0.5  # first retry wait before jitter, seconds
 RETRY_MAX = 10.0  # no wait grows past this: once a token has expired, recovery should be quick
 RETRY_MIN = 0.05  # never spin: even with almost no time left, wait this much
+# No credential is re-issued sooner than this after the last issue, whatever its
+# ttl (or --vault-poll) says: a ttl of 0 once meant a re-issue loop at 20,000/s.
+MIN_REFRESH_INTERVAL = 0.5
 
 Random = Callable[[], float]  # returns a float in [0, 1)
 
 
 def refresh_due(issued_at: float, ttl: float, rand: Random) -> float:
-    """The moment to re-issue a credential: 60-75% of its ttl, jittered."""
-    return issued_at + ttl * (REFRESH_FROM + (REFRESH_TO - REFRESH_FROM) * rand())
+    """The moment to re-issue a credential: 60-75% of its ttl, jittered, and never sooner than the floor."""
+    return issued_at + max(MIN_REFRESH_INTERVAL, ttl * (REFRESH_FROM + (REFRESH_TO - REFRESH_FROM) * rand()))
+
+
+def poll_due(issued_at: float, poll_interval: float) -> float:
+    """The moment to re-read a value that never expires (ttl None, or 0 from the server)."""
+    return issued_at + max(MIN_REFRESH_INTERVAL, poll_interval)
 
 
 def refresh_window_open(issued_at: float, ttl: float, now: float) -> bool:

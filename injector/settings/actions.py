@@ -1,4 +1,4 @@
-"""What happens to the child on rotation and exit: --on-rotate and --remap-exit, parsed.
+"""What the supervisor does on rotation, on a signal and at exit: --on-rotate, --rewrite-signal, --remap-exit, parsed.
 
 Pure: no I/O.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 
-from injector.process.signals import parse_signal
+from injector.process.signal_names import parse_signal, signal_name
 
 
 class RotateAction(namedtuple("RotateAction", "kind signal", defaults=(0,))):
@@ -20,9 +20,7 @@ class RotateAction(namedtuple("RotateAction", "kind signal", defaults=(0,))):
 
     def __str__(self) -> str:
         if self.kind == "signal":
-            import signal as _signal
-
-            return f"signal:{_signal.Signals(self.signal).name}"
+            return f"signal:{signal_name(self.signal)}"
         return self.kind
 
 
@@ -30,7 +28,7 @@ def parse_on_rotate(text: str) -> RotateAction:
     if text in ("restart", "none"):
         return RotateAction(text)
     if text.startswith("signal:"):
-        return RotateAction("signal", parse_signal(text[len("signal:") :]))
+        return RotateAction("signal", parse_signal(text[len("signal:") :]))  # the one parser: 1, HUP, RTMIN+3
     raise ValueError(f"bad --on-rotate {text!r} (use restart, none or signal:NAME)")
 
 
@@ -43,4 +41,18 @@ def parse_remap_exit(text: str) -> tuple[int, int]:
         frm = to = -1
     if not sep or not 0 <= frm <= 255 or not 0 <= to <= 255:
         raise ValueError(f"bad --remap-exit {text!r} (use CODE:CODE, each 0-255, e.g. 143:0)")
+    return frm, to
+
+
+def parse_rewrite_signal(text: str) -> tuple[int, int]:
+    """--rewrite-signal FROM:TO (dumb-init's -r): TO 0 drops FROM instead of forwarding it."""
+    import signal
+
+    source, sep, target = text.partition(":")
+    if not sep:
+        raise ValueError(f"bad --rewrite-signal {text!r} (use FROM:TO, e.g. TERM:QUIT)")
+    frm = parse_signal(source)
+    if frm in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
+        raise ValueError(f"--rewrite-signal: {source} cannot be caught or forwarded, so it cannot be rewritten")
+    to = 0 if target.strip() == "0" else parse_signal(target)
     return frm, to

@@ -78,3 +78,17 @@ def load_env_files(paths: list[str], environ: MutableMapping[str, str]) -> dict[
         else:
             environ[name] = value
     return origins
+
+
+# Twins an env file may not set: a project's .env must not loosen the user's own safeguards.
+NOT_FROM_ENV_FILES = ("STRONGHOLD_INSECURE_HTTP", "STRONGHOLD_ALLOW_DISK")
+
+
+def check_env_file_switches(env_origins: Mapping[str, str]) -> None:
+    """78 when an env file sets a twin that loosens a safeguard (--insecure-http, --allow-disk)."""
+    for name in NOT_FROM_ENV_FILES:
+        if name in env_origins:
+            raise ConfigError(
+                f"{name} comes from the env file {env_origins[name]}: an env file may not loosen this "
+                "safeguard; set it in the environment or with its flag"
+            )

@@ -5,7 +5,9 @@
     README      its Configuration table is checked against it (tests/test_options.py)
 
 A row with no flag is an environment variable only; a row with no twin is a
-flag only.  The OpenBao settings other than --vault-poll and
+flag only.  Every option of running a command has a twin, so an image whose
+entrypoint ends in `--` can still be tuned with `-e STRONGHOLD_...`; a list
+option's twin takes its items comma-separated.  The OpenBao settings other than --vault-poll and
 --vault-remove-secret-id-file are variables (README: OpenBao and Vault) and
 live in config.py's `_vault_settings`, which reads several names per setting.
 """
@@ -73,7 +75,7 @@ OPTIONS = (
     Option(
         "--remove-bootstrap-token-file",
         "remove_bootstrap_token_file",
-        None,
+        "STRONGHOLD_REMOVE_BOOTSTRAP_TOKEN_FILE",
         "delete the bootstrap token file once read (a one-time token; kept in memory for re-login)",
         kind="switch",
         group=AUTH,
@@ -105,7 +107,7 @@ OPTIONS = (
     Option(
         "--insecure-http",
         "insecure_http",
-        None,
+        "STRONGHOLD_INSECURE_HTTP",
         "allow plain http:// to a non-loopback proxy",
         kind="switch",
         group=AUTH,
@@ -113,7 +115,7 @@ OPTIONS = (
     Option(
         "--startup-timeout",
         "startup_timeout",
-        None,
+        "STRONGHOLD_STARTUP_TIMEOUT",
         "how long start-up retries transient failures",
         "SECONDS",
         kind="seconds",
@@ -159,7 +161,7 @@ OPTIONS = (
         group=DELIVERY,
     ),
     Option(
-        "--allow-disk", "allow_disk", None, "allow a --dir that is not on tmpfs or ramfs", kind="switch", group=DELIVERY
+        "--allow-disk", "allow_disk", "STRONGHOLD_ALLOW_DISK", "allow a --dir that is not on tmpfs or ramfs", kind="switch", group=DELIVERY
     ),
     Option(
         "--file-group",
@@ -172,7 +174,7 @@ OPTIONS = (
     Option(
         "--env-file",
         "env_file",
-        None,
+        "STRONGHOLD_ENV_FILE",
         "load a dotenv file first (repeatable; set variables win)",
         "PATH",
         kind="append",
@@ -203,7 +205,7 @@ OPTIONS = (
     Option(
         "--no-refresh",
         "no_refresh",
-        None,
+        "STRONGHOLD_NO_REFRESH",
         "fetch once and exec the command (nothing stays running; as PID 1 it stays as the parent)",
         kind="switch",
         group=RUNNING,
@@ -212,7 +214,7 @@ OPTIONS = (
     Option(
         "--on-rotate",
         "on_rotate",
-        None,
+        "STRONGHOLD_ON_ROTATE",
         "what a rotation does to the command (default restart with env references, else none)",
         "restart|signal:SIG|none",
         kind="on_rotate",
@@ -222,7 +224,7 @@ OPTIONS = (
     Option(
         "--mask-output",
         "mask_output",
-        None,
+        "STRONGHOLD_MASK_OUTPUT",
         "replace token values in the command's stdout/stderr with <redacted:NAME> (costs a copy of its output)",
         kind="switch",
         group=RUNNING,
@@ -231,7 +233,7 @@ OPTIONS = (
     Option(
         "--grace",
         "grace",
-        None,
+        "STRONGHOLD_GRACE",
         "SIGTERM-to-SIGKILL wait when restarting or stopping, also after a SIGTERM to us",
         "SECONDS",
         kind="seconds",
@@ -243,7 +245,7 @@ OPTIONS = (
     Option(
         "--signal-group",
         "signal_group",
-        None,
+        "STRONGHOLD_SIGNAL_GROUP",
         "forward signals to the command's whole process group, and SIGTERM the rest of it when "
         "the command exits (dumb-init's setsid mode)",
         kind="switch",
@@ -253,7 +255,7 @@ OPTIONS = (
     Option(
         "--rewrite-signal",
         "rewrite_signal",
-        None,
+        "STRONGHOLD_REWRITE_SIGNAL",
         "forward signal FROM as TO, e.g. TERM:QUIT for a graceful nginx stop; TO 0 drops it (repeatable)",
         "FROM:TO",
         kind="rewrite_signal",
@@ -263,7 +265,7 @@ OPTIONS = (
     Option(
         "--remap-exit",
         "remap_exit",
-        None,
+        "STRONGHOLD_REMAP_EXIT",
         "exit with the second code when the command exits with the first, e.g. 143:0 (repeatable)",
         "CODE:CODE",
         kind="remap_exit",
@@ -273,7 +275,7 @@ OPTIONS = (
     Option(
         "--on-expiry",
         "on_expiry",
-        None,
+        "STRONGHOLD_ON_EXPIRY",
         "when a token expires unrefreshed: keep trying, or exit 69",
         kind="choice",
         choices=ON_EXPIRY,

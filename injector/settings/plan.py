@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from injector.log import log
-from injector.settings.envfiles import load_env_files
+from injector.settings.envfiles import check_env_file_switches, load_env_files
 from injector.settings.references import Reference, collect_references
 from injector.settings.settings import Settings, build_settings
 
@@ -43,6 +43,7 @@ def make_plan(options: Mapping[str, object], env_files: Sequence[str]) -> Plan:
     # errors in the env files are already logged the way the user asked.
     configure_logging(build_settings(options, environ))
     origins = load_env_files(list(env_files), environ)
+    check_env_file_switches(origins)
     settings = build_settings(options, environ)
     settings.env_origins = origins
     configure_logging(settings)

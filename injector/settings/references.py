@@ -325,7 +325,8 @@ class Credential(namedtuple("Credential", "name value ttl issued_at lease_id", d
     name: the reference's declared variable; value: the token;
     ttl: seconds granted, counted from issued_at (time.monotonic() when the
     request was sent), or None for a static value that never expires (a KV
-    secret), which is re-read on a poll instead; lease_id: the lease, or None
+    secret, or a lease or token a server grants with ttl 0), which is re-read
+    on a poll instead (sources turn a 0 into None: one meaning); lease_id: the lease, or None
     """
 
     __slots__ = ()

@@ -6,11 +6,12 @@ Pure apart from reading the env files the user named.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 from injector.errors import ConfigError
 from injector.netaddr import is_loopback
+from injector.settings.actions import parse_on_rotate, parse_remap_exit, parse_rewrite_signal
 from injector.settings.options import (
     BY_DEST,
     DEFAULT_DIR,
@@ -21,6 +22,12 @@ from injector.settings.options import (
     ENV_TWINS,
     VAULT_AUTH_METHODS,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not loaded on the start path: annotations only
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -87,8 +94,8 @@ class Settings:
         return self.origins.get(setting, default)
 
 
-# Switches that are flags only (--vault-remove-secret-id-file has a twin: _vault_settings reads it).
-OPTIONS_WITHOUT_TWIN_SWITCHES = tuple(o for o in BY_DEST.values() if o.kind == "switch" and not o.env)
+# The switches read here (--vault-remove-secret-id-file is _vault_settings').
+SWITCHES = tuple(o for o in BY_DEST.values() if o.kind == "switch" and o.dest != "vault_remove_secret_id_file")
 
 
 def _pick(
@@ -147,18 +154,71 @@ def build_settings(options: Mapping[str, object], environ: Mapping[str, str]) ->
         seconds = options.get(key)
         if isinstance(seconds, (int, float)):  # argparse's _seconds made it a number
             setattr(settings, key, float(seconds))
-    for option in OPTIONS_WITHOUT_TWIN_SWITCHES:
-        setattr(settings, option.dest, bool(options.get(option.dest)))
-    settings.rewrite_signals = tuple(options.get("rewrite_signal") or ())  # type: ignore[arg-type]
-    settings.remap_exit = tuple(options.get("remap_exit") or ())  # type: ignore[arg-type]
+        elif (text := _twin(environ, key)) is not None:
+            setattr(settings, key, _twin_value(parse_seconds, text, key))
+    for option in SWITCHES:
+        setattr(settings, option.dest, bool(options.get(option.dest)) or _switch(environ, option.env))
+    settings.rewrite_signals = _list_setting(options, environ, "rewrite_signal", parse_rewrite_signal)
+    settings.remap_exit = _list_setting(options, environ, "remap_exit", parse_remap_exit)
     if options.get("on_rotate") is not None:
         settings.on_rotate = options["on_rotate"]  # type: ignore[assignment]
-    if options.get("on_expiry") is not None:
-        settings.on_expiry = str(options["on_expiry"])
+    elif (text := _twin(environ, "on_rotate")) is not None:
+        settings.on_rotate = _twin_value(parse_on_rotate, text, "on_rotate")
+    settings.on_expiry = _picked_choice(options, environ, "on_expiry")
+    if settings.mask_output and settings.no_refresh:
+        raise ConfigError("--mask-output keeps stronghold-init in the output path; it cannot go with --no-refresh")
     if options.get("health_listen") is not None:
         settings.health_listen = str(options["health_listen"])
     _vault_settings(settings, options, environ)
     return settings
+
+
+def _twin(environ: Mapping[str, str], key: str) -> str | None:
+    """The value of `key`'s environment twin, or None when unset or empty."""
+    name = ENV_TWINS.get(key)
+    return (environ.get(name) or None) if name else None
+
+
+def _twin_value(parse: Callable[[str], T], text: str, key: str) -> T:
+    """`parse(text)` for a twin's value; its ValueError becomes a 78 naming the variable."""
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_TWINS[key]}: {exc}") from None
+
+
+def parse_seconds(text: str) -> float:
+    """A number of seconds, 0 or more (as the flags take them)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):  # also refuses nan
+        raise ValueError(f"{text!r} is not a number of seconds (0 or more, e.g. 10 or 2.5)")
+    return value
+
+
+def _switch(environ: Mapping[str, str], name: str | None) -> bool:
+    """A switch's twin: 1/true/yes/on or 0/false/no/off (unset or empty: off); anything else is 78."""
+    text = (environ.get(name) or "").strip().lower() if name else ""
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}: {text!r} is not a switch value (use 1, true, yes, on or 0, false, no, off)")
+
+
+def _list_setting(
+    options: Mapping[str, object], environ: Mapping[str, str], key: str, parse: Callable[[str], tuple[int, int]]
+) -> tuple[tuple[int, int], ...]:
+    """A repeatable flag's values, else its twin's comma-separated items."""
+    given = options.get(key)
+    if given:
+        return tuple(given)  # type: ignore[arg-type]
+    text = _twin(environ, key)
+    if text is None:
+        return ()
+    return tuple(_twin_value(parse, item.strip(), key) for item in text.split(",") if item.strip())
 
 
 def _first(environ: Mapping[str, str], *names: str, origins: dict[str, str] | None = None, key: str = "") -> str | None:

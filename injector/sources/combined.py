@@ -23,14 +23,22 @@ class Combined:
         return self._by_scheme[reference.scheme]
 
     def issue(self, references: Sequence[Reference]) -> list[Credential]:
+        """All or nothing: when one source fails, the new leases the others gave are revoked."""
         issued: dict[str, Credential] = {}
-        for source in self._sources:
-            mine = [r for r in references if self._source(r) is source]
-            if mine:
-                for credential in source.issue(mine):
-                    issued[credential.name] = credential
-                    if credential.lease_id:
-                        self._owner[credential.lease_id] = source
+        new: dict[Source, list[str]] = {}  # leases first seen in this call (a renewed one is still in use)
+        try:
+            for source in self._sources:
+                mine = [r for r in references if self._source(r) is source]
+                if mine:
+                    for credential in source.issue(mine):
+                        issued[credential.name] = credential
+                        if credential.lease_id and credential.lease_id not in self._owner:
+                            self._owner[credential.lease_id] = source
+                            new.setdefault(source, []).append(credential.lease_id)
+        except BaseException:
+            for source, lease_ids in new.items():
+                source.revoke(lease_ids)  # best effort, bounded, never raises
+            raise
         return [issued[r.name] for r in references]
 
     @property
@@ -46,6 +54,7 @@ class Combined:
         for source in self._sources:
             source.renew_session()
 
-    def revoke(self, lease_ids: Sequence[str]) -> None:
-        for source in self._sources:
-            source.revoke([lease for lease in lease_ids if self._owner.get(lease) is source])
+    def revoke(self, lease_ids: Sequence[str]) -> int:
+        return sum(
+            source.revoke([lease for lease in lease_ids if self._owner.get(lease) is source]) for source in self._sources
+        )

@@ -34,5 +34,5 @@ if TYPE_CHECKING:
         def renew_session(self) -> None:
             """Renew the session, or log in again when it can no longer be renewed."""
 
-        def revoke(self, lease_ids: Sequence[str]) -> None:
-            """Best effort, bounded in time; never raises."""
+        def revoke(self, lease_ids: Sequence[str]) -> int:
+            """Best effort, bounded in time; never raises.  -> how many the server confirmed revoked."""

@@ -30,10 +30,16 @@ class ProxySource:
     """A session with the credential proxy, renewed and re-established as needed."""
 
     def __init__(
-        self, transport: Transport, login_body: LoginBody, clock: Callable[[], float] = time.monotonic
+        self,
+        transport: Transport,
+        login_body: LoginBody,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        credential: str = "the bootstrap token",
     ) -> None:
         self._transport = transport
         self._login_body = login_body
+        self._credential = credential  # what login sends and where it came from, for a refusal's message
         self._clock = clock
         self._lock = threading.Lock()
         self._session: str | None = None
@@ -54,7 +60,10 @@ class ProxySource:
                     "address (not STRONGHOLD_PROXY_URL) and use vault:// references, e.g. "
                     "vault://secret/data/app#STRIPE_KEY (README: OpenBao and Vault)"
                 )
-            raise RefusedError(f"login refused by the proxy ({answer.status}{answer.error_detail()})")
+            raise RefusedError(
+                f"login refused by the proxy ({answer.status}{answer.error_detail()}): "
+                f"check {self._credential}"
+            )
         self._take_session(_check_status(answer, "login", ()), sent_at)
         log.debug("logged in", ttl=self.session_ttl)
 
@@ -128,14 +137,14 @@ class ProxySource:
             f"{what} at {self._transport.label} (404{answer.error_detail()}); check the path after stronghold://"
         )
 
-    def revoke(self, lease_ids: Sequence[str]) -> None:
-        """Best effort, bounded by a short timeout; never raises."""
+    def revoke(self, lease_ids: Sequence[str]) -> int:
+        """Best effort, bounded by a short timeout; never raises.  -> how many were revoked."""
         if not lease_ids:
-            return
+            return 0
         try:
             session = self._session
             if session is None:
-                return
+                return 0
             answer = self._transport.request(
                 "POST",
                 "/v1/leases/revoke",
@@ -145,10 +154,12 @@ class ProxySource:
             )
             if answer.status not in (200, 204):
                 log.warning("revoking leases failed", status=answer.status, leases=len(lease_ids))
-            else:
-                log.debug("leases revoked", leases=len(lease_ids))
+                return 0
+            log.debug("leases revoked", leases=len(lease_ids))
+            return len(lease_ids)
         except StrongholdError as exc:
             log.warning(f"revoking leases failed: {exc.message}", leases=len(lease_ids))
+            return 0
 
 
 def _bearer(session: str) -> dict[str, str]:

@@ -198,13 +198,26 @@ class Transport:
                 if isinstance(exc, socket.timeout):
                     waited = timeout or self._timeout
                     raise TransientError(f"{self.label} timed out after {waited:g} s without an answer") from None
-                raise TransientError(f"cannot reach {self.label}: {_describe(exc)}") from None
+                raise TransientError(f"cannot reach {self.label}: {_describe(exc)}{self._container_hint()}") from None
             finally:
                 watchdog.cancel()
             if len(data) > MAX_BODY:
                 raise BrokenAnswerError("answer body is over 1 MiB")
             return Response(status, data, retry_after)
         raise AssertionError("unreachable")
+
+    def _container_hint(self) -> str:
+        """As PID 1 we are most likely a container's entrypoint, where loopback is the container itself."""
+        import os
+
+        from injector.netaddr import is_loopback
+
+        if os.getpid() != 1 or not is_loopback(self._host):
+            return ""
+        return (
+            f"; {self._host} inside a container is the container itself, not the host: give the address "
+            "the host has from the container (e.g. http://host.containers.internal:PORT, or run with --network host)"
+        )
 
     def close(self) -> None:
         self._drop()

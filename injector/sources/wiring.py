@@ -129,7 +129,19 @@ def open_proxy_source(settings: Settings) -> ProxySource:
     from injector.sources.transport import Transport, display_url
 
     label = f"{display_url(url)} ({_origin_text(settings, 'proxy', 'STRONGHOLD_PROXY_URL')})"
-    return ProxySource(Transport(url, tls=tls, label=label), login_body)
+    return ProxySource(Transport(url, tls=tls, label=label), login_body, credential=login_credential(settings))
+
+
+def login_credential(settings: Settings) -> str:
+    """What a proxy login sends and where it came from: `the bootstrap token from STRONGHOLD_BOOTSTRAP_TOKEN_FILE /p`."""
+    if settings.auth == "kubernetes":
+        return f"the service-account token from {settings.origin('k8s_token_file', 'the default path')} " + (
+            settings.k8s_token_file
+        )
+    if settings.bootstrap_token_file:
+        where = _origin_text(settings, "bootstrap_token_file", "STRONGHOLD_BOOTSTRAP_TOKEN_FILE")
+        return f"the bootstrap token {where} ({settings.bootstrap_token_file})"
+    return "the bootstrap token " + _origin_text(settings, "bootstrap_token", "STRONGHOLD_BOOTSTRAP_TOKEN")
 
 
 def proxy_credentials_sent(settings: Settings) -> list[str]:

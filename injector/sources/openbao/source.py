@@ -107,32 +107,43 @@ class OpenBaoSource:
         )
 
     def _issue_once(self, references: Sequence[Reference]) -> list[Credential]:
+        """Every path read (or token minted) once; when one fails, the new leases of the others are revoked."""
         by_key: dict[str, list[Reference]] = {}
         for reference in references:
             key = reference.secret if reference.scheme == "vault" else f"token:{reference.name}"
             by_key.setdefault(key, []).append(reference)
         issued: dict[str, Credential] = {}
-        for key, group in by_key.items():
-            sent_at = self._clock()
-            lease = self._refreshed_lease(key, group)
-            ttl = None if not lease.lease_id and lease.granted == 0 else float(lease.granted)
-            for reference in group:
-                value = _field(lease.values, reference)
-                log.protect(value)
-                issued[reference.name] = Credential(reference.name, value, ttl, sent_at, lease.lease_id or None)
+        fresh: dict[str, _Lease] = {}  # key -> a lease obtained by this call (not a renewal of one in use)
+        try:
+            for key, group in by_key.items():
+                sent_at = self._clock()
+                lease, is_new = self._refreshed_lease(key, group)
+                if is_new:
+                    fresh[key] = lease
+                # 0 means "never expires" everywhere (as for the client token): re-read on the static poll.
+                ttl = float(lease.granted) if lease.granted > 0 else None
+                for reference in group:
+                    value = _field(lease.values, reference)
+                    log.protect(value)
+                    issued[reference.name] = Credential(reference.name, value, ttl, sent_at, lease.lease_id or None)
+        except BaseException:
+            for key in fresh:
+                self._leases.pop(key, None)
+            self._revoke_leases([lease.lease_id for lease in fresh.values() if lease.lease_id])
+            raise
         return [issued[reference.name] for reference in references]
 
-    def _refreshed_lease(self, key: str, group: list[Reference]) -> _Lease:
-        """Renew what can be renewed; otherwise read (or mint) again."""
+    def _refreshed_lease(self, key: str, group: list[Reference]) -> tuple[_Lease, bool]:
+        """Renew what can be renewed; otherwise read (or mint) again.  -> (lease, whether it is a new one)."""
         wanted = max((r.ttl or 0 for r in group), default=0)
         previous = self._leases.get(key)
         if previous is not None and previous.renewable and previous.lease_id:
             renewed = self._renew(previous, wanted, key)
             if renewed is not None:
-                return renewed
+                return renewed, False
         lease = self._mint(group[0]) if key.startswith("token:") else self._read(key, group)
         self._leases[key] = lease
-        return lease
+        return lease, True
 
     def _renew(self, lease: _Lease, wanted: int, key: str) -> _Lease | None:
         increment = wanted or int(lease.granted)
@@ -205,24 +216,32 @@ class OpenBaoSource:
 
     # -- exit ------------------------------------------------------------------
 
-    def revoke(self, lease_ids: Sequence[str]) -> None:
-        """Best effort within REVOKE_BUDGET seconds; never raises."""
+    def revoke(self, lease_ids: Sequence[str]) -> int:
+        """Best effort within REVOKE_BUDGET seconds; never raises.  -> how many leases were revoked."""
         deadline = self._clock() + REVOKE_BUDGET
+        revoked = self._revoke_leases(lease_ids, deadline)
+        left = deadline - self._clock()
+        if left > 0:
+            self._token.revoke(left)
+        log.debug("OpenBao leases revoked", leases=revoked)
+        return revoked
+
+    def _revoke_leases(self, lease_ids: Sequence[str], deadline: float | None = None) -> int:
+        """Revoke leases and minted tokens until `deadline`.  -> how many were revoked."""
+        if deadline is None:
+            deadline = self._clock() + REVOKE_BUDGET
+        revoked = 0
         for lease_id in lease_ids:
             left = deadline - self._clock()
             if left <= 0:
                 log.warning("revocation budget spent; remaining leases expire on their own")
-                return
+                break
             if lease_id.startswith(ACCESSOR_PREFIX):
-                self._best_effort(
-                    "POST", "auth/token/revoke-accessor", {"accessor": lease_id[len(ACCESSOR_PREFIX) :]}, left
-                )
+                accessor = {"accessor": lease_id[len(ACCESSOR_PREFIX) :]}
+                revoked += self._best_effort("POST", "auth/token/revoke-accessor", accessor, left)
             else:
-                self._best_effort("PUT", "sys/leases/revoke", {"lease_id": lease_id}, left)
-        left = deadline - self._clock()
-        if left > 0:
-            self._token.revoke(left)
-        log.debug("OpenBao leases revoked", leases=len(lease_ids))
+                revoked += self._best_effort("PUT", "sys/leases/revoke", {"lease_id": lease_id}, left)
+        return revoked
 
     def _best_effort(self, method: str, path: str, body: dict, timeout: float) -> bool:
         try:

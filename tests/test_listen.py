@@ -1,0 +1,36 @@
+"""One HOST:PORT parser for `dev-proxy --listen` and `sidecar --health-listen` (injector/serving.py):
+the same spellings are taken, the same mistakes refused with the same words."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import TestProxy, base_env, run
+
+
+def refusal(args: list[str], env: dict[str, str]) -> str:
+    result = run(args, env, timeout=30)
+    assert result.code == 78, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    return line.split(" ", 3)[-1]  # without "stronghold-init: error: --flag"
+
+
+@pytest.mark.parametrize("listen", ["nonsense", "127.0.0.1", "127.0.0.1:99999", "::1:0", ":8080"])
+def test_both_listeners_refuse_the_same_addresses_with_the_same_words(
+    listen: str, proxy: TestProxy, tmp_path, shm_dir
+) -> None:
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text("stripe/live=sk_test_x\n")
+    dev = refusal(["dev-proxy", "--secrets", str(secrets), "--listen", listen], base_env())
+    sidecar = refusal(
+        ["sidecar", "--dir", str(shm_dir), "--health-listen", listen], base_env(proxy, A_FILE="stronghold://stripe/live")
+    )
+    assert dev == sidecar and "is not HOST:PORT" in dev, (dev, sidecar)
+    assert proxy.requests == [], "checked before any credential is asked for"
+
+
+def test_the_parser_takes_ipv6_in_brackets_and_port_0() -> None:
+    from injector.serving import parse_listen
+
+    assert parse_listen("[::1]:0", "--listen") == ("::1", 0)
+    assert parse_listen("127.0.0.1:8787", "--listen") == ("127.0.0.1", 8787)
