@@ -16,11 +16,13 @@ import posixpath
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import IO, Protocol, cast
+from typing import IO, cast
 
 from injector.audit.errors import BadImageError
 from injector.audit.image import ByteStream, Layer
+from injector.audit.tarstream import DIRTYPE, Member, Readable, TarStream, normalise
+
+__all__ = ["DIRTYPE", "Member", "TarStream", "normalise"]  # the tar reader is tarstream.py; these were here
 
 CHUNK = 1024 * 1024
 WINDOW = 4 * 1024 * 1024  # a text file is scanned this much at a time (split at a newline)
@@ -36,10 +38,6 @@ SKIP_SUFFIXES = (
 SKIP_DIRS = ("usr/share/zoneinfo/", "usr/share/locale/", "usr/share/man/", "usr/share/i18n/", "usr/lib/locale/")
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
-
-
-class Readable(Protocol):
-    def read(self, n: int = -1, /) -> bytes: ...
 
 
 class CountingReader:
@@ -185,247 +183,18 @@ class _Prefixed:
         return self.rest.read(n)
 
 
-@dataclass
-class Member:
-    path: str  # absolute path in the image, "/etc/app/.env"
-    type: bytes  # the tar type flag: b"0" file, b"5" directory, b"2" symlink...
-    size: int  # bytes of content that follow the header
-
-    def isdir(self) -> bool:
-        return self.type == DIRTYPE
-
-
-def normalise(name: str, what: str) -> str:
-    """An absolute image path; refuse `..` (an extractor would write outside the root)."""
-    if "/." not in name and "//" not in name and not name.startswith("."):
-        return "/" + name.strip("/")  # the common case: no `.` or `..` component, nothing to clean
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise BadImageError(f"{what}: member {name!r} climbs out of the root with '..'")
-    return "/" + "/".join(parts)
-
-
-BLOCK = 512
-REGULAR_TYPES = (b"0", b"\0", b"7")
-DIRTYPE = b"5"
-HEADER_ONLY_TYPES = (b"1", b"2", b"3", b"4", b"5", b"6")  # links, devices, dirs, fifos: any size field is not content
-POSIX_MAGIC = b"ustar\x0000"
-
-
-class TarStream:
-    """A layer's tar, parsed straight from the (already verified-as-read) byte stream.
-
-    `tarfile`'s stream mode costs a Python-level copy per 512-byte block and a
-    TarInfo per member; here headers are sliced out of 1 MiB reads, and members
-    nobody reads are skipped by reading (and so hashing) their bytes in large
-    pieces, never copied into Python objects one block at a time.  Formats: ustar,
-    GNU (long names, long links, sparse headers) and pax (path, linkpath, size).
-    """
-
-    def __init__(self, stream: Readable, what: str) -> None:
-        self.stream = stream
-        self.what = what
-        self.buf = b""
-        self.pos = 0
-
-    def _available(self) -> int:
-        return len(self.buf) - self.pos
-
-    def _fill(self, need: int) -> bool:
-        """At least `need` bytes buffered; False at the end of the stream."""
-        while self._available() < need:
-            chunk = self.stream.read(max(CHUNK, need))
-            if not chunk:
-                return False
-            self.buf = self.buf[self.pos :] + chunk
-            self.pos = 0
-        return True
-
-    def take(self, count: int) -> bytes:
-        """Exactly `count` bytes, or a truncated-tar error."""
-        if self._available() >= count:
-            data = self.buf[self.pos : self.pos + count]
-            self.pos += count
-            return data
-        pieces = [self.buf[self.pos :]]
-        missing = count - len(pieces[0])
-        self.buf, self.pos = b"", 0
-        while missing > 0:
-            chunk = self.stream.read(missing)
-            if not chunk:
-                raise BadImageError(f"{self.what}: corrupt tar (truncated member)")
-            pieces.append(chunk)
-            missing -= len(chunk)
-        return b"".join(pieces)
-
-    def skip(self, count: int) -> None:
-        """Consume `count` bytes without keeping them (the reader below still hashes them)."""
-        available = self._available()
-        if count <= available:
-            self.pos += count
-            return
-        missing = count - available
-        self.buf, self.pos = b"", 0
-        while missing > 0:
-            chunk = self.stream.read(min(missing, CHUNK * 4))
-            if not chunk:
-                raise BadImageError(f"{self.what}: corrupt tar (truncated member)")
-            missing -= len(chunk)
-
-    def members(self) -> Iterator[tuple[Member, MemberReader | None]]:
-        """Each member with a reader of its content (regular files only); must be consumed in order."""
-        pax_global: dict[str, str] = {}
-        pending: dict[str, str] = {}  # from GNU L/K and pax x headers, for the next member
-        while (header := self._next_header()) is not None:
-            kind = header[156:157]
-            size = _number(header[124:136], self.what)
-            if kind in EXTENDED_TYPES:
-                self._extended(kind, size, pax_global if kind == b"g" else pending)
-                continue
-            if kind == b"S" and header[482]:
-                self._skip_sparse_extensions()
-            fields = {**pax_global, **pending} if pending or pax_global else NO_FIELDS
-            pending = {}
-            member, sparse = self._member(header, kind, size, fields)
-            reader = None
-            if member.type in REGULAR_TYPES and member.size > 0 and not sparse:
-                reader = MemberReader(self, member.size)
-            yield member, reader
-            left = reader.left if reader is not None else member.size
-            self.skip(left + (-member.size % BLOCK))
-
-    def _next_header(self) -> bytes | None:
-        """The next header block, checked; None at the end of the archive."""
-        if not self._fill(BLOCK):
-            if self._available():
-                raise BadImageError(f"{self.what}: corrupt tar (truncated header)")
-            return None  # no end-of-archive blocks: accepted, as tar and Go's archive/tar do
-        header = self.buf[self.pos : self.pos + BLOCK]
-        self.pos += BLOCK
-        if header == ZERO_BLOCK:
-            return None  # end of archive; the caller drains (and verifies) the rest
-        _check_sum(header, self.what)
-        return header
-
-    def _extended(self, kind: bytes, size: int, into: dict[str, str]) -> None:
-        """A GNU long name (L) or link (K), or pax records (x: next member, g: all that follow)."""
-        if size > MAX_EXTENDED_HEADER:
-            raise BadImageError(f"{self.what}: corrupt tar (a {size}-byte extended header)")
-        data = self.take(size)
-        self.skip(-size % BLOCK)
-        if kind == b"L":
-            into["path"] = _nts(data)
-        elif kind == b"K":
-            into["linkpath"] = _nts(data)
-        else:
-            into.update(_pax_records(data, self.what))
-
-    def _skip_sparse_extensions(self) -> None:
-        while True:  # old GNU sparse: extension blocks precede the data
-            if not self.take(BLOCK)[504]:
-                return
-
-    def _member(self, header: bytes, kind: bytes, size: int, fields: dict[str, str]) -> tuple[Member, bool]:
-        """-> (the member, whether it is sparse), its name and size from pax/GNU fields when given."""
-        if "path" in fields:
-            name = fields["path"]
-        else:
-            name = _nts(header[0:100])
-            if header[257:265] == POSIX_MAGIC and header[345]:
-                name = _nts(header[345:500]) + "/" + name
-        if "size" in fields:
-            try:
-                size = int(fields["size"])
-            except ValueError:
-                raise BadImageError(f"{self.what}: corrupt tar (pax size {fields['size'][:20]!r})") from None
-        sparse = kind == b"S" or (fields is not NO_FIELDS and any(key.startswith("GNU.sparse.") for key in fields))
-        if kind == b"\0" and name.endswith("/"):
-            kind = DIRTYPE
-        content_size = 0 if kind in HEADER_ONLY_TYPES else size
-        return Member(normalise(name, self.what), kind, content_size), sparse
-
-
-EXTENDED_TYPES = (b"L", b"K", b"x", b"g")
-MAX_EXTENDED_HEADER = 1024 * 1024
-ZERO_BLOCK = bytes(BLOCK)
-NO_FIELDS: dict[str, str] = {}  # never written to: shared by every member without extended headers
-
-
-class MemberReader:
-    """One member's content: `read(n)` gives exactly min(n, what is left) bytes."""
-
-    def __init__(self, tar: TarStream, size: int) -> None:
-        self.tar = tar
-        self.left = size
-
-    def read(self, n: int = -1) -> bytes:
-        count = self.left if n is None or n < 0 else min(n, self.left)
-        if count <= 0:
-            return b""
-        data = self.tar.take(count)
-        self.left -= count
-        return data
-
-
-def _nts(field: bytes) -> str:
-    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-
-
-def _number(field: bytes, what: str) -> int:
-    if field[:1] in (b"\x80", b"\xff"):  # GNU base-256 for sizes past 8 GiB
-        value = int.from_bytes(field[1:], "big")
-        return -value if field[:1] == b"\xff" else value
-    text = field.split(b"\0", 1)[0].strip(b" ")
-    if not text:
-        return 0
-    try:
-        return int(text, 8)
-    except ValueError:
-        raise BadImageError(f"{what}: corrupt tar (a header number {text[:12]!r})") from None
-
-
-def _check_sum(header: bytes, what: str) -> None:
-    stored = _number(header[148:156], what)
-    unsigned = sum(header[:148]) + sum(header[156:]) + 8 * 0x20  # the field itself counts as spaces
-    if stored != unsigned:
-        # old tars summed signed chars
-        signed = sum(b - 256 if b > 127 else b for b in header[:148] + b" " * 8 + header[156:])
-        if stored != signed:
-            raise BadImageError(f"{what}: corrupt tar (bad header checksum)")
-
-
-def _pax_records(data: bytes, what: str) -> dict[str, str]:
-    """`LEN key=value\\n` records; only the keys this reader uses are kept."""
-    records: dict[str, str] = {}
-    position = 0
-    while position < len(data):
-        space = data.find(b" ", position)
-        if space < 0:
-            break
-        try:
-            length = int(data[position:space])
-        except ValueError:
-            raise BadImageError(f"{what}: corrupt tar (a pax record)") from None
-        if length <= 0 or position + length > len(data):
-            raise BadImageError(f"{what}: corrupt tar (a pax record)")
-        key, _, value = data[space + 1 : position + length - 1].partition(b"=")
-        name = key.decode("utf-8", "replace")
-        if name in ("path", "linkpath", "size") or name.startswith("GNU.sparse."):
-            records[name] = value.decode("utf-8", "surrogateescape")
-        position += length
-    return records
-
-
-def walk(stream: BoundedReader, what: str) -> Iterator[tuple[Member, MemberReader | None]]:
-    """Each member with a reader of its content (regular files only); must be consumed in order."""
-    yield from TarStream(stream, what).members()
+def walk(
+    stream: BoundedReader, what: str, charge: Callable[[int], None] | None = None
+) -> Iterator[tuple[Member, Readable | None]]:
+    """Each member with a reader of its content (files only); must be consumed in order."""
+    yield from TarStream(stream, what, charge).members()
 
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:100]
 
 
-def read_windows(content: MemberReader, what: str) -> Iterator[bytes]:
+def read_windows(content: Readable, what: str) -> Iterator[bytes]:
     """A text file's content in windows that end at a newline; nothing for a binary file."""
     head = content.read(SNIFF)
     if b"\0" in head:
