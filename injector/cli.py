@@ -292,6 +292,11 @@ def _audit_parser(subparsers: Subparsers) -> None:
         "--creds", metavar="USER:PASSWORD", help="registry credentials (else REGISTRY_AUTH_FILE, ~/.docker/config.json)"
     )
     audit.add_argument("--strict", action="store_true", help="report placeholders (changeme, ${VAR}, xxx) too")
+    audit.add_argument(
+        "--all", action="store_true", help="audit every repository and tag of docker://HOST[:PORT][/PREFIX]"
+    )
+    audit.add_argument("--cache", metavar="DIR", help="keep each layer's result here; a rerun skips layers seen")
+    audit.add_argument("--jobs", metavar="N", help="parallel layer downloads (default 4)")
 
 
 def parse(argv: Sequence[str]) -> tuple[str, dict[str, object], list[str]]:

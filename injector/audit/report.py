@@ -25,6 +25,8 @@ class TargetReport:
     label: str = ""
     error: str = ""  # set when the target could not be read: it was not audited
     exit_code: int = 0  # that error's exit code
+    digest: str = ""  # audit --all: the image's manifest digest (SPEC 10.1)
+    platform: str = ""  # audit --all: the platform, for an image of a multi-platform index
 
     @property
     def clean(self) -> bool:
@@ -54,6 +56,10 @@ def _json_target(report: TargetReport) -> dict[str, object]:
         "clean": report.clean,
         "findings": [f.as_json() for f in report.findings],
     }
+    if report.digest:
+        entry["digest"] = report.digest
+    if report.platform:
+        entry["platform"] = report.platform
     if report.error:  # not audited: never "clean", and why (the documented object has no field for it)
         entry["error"] = report.error
     return entry
