@@ -283,7 +283,8 @@ def _audit_parser(subparsers: Subparsers) -> None:
         nargs="+",
         metavar="TARGET",
         help="docker-archive:PATH, oci-archive:PATH, "
-        "oci:DIR[:TAG], docker://HOST/REPO[:TAG|@DIGEST], dockerfile:PATH, or a path",
+        "oci:DIR[:TAG], docker://HOST/REPO[:TAG|@DIGEST], dockerfile:PATH, containers-storage:NAME, "
+        "docker-daemon:NAME, a path, or a local image's name",
     )
     audit.add_argument("--format", choices=("text", "json", "sarif"), default="text", help="report format")
     audit.add_argument("--platform", metavar="OS/ARCH", help="image of a multi-platform index (default this machine's)")

@@ -167,7 +167,7 @@ def _audit_target(
         return [TargetReport(target.given, None, check_dockerfile(target.path, detector))]
     return [
         _audit(target, image, detector, progress, pool)
-        for image in _images(target, wanted_platform, tls_verify, options, progress)
+        for image in _images(target, wanted_platform, tls_verify, options, progress, pool)
     ]
 
 
@@ -183,10 +183,20 @@ def _audit(target: Target, image: Image, detector: Detector, progress: Progress,
 
 
 def _images(
-    target: Target, wanted_platform: str, tls_verify: bool, options: dict[str, object], progress: Progress
+    target: Target,
+    wanted_platform: str,
+    tls_verify: bool,
+    options: dict[str, object],
+    progress: Progress,
+    pool: LayerPool,
 ) -> Iterator[Image]:
     from injector.audit import archive
 
+    if target.kind == "local":
+        from injector.audit.local import engine_images
+
+        yield from engine_images(target.given, target.path, target.engine, pool, progress)
+        return
     if target.kind == "docker":
         from injector.audit.registry import RegistryClient
 
