@@ -56,10 +56,14 @@ def check_dockerfile(path: str, detector: Detector) -> list[Finding]:
     findings: list[Finding] = []
     secret_args: set[str] = set()
 
-    def add(value: str, rule: str, key: str | None, fix: str, line: int) -> None:
+    def add(value: str | None, rule: str, key: str | None, fix: str, line: int) -> None:
+        """`value` None: the finding is the name `key` itself, reported as the key with no fingerprint."""
         key_lower = (key or "secret").lower()
         text = fix.replace("{key}", key or "NAME").replace("{key_lower}", key_lower)
-        finding = Finding.of(value, where="dockerfile", rule=rule, path=path, key=key, fix=text)
+        if value is None:
+            finding = Finding.named(where="dockerfile", rule=rule, path=path, key=key or "", fix=text)
+        else:
+            finding = Finding.of(value, where="dockerfile", rule=rule, path=path, key=key, fix=text)
         findings.append(finding.moved(context=f"line {line}"))
 
     for instruction in instructions:
@@ -74,12 +78,12 @@ def check_dockerfile(path: str, detector: Detector) -> list[Finding]:
                 for rule, hit_key, found in hits:
                     add(found, rule, hit_key or key, FIX["arg" if name == "ARG" else "env"], line)
                 if name == "ARG" and raw is None and is_secret_name(key):
-                    add(key, "secret-named-build-arg", key, FIX["arg"], line)
+                    add(None, "secret-named-build-arg", key, FIX["arg"], line)
         elif name in ("COPY", "ADD"):
             for source in _sources(value):
                 base = source.rstrip("/").rsplit("/", 1)[-1]
                 if is_known_credential_file(source) or is_dotenv_name(base) or KEY_FILE.search(source):
-                    add(source, "credential-file-copied", base, FIX["copy"], line)
+                    add(None, "credential-file-copied", base, FIX["copy"], line)
         elif name == "RUN":
             body = SECRET_MOUNT.sub("", value)
             for rule, found_key, found in detector.scan_line(body, filename=""):
@@ -87,7 +91,7 @@ def check_dockerfile(path: str, detector: Detector) -> list[Finding]:
             if not SECRET_MOUNT.search(value):
                 for arg in sorted(secret_args):
                     if re.search(r"\$\{?" + re.escape(arg) + r"\b", body):
-                        add(arg, "secret-build-arg-used", arg, FIX["run-arg"], line)
+                        add(None, "secret-build-arg-used", arg, FIX["run-arg"], line)
     return findings
 
 
