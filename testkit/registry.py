@@ -119,6 +119,16 @@ class Registry:
             assert answer.status == 201, answer.status
         return digest
 
+    def mount_blob(self, repo: str, digest: str, source: str) -> None:
+        """Make `source`'s blob `digest` part of `repo` too, without sending it again (cross-repository mount)."""
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"http://{self.address}/v2/{repo}/blobs/uploads/?mount={digest}&from={source}", data=b"", method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            assert answer.status == 201, answer.status
+
     def put_manifest(self, repo: str, tag: str, data: bytes, media_type: str) -> None:
         import urllib.request
 
