@@ -289,7 +289,8 @@ def _audit_parser(subparsers: Subparsers) -> None:
         nargs="+",
         metavar="TARGET",
         help="docker-archive:PATH, oci-archive:PATH, "
-        "oci:DIR[:TAG], docker://HOST/REPO[:TAG|@DIGEST], dockerfile:PATH, or a path",
+        "oci:DIR[:TAG], docker://HOST/REPO[:TAG|@DIGEST], dockerfile:PATH, containers-storage:NAME, "
+        "docker-daemon:NAME, a path, or a local image's name",
     )
     audit.add_argument("--format", choices=("text", "json", "sarif"), default="text", help="report format")
     audit.add_argument("--platform", metavar="OS/ARCH", help="image of a multi-platform index (default this machine's)")
@@ -298,6 +299,11 @@ def _audit_parser(subparsers: Subparsers) -> None:
         "--creds", metavar="USER:PASSWORD", help="registry credentials (else REGISTRY_AUTH_FILE, ~/.docker/config.json)"
     )
     audit.add_argument("--strict", action="store_true", help="report placeholders (changeme, ${VAR}, xxx) too")
+    audit.add_argument(
+        "--all", action="store_true", help="audit every repository and tag of docker://HOST[:PORT][/PREFIX]"
+    )
+    audit.add_argument("--cache", metavar="DIR", help="keep each layer's result here; a rerun skips layers seen")
+    audit.add_argument("--jobs", metavar="N", help="parallel layer downloads (default 4)")
 
 
 def parse(argv: Sequence[str]) -> tuple[str, dict[str, object], list[str]]:

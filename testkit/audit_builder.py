@@ -171,3 +171,28 @@ def tree_snapshot(root: Path) -> list[tuple[str, int]]:
             full = os.path.join(dirpath, name)
             out.append((full, os.lstat(full).st_mtime_ns))
     return sorted(out)
+
+
+def oci_index_files(images: dict[str, TestImage]) -> dict[str, bytes]:
+    """An OCI layout whose `latest` is a multi-platform index: {"linux/amd64": image, ...}."""
+    out = {"oci-layout": b'{"imageLayoutVersion": "1.0.0"}'}
+    entries = []
+    for platform, image in images.items():
+        blobs, descriptor = _oci_blobs(image)
+        for digest, data in blobs.items():
+            out["blobs/sha256/" + digest.removeprefix("sha256:")] = data
+        os_name, _, arch = platform.partition("/")
+        descriptor = {k: v for k, v in descriptor.items() if k != "annotations"}
+        entries.append({**descriptor, "platform": {"os": os_name, "architecture": arch}})
+    index = json.dumps(
+        {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}
+    ).encode()
+    out["blobs/sha256/" + sha(index).removeprefix("sha256:")] = index
+    top = {
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "digest": sha(index),
+        "size": len(index),
+        "annotations": {"org.opencontainers.image.ref.name": "latest"},
+    }
+    out["index.json"] = json.dumps({"schemaVersion": 2, "manifests": [top]}).encode()
+    return out

@@ -70,3 +70,42 @@ CLEAN = TestImage(
     ],
     history=[{"created_by": "RUN --mount=type=secret,id=npm,target=/root/.npmrc npm ci # buildkit"}],
 )
+
+
+# Files named for the one value they hold (issue 23's recall), beside names, checksums, ids and
+# lock files that are not credentials.  tests/test_audit_recall.py asserts the exact findings.
+AWS = "wJalrXUtnFEMI" + "K7MDENGbPxRfiCYz4Xk2Lq9s"
+API = "tk_9f8a7b6c" + "5d4e3f2a1b0c9d8e7f6a5b4c"
+MASTER = "3f9a8b7c6d5e" + "4f3a2b1c0d9e8f7a"
+KEY_BODY = ["b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW",
+            "QyNTUxOQAAACDx7q9Zr2kLmN3pQ8sT1vW4yX6zA0bC5dE7fG9hJ2kL4mN"]  # fmt: skip
+UUID_VALUE = "550e8400-e29b-41d4-a716-446655440000"
+SHA_VALUE = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+NAMED = TestImage(
+    layers=[
+        {
+            "run": None,
+            "run/aws_secret": AWS + "\n",
+            "app": None,
+            "app/api-token": API + "\n",
+            "app/config": None,
+            "app/config/master.key": MASTER,
+            "root": None,
+            "root/.ssh": None,
+            "root/.ssh/id_rsa.bak": "\n".join(KEY_BODY) + "\n",
+            # not credentials: about a secret, checksums, ids, lock files, placeholders, references, prose
+            "app/token.sha256": SHA_VALUE + "\n",
+            "app/secret-uuid": UUID_VALUE + "\n",
+            "app/session_key_id": AWS + "\n",
+            "root/.ssh/id_rsa.pub": "AAAAB3NzaC1yc2EAAAADAQABAAABAQC7" + "x9Q2" * 8 + "\n",
+            "app/secret.lock": AWS + "\n",
+            "app/api_token": "changeme\n",
+            "app/db_password": "${DB_PASSWORD}\n",
+            "app/token": "stronghold://api/token\n",
+            "app/secret_name": "production-database-main\n",
+            "app/yarn.lock": f"# yarn lockfile v1\nleft-pad@1.3.0:\n  integrity sha512-{'Q' * 86}==\n",
+        }
+    ]
+)
+NAMED_SECRETS = [AWS, API, MASTER, "".join(KEY_BODY)]

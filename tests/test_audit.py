@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -426,7 +427,7 @@ def test_progress_line_only_when_stderr_is_a_terminal(dirty: dict[str, str]) -> 
             os.close(terminal)
         os.close(controller)
     assert done.returncode == 1
-    assert b"audit: layer 1/3" in shown and b"\r" in shown
+    assert re.search(rb"audit: layer [123]/3 ", shown) and b"\r" in shown  # layers are read in parallel: any first
     assert json.loads(done.stdout)["targets"][0]["findings"]  # stdout stays a clean report
     for value in ALL_SECRETS:
         assert value.encode()[4:20] not in shown

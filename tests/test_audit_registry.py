@@ -12,8 +12,6 @@ import base64
 import http.server
 import json
 import os
-import re
-import shutil
 import socket
 import subprocess
 import threading
@@ -24,52 +22,11 @@ from pathlib import Path
 import pytest
 from test_audit import DIRTY, DIRTY_FINDINGS, assert_no_value, audit, findings_of
 
-from conftest import wait_for, wait_for_log
+from conftest import wait_for
 from testkit.audit_builder import all_forms
+from testkit.registry import PASSWORD, USER, Registry, available
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("docker-registry") and shutil.which("skopeo")), reason="needs docker-registry and skopeo"
-)
-USER, PASSWORD = "auditor", "Reg1stryPassw0rd-x"
-
-
-class Registry:
-    def __init__(self, root: Path, name: str, *, auth: bool, tls: tuple[Path, Path] | None) -> None:
-        config = [
-            "version: 0.1",
-            "log:",
-            "  level: info",
-            "storage:",
-            "  filesystem:",
-            f"    rootdirectory: {root / 'data'}",
-        ]
-        config += ["  delete:", "    enabled: true", "http:", "  addr: 127.0.0.1:0", "  secret: test-only-http-secret"]
-        if tls:
-            config += ["  tls:", f"    certificate: {tls[0]}", f"    key: {tls[1]}"]
-        if auth:
-            import bcrypt
-
-            hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode().replace("$2b$", "$2y$", 1)
-            (root / f"{name}.htpasswd").write_text(f"{USER}:{hashed}\n")
-            config += ["auth:", "  htpasswd:", "    realm: test", f"    path: {root / f'{name}.htpasswd'}"]
-        (root / f"{name}.yml").write_text("\n".join(config) + "\n")
-        self.process = subprocess.Popen(
-            ["docker-registry", "serve", str(root / f"{name}.yml")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        line = wait_for_log(self.process, "listening on", timeout=300)
-        self.address = re.search(r"listening on (127\.0\.0\.1:\d+)", line).group(1)  # type: ignore[union-attr]
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        for _ in self.process.stderr:  # type: ignore[union-attr]
-            pass
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=120)
+pytestmark = pytest.mark.skipif(not available(), reason="needs docker-registry and skopeo")
 
 
 @pytest.fixture(scope="module")

@@ -370,7 +370,12 @@ class Detector:
             for which, i in enumerate(chosen):
                 path, data = items[i]
                 # Most files of an image have no trigger line, no key block and a plain name: nothing to do.
-                if per_item[which] or (any_pem and b"PRIVATE KEY" in data) or is_known_credential_file(path):
+                if (
+                    per_item[which]
+                    or (any_pem and b"PRIVATE KEY" in data)
+                    or is_known_credential_file(path)
+                    or (len(data) <= BARE_MAX and may_name_a_secret(path))
+                ):
                     results[i] = list(self.scan_text(data, path=path, starts=per_item[which]))
         return results
 
@@ -388,6 +393,11 @@ class Detector:
                 if hit[2] not in seen:
                     seen.add(hit[2])
                     yield hit
+        if len(data) <= BARE_MAX and may_name_a_secret(path):
+            bare = self._bare_value(data, path)
+            if bare is not None:
+                seen.add(bare[2])
+                yield bare
         if b"PRIVATE KEY" in data:
             for match in PEM_BLOCK.finditer(data.decode("utf-8", "replace")):
                 block = match.group(0)
@@ -402,6 +412,32 @@ class Detector:
                 if value not in seen and not any(value in block for block in seen if block.startswith("-----")):
                     seen.add(value)
                     yield rule, key, value
+
+    def _bare_value(self, data: bytes, path: str) -> Hit | None:
+        """A file that holds one high-entropy value and nothing else, named for what it is (`aws_secret`).
+
+        Nothing in the content says "secret": the name does.  Checksums, UUIDs,
+        lock files and public keys are not findings (names that say *about* a
+        secret, like `token.sha256` or `id_rsa.pub`, are not secret names).
+        """
+        name = path.rsplit("/", 1)[-1]
+        if is_vendor_path(path) or not is_secret_file_name(name):
+            return None
+        try:
+            text = data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            return None
+        if "-----" in text:
+            return None  # armoured: a PEM block, the private-key rule's (whole block, or not a key)
+        if KEY_FILE_NAME.match(name) and "\n" in text:
+            text = "".join(text.split())  # a key's base64 body, wrapped, without its armour
+        if not BARE_TOKEN.match(text) or not self._counts(text):
+            return None
+        if UUID.match(text) or SRI_HASH.match(text) or not any(c.isdigit() for c in text):
+            return None
+        if not any(c.isalpha() for c in text) or entropy(text) < (3.0 if HEX.match(text) else 3.5):
+            return None
+        return "secret-named-file", None, text
 
     def _known_file(self, text: str, path: str) -> Iterator[Hit]:
         name = path.rsplit("/", 1)[-1]
@@ -457,6 +493,35 @@ class Detector:
 
 KNOWN_NAMES = {".npmrc", "npmrc", ".pypirc", ".netrc", "_netrc", ".git-credentials"}
 KNOWN_SUFFIXES = (".docker/config.json", "containers/auth.json", ".aws/credentials", ".aws/config", ".kube/config")
+
+
+BARE_MAX = 4096  # a credential in a file of its own is short; a larger file is not "only a value"
+BARE_TOKEN = re.compile(r"^[A-Za-z0-9+/=_.~:-]{16,4096}$")
+HEX = re.compile(r"^[0-9a-fA-F]+$")
+KEY_FILE_NAME = re.compile(r"^(?:id_(?:rsa|dsa|ecdsa|ed25519)(?:\.(?!pub$)[^.]+)*|[^/]*\.(?:pem|key))$", re.I)
+NAME_HINTS = ("secret", "token", "key", "pass", "pwd", "cred", "auth", "id_rsa", "id_dsa", "id_ecdsa", "id_ed25519")
+NOT_SECRET_SUFFIXES = (
+    ".lock", ".sum", ".sums", ".sig", ".asc", ".pub", ".crt", ".cer", ".csr", ".md5", ".sha1", ".sha256", ".sha512",
+    ".json", ".yaml", ".yml", ".toml", ".xml", ".html", ".md", ".txt.sig",
+)  # fmt: skip
+
+
+def may_name_a_secret(path: str) -> bool:
+    """A cheap first look at a file's name (every small file of an image passes here)."""
+    name = path[path.rfind("/") + 1 :].lower()
+    return any(hint in name for hint in NAME_HINTS) and not name.endswith(NOT_SECRET_SUFFIXES)
+
+
+def is_secret_file_name(name: str) -> bool:
+    """`aws_secret`, `api-token`, `.db_password`, `id_rsa.bak`, `master.key`: the name says it holds a credential."""
+    if name.lower().endswith(NOT_SECRET_SUFFIXES):
+        return False
+    if KEY_FILE_NAME.match(name):
+        return True
+    stem = name.lstrip(".")
+    for suffix in (".txt", ".bak", ".old", ".orig", ".save", ".tmp", ".env"):
+        stem = stem.removesuffix(suffix)
+    return is_secret_name(stem)
 
 
 def is_known_credential_file(path: str) -> bool:

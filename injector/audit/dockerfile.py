@@ -46,8 +46,13 @@ def check_dockerfile(path: str, detector: Detector) -> list[Finding]:
     findings: list[Finding] = []
     secret_args: set[str] = set()
 
-    def add(value: str, rule: str, key: str | None, fix: str, line: int) -> None:
-        finding = Finding.of(value, where="dockerfile", rule=rule, path=path, key=key, fix=fix_for(fix, key))
+    def add(value: str | None, rule: str, key: str | None, fix: str, line: int) -> None:
+        """`value` None: the finding is the name `key` itself, reported as the key with no fingerprint."""
+        text = fix_for(fix, key)
+        if value is None:
+            finding = Finding.named(where="dockerfile", rule=rule, path=path, key=key or "", fix=text)
+        else:
+            finding = Finding.of(value, where="dockerfile", rule=rule, path=path, key=key, fix=text)
         findings.append(finding.moved(context=f"line {line}"))
 
     for instruction in instructions:
@@ -62,12 +67,12 @@ def check_dockerfile(path: str, detector: Detector) -> list[Finding]:
                 for rule, hit_key, found in hits:
                     add(found, rule, hit_key or key, "build-arg" if name == "ARG" else "dockerfile-env", line)
                 if name == "ARG" and raw is None and is_secret_name(key):
-                    add(key, "secret-named-build-arg", key, "build-arg", line)
+                    add(None, "secret-named-build-arg", key, "build-arg", line)
         elif name in ("COPY", "ADD"):
             for source in _sources(value):
                 base = source.rstrip("/").rsplit("/", 1)[-1]
                 if is_known_credential_file(source) or is_dotenv_name(base) or KEY_FILE.search(source):
-                    add(source, "credential-file-copied", base, "file", line)
+                    add(None, "credential-file-copied", base, "file", line)
         elif name == "RUN":
             body = SECRET_MOUNT.sub("", value)
             for rule, found_key, found in detector.scan_line(body, filename=""):
@@ -75,7 +80,7 @@ def check_dockerfile(path: str, detector: Detector) -> list[Finding]:
             if not SECRET_MOUNT.search(value):
                 for arg in sorted(secret_args):
                     if re.search(r"\$\{?" + re.escape(arg) + r"\b", body):
-                        add(arg, "secret-build-arg-used", arg, "build-arg-used", line)
+                        add(None, "secret-build-arg-used", arg, "build-arg-used", line)
     return findings
 
 

@@ -55,8 +55,8 @@ class Finding:
     path: str | None
     key: str | None
     rule: str
-    redacted: str
-    fingerprint: str
+    redacted: str | None  # None: the finding is a name (a build arg, a copied file), not a value
+    fingerprint: str | None
     fix: str
     context: str | None = None  # e.g. the layer's history line, already free of the value
 
@@ -84,6 +84,16 @@ class Finding:
             fingerprint=fingerprint(value),
             fix=text,
         )
+
+    @classmethod
+    def named(cls, *, where: str, rule: str, key: str, path: str | None = None, fix: str) -> Finding:
+        """A finding about a name (`ARG NPM_TOKEN`, `COPY app.env`): the name is the key, and nothing is a secret.
+
+        A name is not a credential: redacting it would hide what to fix, and its
+        fingerprint would identify nothing worth rotating.
+        """
+        assert where in WHERE, where
+        return cls(where=where, layer=None, path=path, key=key, rule=rule, redacted=None, fingerprint=None, fix=fix)
 
     def moved(self, **changes: object) -> Finding:
         from dataclasses import replace

@@ -57,6 +57,7 @@ class Image:
     layers: list[Layer]
     label: str = ""  # e.g. the tag or platform when a target holds several images
     history: list[dict] = field(default_factory=list)
+    parallel: bool = False  # its layers can be read at once (a registry, a layout dir; not one tar file)
 
     def __post_init__(self) -> None:
         history = self.config.get("history")

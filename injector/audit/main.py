@@ -15,6 +15,7 @@ from injector.errors import StrongholdError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from injector.audit.detect import Detector  # imported for real only once the targets are valid
+    from injector.audit.layerpool import LayerPool
 
 FORMATS = ("text", "json", "sarif")
 
@@ -34,19 +35,39 @@ def audit(options: dict[str, object]) -> int:
     wanted_platform = str(options.get("platform") or machine_platform())
     if wanted_platform.count("/") not in (1, 2):
         raise AuditUsageError(f"--platform {wanted_platform!r} is not OS/ARCH[/VARIANT]")
-    targets = _parse_targets(options.get("targets"))
+    jobs = _jobs(options.get("jobs"))
+    if options.get("all"):
+        from injector.audit.walk import parse_all_target
+
+        walks = [str(t) for t in options.get("targets") or []]  # type: ignore[attr-defined]
+        if not walks:
+            raise AuditUsageError("audit --all needs docker://HOST[:PORT][/PREFIX]")
+        for given in walks:
+            parse_all_target(given)  # every usage error before the first request
+        targets: list[tuple[str, Target | NoInputError]] = []
+    else:
+        targets = _parse_targets(options.get("targets"))
     from injector.audit.detect import Detector
+    from injector.audit.layerpool import LayerPool
     from injector.log import log
 
     detector = Detector(strict=bool(options.get("strict")))
+    cache = None
+    if options.get("cache"):
+        from injector.audit.cache import LayerCache, rules_version
+
+        cache = LayerCache(str(options["cache"]), rules_version(bool(options.get("strict"))))
+    pool = LayerPool(detector, cache, jobs)
     progress = Progress.for_stderr()
     reports: list[TargetReport] = []
     try:
+        if options.get("all"):
+            reports += _walk_all(walks, tls_verify, options, detector, pool, progress)
         for given, target in targets:
             try:
                 if isinstance(target, NoInputError):
                     raise target
-                reports += _audit_target(target, wanted_platform, tls_verify, options, detector, progress)
+                reports += _audit_target(target, wanted_platform, tls_verify, options, detector, progress, pool)
             except AuditUsageError:
                 raise
             except StrongholdError as exc:
@@ -55,6 +76,11 @@ def audit(options: dict[str, object]) -> int:
                 reports.append(TargetReport(given, None, [], error=exc.message, exit_code=int(exc.exit_code)))
     finally:
         progress.clear()
+        pool.close()
+        if cache is not None:
+            if cache.write_failed:
+                log.warning(f"--cache {cache.path}: results not kept ({cache.write_failed})")
+            cache.close()
     worst = max((r.exit_code if r.error else 0 if r.clean else FINDINGS for r in reports), default=0)
     if reports and all(r.error for r in reports):
         return worst  # nothing was read: the error lines on stderr are the whole answer
@@ -63,6 +89,53 @@ def audit(options: dict[str, object]) -> int:
     sys.stdout.buffer.write((render(reports, fmt) + "\n").encode("utf-8"))
     sys.stdout.buffer.flush()
     return worst
+
+
+def _walk_all(
+    walks: list[str],
+    tls_verify: bool,
+    options: dict[str, object],
+    detector: Detector,
+    pool: LayerPool,
+    progress: Progress,
+) -> list[TargetReport]:
+    """Each registry walked (SPEC 10.1); one that cannot be listed at all is one not-audited target."""
+    from injector.audit.walk import RegistryWalk
+    from injector.log import log
+
+    reports: list[TargetReport] = []
+    for given in walks:
+        walk = RegistryWalk(
+            given,
+            tls_verify=tls_verify,
+            creds=str(options["creds"]) if options.get("creds") else None,
+            platform=str(options["platform"]) if options.get("platform") else None,
+            detector=detector,
+            pool=pool,
+            progress=progress,
+        )
+        try:
+            found = walk.run()
+        except AuditUsageError:
+            raise
+        except StrongholdError as exc:
+            progress.clear()
+            log.error(exc.message)
+            reports.append(TargetReport(given, None, [], error=exc.message, exit_code=int(exc.exit_code)))
+            continue
+        progress.clear()
+        log.info(f"audited {given}: {walk.summary(found)}")
+        reports += found
+    return reports
+
+
+def _jobs(value: object) -> int:
+    if value is None:
+        return 4
+    text = str(value)
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise AuditUsageError(f"--jobs takes a number from 1 to 64, not {text!r}")
+    return int(text)
 
 
 def _parse_targets(given_targets: object) -> list[tuple[str, Target | NoInputError]]:
@@ -85,6 +158,7 @@ def _audit_target(
     options: dict[str, object],
     detector: Detector,
     progress: Progress,
+    pool: LayerPool,
 ) -> list[TargetReport]:
     """The reports of one target (an archive or index may hold several images); raises on the first error."""
     if target.kind == "dockerfile":
@@ -92,25 +166,37 @@ def _audit_target(
 
         return [TargetReport(target.given, None, check_dockerfile(target.path, detector))]
     return [
-        _audit(target, image, detector, progress)
-        for image in _images(target, wanted_platform, tls_verify, options, progress)
+        _audit(target, image, detector, progress, pool)
+        for image in _images(target, wanted_platform, tls_verify, options, progress, pool)
     ]
 
 
-def _audit(target: Target, image: Image, detector: Detector, progress: Progress) -> TargetReport:
+def _audit(target: Target, image: Image, detector: Detector, progress: Progress, pool: LayerPool) -> TargetReport:
     from injector.audit.scan import audit_image, safe_history_line
 
-    findings = audit_image(image, detector, progress.update if progress.enabled else None)
+    # A registry or a layout directory opens each layer on its own; a tar archive reads them through one file.
+    image.parallel = target.kind in ("docker", "oci")
+    findings = audit_image(image, detector, progress.update if progress.enabled else None, pool)
     _, lines = history_per_layer(image)
     safe = {layer: safe_history_line(line, detector) for layer, line in lines.items()}
     return TargetReport(target.given, image.config_digest, findings, safe, image.label)
 
 
 def _images(
-    target: Target, wanted_platform: str, tls_verify: bool, options: dict[str, object], progress: Progress
+    target: Target,
+    wanted_platform: str,
+    tls_verify: bool,
+    options: dict[str, object],
+    progress: Progress,
+    pool: LayerPool,
 ) -> Iterator[Image]:
     from injector.audit import archive
 
+    if target.kind == "local":
+        from injector.audit.local import engine_images
+
+        yield from engine_images(target.given, target.path, target.engine, pool, progress)
+        return
     if target.kind == "docker":
         from injector.audit.registry import RegistryClient
 

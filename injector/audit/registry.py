@@ -81,9 +81,11 @@ class RegistryClient:
         tls_verify: bool = True,
         creds: str | None = None,
         progress: Progress | None = None,
+        scope: str | None = None,  # the token scope to ask for; default: pull from `repo` (walk.py: the catalog)
     ) -> None:
         self.host = host
         self.repo = repo
+        self.scope = scope or f"repository:{repo}:pull"
         self.progress = progress
         self.loopback = is_loopback(host)
         if not tls_verify and not self.loopback:
@@ -167,7 +169,7 @@ class RegistryClient:
             raise RegistryUnavailableError(f"{self.host}: the token challenge has no usable realm")
         if realm.startswith("http://") and not is_loopback(realm.split("/")[2]):
             raise RegistryUnavailableError(f"{self.host}: refusing a plain-http token realm off loopback")
-        query = {"scope": f"repository:{self.repo}:pull"}
+        query = {"scope": self.scope}
         if params.get("service"):
             query["service"] = params["service"]
         auth = self.basic if self.basic else None

@@ -25,6 +25,8 @@ class TargetReport:
     label: str = ""
     error: str = ""  # set when the target could not be read: it was not audited
     exit_code: int = 0  # that error's exit code
+    digest: str = ""  # audit --all: the image's manifest digest (SPEC 10.1)
+    platform: str = ""  # audit --all: the platform, for an image of a multi-platform index
 
     @property
     def clean(self) -> bool:
@@ -54,6 +56,10 @@ def _json_target(report: TargetReport) -> dict[str, object]:
         "clean": report.clean,
         "findings": [f.as_json() for f in report.findings],
     }
+    if report.digest:
+        entry["digest"] = report.digest
+    if report.platform:
+        entry["platform"] = report.platform
     if report.error:  # not audited: never "clean", and why (the documented object has no field for it)
         entry["error"] = report.error
     return entry
@@ -91,6 +97,9 @@ def text_report(reports: list[TargetReport]) -> str:
                 history = report.layer_lines.get(layer, "")
                 lines.append(f"  layer {layer}" + (f": {_short(history)}" if history else ""))
             for finding in groups[layer]:
+                if finding.fingerprint is None:  # a name (a build arg, a copied file): no value to identify
+                    lines.append(f"    {_location(finding)} [{finding.rule}] fix: {finding.fix}")
+                    continue
                 lines.append(
                     f"    {_location(finding)}: {finding.redacted} [{finding.rule}] {finding.fingerprint[:19]}… "
                     f"fix: {finding.fix}"
@@ -134,10 +143,11 @@ def sarif_report(reports: list[TargetReport]) -> str:
                         + (f" layer {finding.layer}" if finding.layer is not None else "")
                         + (f" {finding.path}" if finding.path else "")
                         + (f" {finding.key}" if finding.key else "")
-                        + f": {finding.redacted}. Fix: {finding.fix}"
+                        + (f": {finding.redacted}" if finding.redacted is not None else "")
+                        + f". Fix: {finding.fix}"
                     },
                     "locations": [location],
-                    "partialFingerprints": {"secretSha256/v1": finding.fingerprint.removeprefix("sha256:")},
+                    "partialFingerprints": _partial_fingerprints(finding, report.target),
                     "properties": {
                         "target": report.target,
                         "image": report.image,
@@ -186,6 +196,16 @@ def _sarif_invocation(reports: list[TargetReport]) -> dict[str, object]:
             for r in failed
         ]
     return invocation
+
+
+def _partial_fingerprints(finding: Finding, target: str) -> dict[str, str]:
+    """The secret's hash; for a finding about a name, the name's place (code scanning matches results by it)."""
+    if finding.fingerprint is not None:
+        return {"secretSha256/v1": finding.fingerprint.removeprefix("sha256:")}
+    import hashlib
+
+    place = f"{target}\0{finding.rule}\0{finding.key}"
+    return {"nameFindingSha256/v1": hashlib.sha256(place.encode("utf-8", "surrogatepass")).hexdigest()}
 
 
 def _artifact_uri(target: str, finding: Finding) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from injector.audit.detect import Detector
 from injector.audit.findings import Finding, fix_for
 from injector.audit.image import Image, history_per_layer
-from injector.audit.layers import Whiteouts, open_layer_stream, read_windows, walk, worth_reading
+from injector.audit.layerpool import LayerPool
 
 # `|2 TOKEN=abc VERSION=1 /bin/sh -c ...`: how podman and docker record build args on a RUN line
 BUILD_ARGS = re.compile(r"^\|(\d+)\s+")
@@ -17,13 +17,18 @@ ENV_LINE = re.compile(r"^(?:/bin/sh -c )?(?:#\(nop\)\s*)?(ENV|LABEL)\s+(.*)$", r
 Progress = Callable[[str], None]
 
 
-def audit_image(image: Image, detector: Detector, progress: Progress | None = None) -> list[Finding]:
+def audit_image(
+    image: Image, detector: Detector, progress: Progress | None = None, pool: LayerPool | None = None
+) -> list[Finding]:
     """-> findings; the history lines the report may quote are made safe by `safe_history_line`."""
-    findings: list[Finding] = []
-    findings += _config_findings(image, detector)
-    findings += _history_findings(image, detector)
-    findings += _layer_findings(image, detector, progress)
+    findings = metadata_findings(image, detector)
+    findings += _layer_findings(image, detector, progress, pool)
     return _dedupe(findings)
+
+
+def metadata_findings(image: Image, detector: Detector) -> list[Finding]:
+    """What the config and history say, without reading a layer (audit --all does this once per image)."""
+    return _config_findings(image, detector) + _history_findings(image, detector)
 
 
 def _config_findings(image: Image, detector: Detector) -> list[Finding]:
@@ -121,67 +126,24 @@ def _pairs(text: str) -> list[tuple[str, str]]:
     return [(key, value)] if key and value else []
 
 
-TEXT_BATCH = 4 * 1024 * 1024  # text windows are searched for triggers this much at a time
+def _layer_findings(
+    image: Image, detector: Detector, progress: Progress | None, pool: LayerPool | None
+) -> list[Finding]:
+    """Each layer scanned into a position-free result (layerscan.py), then placed: which later layer deleted what."""
+    from injector.audit.layerscan import image_findings
 
-
-def _layer_findings(image: Image, detector: Detector, progress: Progress | None) -> list[Finding]:
-    whiteouts = Whiteouts()
-    by_file: dict[tuple[str, int], list[Finding]] = {}
-    total = len(image.layers)
-    for layer in image.layers:
-        what = f"layer {layer.index} ({layer.name})"
-        batch: list[tuple[str, bytes]] = []
-        batched = 0
-        stream, close = open_layer_stream(layer, what)
-        try:
-            for member, content in walk(stream, what):
-                whiteouts.seen(member, layer.index)
-                if content is None or not worth_reading(member.path):
-                    continue
-                if progress is not None:
-                    progress(f"layer {layer.index + 1}/{total} {member.path[:60]}")
-                for window in read_windows(content, what):
-                    batch.append((member.path, window))
-                    batched += len(window)
-                    if batched >= TEXT_BATCH:
-                        _scan_batch(batch, layer.index, detector, by_file, whiteouts)
-                        batched = 0
-            _scan_batch(batch, layer.index, detector, by_file, whiteouts)
-            stream.drain()
-        finally:
-            close()
-    out: list[Finding] = []
-    for (path, index), found in by_file.items():
-        deleted_by = whiteouts.deleted.get((path, index))
-        for finding in found:
-            if deleted_by is None:
-                out.append(finding)
-            else:
-                fix = (
-                    f"layer {deleted_by} deletes or replaces it, but layer {index} still holds it whole: "
-                    "rebuild without it (--mount=type=secret) and rotate it"
-                )
-                out.append(finding.moved(where="deleted-file", fix=fix))
-    return out
-
-
-def _scan_batch(
-    batch: list[tuple[str, bytes]],
-    layer: int,
-    detector: Detector,
-    by_file: dict[tuple[str, int], list[Finding]],
-    whiteouts: Whiteouts,
-) -> None:
-    """Scan the batched text windows of one layer, record their findings, empty the batch."""
-    # Found at the end of a batch, not file by file: Whiteouts only lets a *later* layer delete.
-    for (path, _), hits in zip(batch, detector.scan_texts(batch), strict=True):
-        if not hits:
-            continue
-        found = by_file.setdefault((path, layer), [])
-        for rule, key, value in hits:
-            found.append(Finding.of(value, where="file", rule=rule, key=key, path=path, layer=layer))
-        whiteouts.found(path, layer)
-    batch.clear()
+    own = pool is None
+    pool = pool or LayerPool(detector, None, 1)
+    try:
+        total = len(image.layers)
+        futures = [
+            pool.submit(layer, parallel=image.parallel, progress=progress, label=f"layer {layer.index + 1}/{total} ")
+            for layer in image.layers
+        ]
+        return image_findings([future.result() for future in futures])
+    finally:
+        if own:
+            pool.close()
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

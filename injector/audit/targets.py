@@ -9,6 +9,12 @@ from dataclasses import dataclass
 from injector.audit.errors import AuditUsageError, NoInputError
 
 PREFIXES = ("docker-archive:", "oci-archive:", "oci:", "docker://", "dockerfile:")
+# A local engine's image name, as podman and docker take it: [HOST[:PORT]/]NAME[:TAG][@DIGEST]
+IMAGE_NAME = re.compile(
+    r"^(?:(?:[A-Za-z0-9.-]+(?::\d{1,5})?)/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+ENGINES = {"containers-storage:": "podman", "docker-daemon:": "docker"}
 REGISTRY_REF = re.compile(
     r"^(?P<host>(?:\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?)/"
     r"(?P<repo>[a-z0-9]+(?:[._-][a-z0-9]+|__)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+|__)*)*)"
@@ -25,6 +31,7 @@ class Target:
     host: str = ""
     repo: str = ""
     reference: str = ""  # tag or digest, for a registry
+    engine: str = ""  # for a local image (kind "local"): podman, docker, or "" for whichever has it
 
 
 def parse_target(given: str) -> Target:
@@ -42,10 +49,18 @@ def parse_target(given: str) -> Target:
     if given.startswith("oci:"):
         path, tag = _split_tag(given.removeprefix("oci:"))
         return Target(given, "oci", path=_existing(path, given), tag=tag)
+    for prefix, engine in ENGINES.items():
+        if given.startswith(prefix):
+            name = given.removeprefix(prefix)
+            if not IMAGE_NAME.match(name):
+                raise AuditUsageError(f"{given!r}: {name!r} is not an image name")
+            return Target(given, "local", path=name, engine=engine)
     if not given or "://" in given:
         raise AuditUsageError(
             f"{given!r} is not a target: use docker-archive:, oci-archive:, oci:, docker:// or a path"
         )
+    if not os.path.lexists(given) and not given.startswith(("/", ".")) and IMAGE_NAME.match(given):
+        return Target(given, "local", path=given)  # no such path: an image in podman's or docker's store?
     path = _existing(given, given)
     name = os.path.basename(path.rstrip("/"))
     if name in ("Dockerfile", "Containerfile") or name.endswith((".Dockerfile", ".Containerfile")):
