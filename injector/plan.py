@@ -15,14 +15,33 @@ from injector.config import Settings, build_settings, load_env_files
 from injector.log import log
 from injector.references import Reference, collect_references
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from injector.settings.templates import Template
+
 
 class Plan:
     """What the user asked for, resolved but not yet acted on."""
 
-    def __init__(self, settings: Settings, environ: dict[str, str], references: list[Reference]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        environ: dict[str, str],
+        references: list[Reference],
+        templates: list[Template] | None = None,
+        template_references: list[Reference] | None = None,
+    ) -> None:
         self.settings = settings
         self.environ = environ  # our environment after --env-file, STRONGHOLD_* included
-        self.references = references
+        self.references = references  # the variables' (env and _FILE), in the child's environment
+        self.templates = templates or []  # --template, parsed (docs/templates.md)
+        # references only templates use: issued and refreshed with the others, never in the environment
+        self.template_references = template_references or []
+
+    @property
+    def all_references(self) -> list[Reference]:
+        """Everything to issue: the variables' references, then the templates' own."""
+        return self.references + self.template_references
 
     @property
     def file_references(self) -> list[Reference]:
@@ -46,7 +65,12 @@ def make_plan(options: Mapping[str, object], env_files: Sequence[str]) -> Plan:
     settings.env_origins = origins
     configure_logging(settings)
     references = collect_references(environ, origins)
-    return Plan(settings=settings, environ=environ, references=references)
+    if not settings.templates:
+        return Plan(settings=settings, environ=environ, references=references)
+    from injector.settings.templates import load_templates  # only with --template: no cost otherwise
+
+    templates, template_references = load_templates(settings.templates, references)
+    return Plan(settings, environ, references, templates, template_references)
 
 
 def configure_logging(settings: Settings) -> None:
