@@ -28,6 +28,9 @@ FORBIDDEN = {
     "masking": {"references", "sources", "delivery", "refresh", "config", "cli"},
     "users": {"references", "sources", "delivery", "refresh", "config", "cli"},
     "prctl": {"references", "sources", "delivery", "refresh", "config", "cli"},
+    # templates: parsed with the settings (pure), rendered by delivery; neither knows sources or the modes
+    "settings.templates": {"sources", "delivery", "delivery_templates", "refresh", "supervisor", "lifecycle", "cli"},
+    "delivery_templates": {"sources", "refresh", "supervisor", "launch", "lifecycle", "config", "cli", "run"},
 }
 
 
