@@ -14,7 +14,6 @@ Imported only when a template is given.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -126,12 +125,16 @@ def render(template: Template, values: Mapping[str, str]) -> bytes:
 
 
 class TemplateFiles:
-    """The rendered templates in --dir, and a digest of each as last written."""
+    """The rendered templates in --dir, and what each holds now.
+
+    The bytes in place are kept (not a digest: hashlib would load OpenSSL's libcrypto, ~14 ms,
+    and the values are in this process's memory anyway) to tell an unchanged render.
+    """
 
     def __init__(self, templates: Sequence[Template], directory: TokenDirectory) -> None:
         self.templates = list(templates)
         self.directory = directory
-        self._digests: dict[str, bytes] = {}  # DEST -> sha256 of what is in place (never the content)
+        self._written: dict[str, bytes] = {}  # DEST -> the bytes in place
 
     def write_all(self, values: Mapping[str, str]) -> None:
         """Render and write every template (at start: any error is fatal, 78 naming SRC)."""
@@ -151,7 +154,7 @@ class TemplateFiles:
                 continue
             try:
                 data = render(template, values)
-                if hashlib.sha256(data).digest() == self._digests.get(template.dest):
+                if data == self._written.get(template.dest):
                     continue  # the same bytes: not rewritten
                 self._write(template, data)
             except StrongholdError as exc:
@@ -165,7 +168,7 @@ class TemplateFiles:
     def _write(self, template: Template, data: bytes) -> None:
         self._refuse_symlink(template)
         self.directory.write(template.dest, data)
-        self._digests[template.dest] = hashlib.sha256(data).digest()
+        self._written[template.dest] = data
 
     def _refuse_symlink(self, template: Template) -> None:
         """A symlink at DEST is refused rather than silently replaced: someone put it there.
