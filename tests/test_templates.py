@@ -13,7 +13,6 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 import urllib.parse
 from pathlib import Path
 
@@ -458,3 +457,46 @@ def test_sidecar_and_fetch_still_refuse_environment_references(proxy: TestProxy,
     assert result.code == 78 and "NAME_FILE" in result.stderr
 
 
+def test_no_refresh_renders_before_the_exec(proxy: TestProxy, tmp_path, shm_dir) -> None:
+    src = tmp_path / "app.tmpl"
+    src.write_text("key={{ stronghold://stripe/live }}\n")
+    command = ["sh", "-c", 'echo "$$"; cat "$0"', str(shm_dir / "app.conf")]
+    args = ["--no-refresh", "--dir", str(shm_dir), "--template", f"{src}:app.conf", "--", *command]
+    exec_as_us = "import os, sys; print(os.getpid(), flush=True); os.execv(sys.argv[1], sys.argv[1:])"
+    process = subprocess.run(
+        [PYTHON, "-c", exec_as_us, STRONGHOLD, *args],
+        env=base_env(proxy),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert process.returncode == 0, process.stderr
+    ours, child, content = process.stdout.split("\n", 2)
+    assert ours == child, "exec'd: the command has stronghold-init's pid"
+    assert content == f"key={proxy.issued_values[0]}\n"
+    assert (shm_dir / "app.conf").exists(), "after an exec the file is the command's"
+
+
+def test_vault_and_proxy_references_in_one_template_rotate_on_the_poll(
+    proxy: TestProxy, bao, tmp_path, processes, shm_dir
+) -> None:
+    """Any reference of SPEC sections 2 and 9: a KV value re-read on --vault-poll re-renders the file."""
+    path = f"tmpl-{os.urandom(4).hex()}"
+    bao.ok("POST", f"secret/data/{path}", {"data": {"password": "kv-ONE"}})
+    src = tmp_path / "app.tmpl"
+    src.write_text(
+        f"db: {{{{ vault://secret/data/{path}#password | yaml }}}}\nkey: {{{{ stronghold://stripe/live }}}}\n"
+    )
+    env = base_env(proxy, STRONGHOLD_VAULT_ADDR=bao.url, BAO_TOKEN=bao.root_token)
+    args = ["sidecar", "--vault-poll", "1", "--dir", str(shm_dir), "--template", f"{src}:app.yaml"]
+    sidecar = start(args, env)
+    processes.append(sidecar)
+    wait_for_log(sidecar, "sidecar ready")
+    rendered = shm_dir / "app.yaml"
+    first = yaml.safe_load(rendered.read_text())
+    assert first["db"] == "kv-ONE" and first["key"].startswith("sk_live_TESTSECRET")
+    bao.ok("POST", f"secret/data/{path}", {"data": {"password": "kv-TWO"}})
+    wait_for(lambda: yaml.safe_load(rendered.read_text())["db"] == "kv-TWO", timeout=60, what="the KV change rendered")
+    sidecar.send_signal(signal.SIGTERM)
+    assert sidecar.wait(timeout=30) == 0
+    assert not shm_dir.exists()
