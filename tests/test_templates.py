@@ -353,7 +353,6 @@ def test_check_lists_templates_and_their_references_never_a_value(proxy: TestPro
 def test_rendered_files_belong_to_the_childs_user(proxy: TestProxy, tmp_path, shm_dir) -> None:
     src = tmp_path / "app.tmpl"
     src.write_text("{{ stronghold://stripe/live }}")
-    os.chmod(tmp_path, 0o755)
     command = ["sh", "-c", 'stat -c "%u %a" "$0"; cat "$0"', str(shm_dir / "app.conf")]
     result = run(
         ["--user", "65534", "--dir", str(shm_dir), "--template", f"{src}:app.conf", "--", *command], base_env(proxy)
