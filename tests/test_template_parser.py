@@ -168,3 +168,12 @@ def test_a_bad_reference_names_src_line_and_column() -> None:
     template = parse_template("a\n  {{ stronghold://x?scope=a b }}", "a.tmpl", "a")
     with pytest.raises(ConfigError, match=r"^template a\.tmpl line 2, column 3: bad scope 'a b'$"):
         resolve_references([template], [])
+
+
+@pytest.mark.parametrize("inner", ["stronghold://x?scope=" + "a b" * 700, "stronghold://x?scope=" + "a" * 5000])
+def test_a_long_reference_never_makes_a_long_message(inner: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        template = parse_template("{{ " + inner + " }}", "a.tmpl", "a")
+        resolve_references([template], [])
+    assert raised.value.message.startswith("template a.tmpl line 1, column 1: ")
+    assert len(raised.value.message) < 300

@@ -40,6 +40,8 @@ MAX_TEMPLATE_BYTES = 1024 * 1024  # SPEC 13: at most 1 MiB of UTF-8 text
 MAX_PLACEHOLDERS = 10_000  # per template: a config file has tens; a bound keeps a hostile one cheap
 MAX_TEMPLATES = 100
 MAX_TEMPLATE_REFERENCES = 1_000  # distinct references over all templates: each is an item in one request
+MAX_REFERENCE = 4096  # characters in one placeholder's reference (an error may quote part of it)
+MAX_REASON = 200  # characters of a reference error's reason shown after SRC and line
 # DEST is a file name in --dir, like a _FILE token's: no separator, nothing hidden (.ready lives there).
 _NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 _NAME_REST = _NAME_START | frozenset(".-")
@@ -139,6 +141,8 @@ def _placeholder(inner: str, prefix: str, line: int, column: int) -> Placeholder
     reference = reference.strip()
     if not reference:
         raise ConfigError(f"{prefix}: empty placeholder (write {{{{ REFERENCE }}}} or {{{{ REFERENCE | FILTER }}}})")
+    if len(reference) > MAX_REFERENCE:
+        raise ConfigError(f"{prefix}: the placeholder is longer than {MAX_REFERENCE} characters")
     name = None
     if bar:
         name = filter_text.strip()
@@ -247,6 +251,8 @@ def resolve_references(
                     reference = parse_reference(name, placeholder.reference)
                 except ConfigError as exc:
                     reason = exc.message.removeprefix(f"{name}: ")
+                    if len(reason) > MAX_REASON:
+                        reason = reason[: MAX_REASON - 1] + "…"
                     raise ConfigError(
                         f"template {template.src} line {placeholder.line}, column {placeholder.column}: {reason}"
                     ) from None
