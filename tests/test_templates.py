@@ -499,3 +499,11 @@ def test_vault_and_proxy_references_in_one_template_rotate_on_the_poll(
     sidecar.send_signal(signal.SIGTERM)
     assert sidecar.wait(timeout=30) == 0
     assert not shm_dir.exists()
+
+
+def test_the_template_benchmark_runs() -> None:
+    """bench/templates.py (its figures are in docs/benchmarks.md) cannot rot unnoticed; no figure is checked."""
+    bench = Path(__file__).resolve().parent.parent / "bench" / "templates.py"
+    done = subprocess.run([PYTHON, str(bench), "--runs", "1"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "ratio (median, with / without)" in done.stdout
