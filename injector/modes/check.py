@@ -2,6 +2,9 @@
 
 Logs in, issues every reference, revokes them at once, and prints one line
 per reference: its variable, env or file, and the destination.  Never a value.
+Each --template follows, with the reference of every placeholder and its
+line; it is rendered in memory (so a render over the limit fails here too),
+never written.
 The --dir is checked with the same rules `run`, `fetch` and `sidecar` apply
 (`delivery.inspect_directory`), --user included, but nothing is created.
 """
@@ -16,15 +19,16 @@ from injector.modes.lifecycle import issued
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from injector.refresh.ledger import Ledger
     from injector.settings.plan import Plan
 
 
 def check(plan: Plan) -> int:
-    if not plan.references:
+    if not plan.all_references:
         print("no references found: the command would be exec'd as it is")
         return 0
     directory = None
-    if plan.file_references:
+    if plan.file_references or plan.templates:
         from injector.delivery.dirs import choose_directory
 
         child_uid = -1
@@ -35,15 +39,37 @@ def check(plan: Plan) -> int:
         directory = os.path.abspath(choose_directory(plan.settings, child_uid=child_uid))
         inspect_directory(directory, allow_disk=plan.settings.allow_disk, child_uid=child_uid)
     with issued(plan, None, make_directory=False) as session:  # revoked as the block ends
-        width = max(len(r.name) for r in plan.references)
+        width = max((len(r.name) for r in plan.references), default=0)
         now = time.monotonic()
         for reference, credential in zip(plan.references, session.credentials, strict=True):
             if reference.is_file:
                 where = f"file {os.path.join(directory or '', reference.target)}"
             else:
                 where = f"env  {reference.target}"
-            ttl = "static" if credential.ttl is None else f"ttl {max(0, round(credential.expires_at - now))}s"
-            print(f"{reference.name:<{width}}  {where}  ({reference.uri}, {ttl})")
-        count = len(session.credentials)
+            print(f"{reference.name:<{width}}  {where}  ({reference.uri}, {_ttl(credential.expires_at, now)})")
+        if plan.templates:
+            _list_templates(plan, session.ledger, directory or "", now)
+        count = len(session.credentials) + len(session.template_credentials)
     print(f"ok: {count} reference(s) resolved and revoked")
     return 0
+
+
+def _ttl(expires_at: float, now: float) -> str:
+    return "static" if expires_at == float("inf") else f"ttl {max(0, round(expires_at - now))}s"
+
+
+def _list_templates(plan: Plan, ledger: Ledger, directory: str, now: float) -> None:
+    """Each template, where it goes, and one line per placeholder: line, reference, filter.  Never a value."""
+    from injector.delivery.templates import render
+
+    by_name = {reference.name: reference for reference in plan.all_references}
+    values = ledger.values()
+    for template in plan.templates:
+        render(template, values)  # in memory only: what fails here would fail at start
+        print(f"template {template.src}  file {os.path.join(directory, template.dest)}")
+        for placeholder, name in zip(template.placeholders, template.names, strict=True):
+            reference = by_name[name]
+            through = f" | {placeholder.filter}" if placeholder.filter else ""
+            shared = f"as {name}, " if name in plan.environ else ""
+            expiry = _ttl(ledger.current(name).expires_at, now)
+            print(f"  line {placeholder.line:<4} {reference.uri}{through}  ({shared}{expiry})")

@@ -24,6 +24,7 @@ from injector.sources.wiring import open_source
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from injector.delivery.templates import TemplateFiles
     from injector.process.users import Identity
     from injector.settings.plan import Plan
     from injector.settings.references import Credential, Reference
@@ -34,11 +35,20 @@ if TYPE_CHECKING:
 class Session:
     """What the first issue produced, and what must be undone when the mode ends."""
 
-    def __init__(self, source: Source, directory: TokenDirectory | None, credentials: list[Credential]) -> None:
+    def __init__(
+        self,
+        source: Source,
+        directory: TokenDirectory | None,
+        credentials: list[Credential],
+        template_credentials: Sequence[Credential] = (),
+    ) -> None:
         self.source = source
         self.directory = directory
-        self.credentials = credentials
-        self.ledger = Ledger(credentials)  # every lease issued from now on is recorded here, rotations too
+        self.credentials = credentials  # one per plan.references, in order
+        self.template_credentials = list(template_credentials)  # one per plan.template_references
+        # every lease issued from now on is recorded here, rotations too
+        self.ledger = Ledger([*credentials, *template_credentials])
+        self.templates: TemplateFiles | None = None  # the rendered --template files, when there are any
         self.outcome: dict[str, object] = {}  # what the mode adds to the exit line (run: exit_code)
         self._kept = False
 
@@ -71,15 +81,21 @@ def issued(plan: Plan, identity: Identity | None, *, make_directory: bool = True
     source's configuration, then the directory).  A failure at any point
     after issuing revokes what was issued and removes what was written.
     """
-    source = open_source(plan.settings, plan.references)
+    requested = plan.all_references  # the templates' references join the one request
+    source = open_source(plan.settings, requested)
     directory = prepare_directory(plan, identity) if make_directory else None
     try:
-        credentials = issue_all(source, plan.references, plan.settings)
+        credentials = issue_all(source, requested, plan.settings)
     except BaseException:
         if directory is not None:
             directory.cleanup()
         raise
-    session = Session(source, directory, credentials)
+    count = len(plan.references)
+    session = Session(source, directory, credentials[:count], credentials[count:])
+    if plan.templates and directory is not None:
+        from injector.delivery.templates import TemplateFiles
+
+        session.templates = TemplateFiles(plan.templates, directory)
     try:
         yield session
     finally:
@@ -96,8 +112,8 @@ def child_identity(plan: Plan) -> Identity | None:
 
 
 def prepare_directory(plan: Plan, identity: Identity | None = None) -> TokenDirectory | None:
-    """The --dir for the _FILE references, made and checked (None when there are none)."""
-    if not plan.file_references:
+    """The --dir for the _FILE references and templates, made and checked (None when there are none)."""
+    if not plan.file_references and not plan.templates:
         return None
     from injector.delivery.dirs import choose_directory
 
@@ -123,6 +139,18 @@ def write_files(
         return  # no file references
     for reference, credential in zip(references, credentials, strict=True):
         directory.deliver(reference, credential)
+
+
+def render_templates(session: Session) -> None:
+    """Write every --template file (start-up: an error is fatal, and the files go with the session)."""
+    if session.templates is not None:
+        session.templates.write_all(session.ledger.values())
+
+
+def render_rotated(session: Session, names: list[str]) -> None:
+    """After a rotation: render again the templates that use one of `names` (before --on-rotate acts)."""
+    if session.templates is not None:
+        session.templates.rotated(session.ledger.values(), names)
 
 
 def issue_all(source: Source, references: Sequence[Reference], settings: Settings) -> list[Credential]:

@@ -23,7 +23,15 @@ import os
 from injector.delivery.childenv import child_environment, scrub_environment
 from injector.errors import ExitCode
 from injector.log import log
-from injector.modes.lifecycle import Session, child_identity, issued, on_expiry, write_files
+from injector.modes.lifecycle import (
+    Session,
+    child_identity,
+    issued,
+    on_expiry,
+    render_rotated,
+    render_templates,
+    write_files,
+)
 from injector.process.launch import Command, exec_command, resolve_command
 
 TYPE_CHECKING = False
@@ -43,7 +51,7 @@ def run(plan: Plan, argv: list[str]) -> int:
         base_env["HOME"] = identity.home
     command = resolve_command(argv, base_env)
     as_init = os.getpid() == 1
-    if not plan.references:
+    if not plan.all_references:
         if as_init:
             log.debug("no references; supervising the command as PID 1")
             return supervise_command(plan, command, base_env, None, identity, refresh=False)
@@ -54,6 +62,7 @@ def run(plan: Plan, argv: list[str]) -> int:
         if refresh or as_init:
             return supervise_command(plan, command, base_env, session, identity, refresh=refresh)
         write_files(session.directory, plan.references, session.credentials)
+        render_templates(session)
         values = {c.name: c.value for c in session.credentials}
         environment = child_environment(base_env, plan.references, values, session.directory)
         # exec replaces this process, files and leases are the command's from then on; if it
@@ -83,12 +92,13 @@ def supervise_command(
     references = plan.references
     directory = session.directory if session is not None else None
     credentials = session.credentials if session is not None else []
+    template_credentials = session.template_credentials if session is not None else []
 
     def environment() -> dict[str, str]:
         values = session.ledger.values() if session is not None else {}
         return child_environment(base_env, references, values, directory)
 
-    masking = _OutputMasking(credentials) if settings.mask_output else None
+    masking = _OutputMasking(credentials + template_credentials) if settings.mask_output else None
     supervisor = sv.Supervisor(
         command,
         environment,
@@ -104,6 +114,8 @@ def supervise_command(
         refresher = _refresher(plan, session, supervisor, masking)
     try:
         write_files(directory, references, credentials)
+        if session is not None:
+            render_templates(session)
         sv.block_signals()  # before the refresher thread exists, so it inherits the mask
         become_subreaper()
         if masking is not None:
@@ -160,6 +172,7 @@ def _refresher(plan: Plan, session: Session, supervisor: Supervisor, masking: _O
     rotate = settings.on_rotate or default_on_rotate(plan.references)
 
     def on_rotated(names: list[str]) -> None:
+        render_rotated(session, names)  # the files first: the command is told once, after all of them
         log.info("credentials rotated", names=",".join(names), action=str(rotate))
         if rotate.kind == "restart":
             supervisor.request(sv.Restart())
@@ -173,7 +186,7 @@ def _refresher(plan: Plan, session: Session, supervisor: Supervisor, masking: _O
             session.directory.deliver(reference, credential)
 
     return Refresher(
-        plan.references,
+        plan.all_references,
         session.source,
         session.ledger,
         deliver=deliver,

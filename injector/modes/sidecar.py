@@ -12,7 +12,7 @@ import threading
 
 from injector.errors import ConfigError, ExitCode
 from injector.log import log
-from injector.modes.lifecycle import child_identity, issued, on_expiry, write_files
+from injector.modes.lifecycle import child_identity, issued, on_expiry, render_rotated, render_templates, write_files
 from injector.process.wake import WAKE, main_thread_id, wake
 from injector.refresh.refresher import Refresher
 
@@ -28,8 +28,8 @@ def _file_references_only(plan: Plan, mode: str) -> None:
     if plan.env_references:
         names = ", ".join(r.name for r in plan.env_references)
         raise ConfigError(f"{names}: {mode} delivers files only; name the variable NAME_FILE")
-    if not plan.references:
-        raise ConfigError(f"{mode}: no NAME_FILE=stronghold://... reference found in the environment")
+    if not plan.all_references:
+        raise ConfigError(f"{mode}: no NAME_FILE=stronghold://... reference (or --template) found in the environment")
 
 
 def fetch(plan: Plan) -> int:
@@ -37,10 +37,11 @@ def fetch(plan: Plan) -> int:
     _file_references_only(plan, "fetch")
     with issued(plan, child_identity(plan)) as session:
         write_files(session.directory, plan.references, session.credentials)
+        render_templates(session)
         directory = _directory(session.directory)
         directory.mark_ready()
         session.keep()  # the files and their leases are the app's now
-    log.info("files written", dir=directory.path, count=len(session.credentials))
+    log.info("files written", dir=directory.path, count=len(session.credentials) + len(plan.templates))
     return 0
 
 
@@ -65,24 +66,30 @@ def sidecar(plan: Plan) -> int:
     try:
         with issued(plan, child_identity(plan)) as session:
             directory = _directory(session.directory)
+
+            def on_rotated(names: list[str]) -> None:
+                render_rotated(session, names)
+                log.info("files rotated", names=",".join(names))
+
             refresher = Refresher(
-                plan.references,
+                plan.all_references,
                 session.source,
                 session.ledger,
                 deliver=directory.deliver,
-                on_rotated=lambda names: log.info("files rotated", names=",".join(names)),
+                on_rotated=on_rotated,
                 on_expired=on_expiry(settings, stop_on_expiry, "stopping"),
                 poll_interval=settings.vault_poll,
             )
             try:
                 write_files(directory, plan.references, session.credentials)
+                render_templates(session)
                 directory.mark_ready()
                 # Blocked before any thread starts, so only this thread takes them.
                 signal.pthread_sigmask(signal.SIG_BLOCK, {*STOP_SIGNALS, WAKE})
                 if health is not None:
                     health.serve(session.ledger)
                 refresher.start()
-                log.info("sidecar ready", dir=directory.path, count=len(session.credentials))
+                log.info("sidecar ready", dir=directory.path, count=len(session.credentials) + len(plan.templates))
                 received = signal.sigwaitinfo({*STOP_SIGNALS, WAKE})
                 log.info("stopping", signal=signal.Signals(received.si_signo).name)
             finally:
@@ -95,5 +102,5 @@ def sidecar(plan: Plan) -> int:
 
 def _directory(directory: TokenDirectory | None) -> TokenDirectory:
     if directory is None:  # _file_references_only made sure there are file references
-        raise ConfigError("no NAME_FILE reference: nothing to write")
+        raise ConfigError("no NAME_FILE reference or --template: nothing to write")
     return directory

@@ -161,6 +161,16 @@ OPTIONS = (
         group=DELIVERY,
     ),
     Option(
+        "--template",
+        "template",
+        "STRONGHOLD_TEMPLATES",
+        "render SRC into --dir/DEST, filling in {{ REFERENCE }} (repeatable; the variable: comma-separated; "
+        "docs/templates.md)",
+        "SRC:DEST",
+        kind="append",
+        group=DELIVERY,
+    ),
+    Option(
         "--allow-disk", "allow_disk", "STRONGHOLD_ALLOW_DISK", "allow a --dir that is not on tmpfs or ramfs", kind="switch", group=DELIVERY
     ),
     Option(

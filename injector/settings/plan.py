@@ -16,14 +16,33 @@ from injector.settings.envfiles import check_env_file_switches, load_env_files
 from injector.settings.references import Reference, collect_references
 from injector.settings.settings import Settings, build_settings
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from injector.settings.templates import Template
+
 
 class Plan:
     """What the user asked for, resolved but not yet acted on."""
 
-    def __init__(self, settings: Settings, environ: dict[str, str], references: list[Reference]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        environ: dict[str, str],
+        references: list[Reference],
+        templates: list[Template] | None = None,
+        template_references: list[Reference] | None = None,
+    ) -> None:
         self.settings = settings
         self.environ = environ  # our environment after --env-file, STRONGHOLD_* included
-        self.references = references
+        self.references = references  # the variables' (env and _FILE), in the child's environment
+        self.templates = templates or []  # --template, parsed (docs/templates.md)
+        # references only templates use: issued and refreshed with the others, never in the environment
+        self.template_references = template_references or []
+
+    @property
+    def all_references(self) -> list[Reference]:
+        """Everything to issue: the variables' references, then the templates' own."""
+        return self.references + self.template_references
 
     @property
     def file_references(self) -> list[Reference]:
@@ -48,7 +67,12 @@ def make_plan(options: Mapping[str, object], env_files: Sequence[str]) -> Plan:
     settings.env_origins = origins
     configure_logging(settings)
     references = collect_references(environ, origins)
-    return Plan(settings=settings, environ=environ, references=references)
+    if not settings.templates:
+        return Plan(settings=settings, environ=environ, references=references)
+    from injector.settings.templates import load_templates  # only with --template: no cost otherwise
+
+    templates, template_references = load_templates(settings.templates, references)
+    return Plan(settings, environ, references, templates, template_references)
 
 
 def configure_logging(settings: Settings) -> None:

@@ -68,6 +68,7 @@ class Settings:
     rewrite_signals: tuple[tuple[int, int], ...] = ()  # (received, sent instead; 0 drops it)
     remap_exit: tuple[tuple[int, int], ...] = ()  # (command's exit code, ours instead)
     health_listen: str | None = None
+    templates: tuple[str, ...] = ()  # --template SRC:DEST as given (parsed by settings/templates.py)
     # OpenBao / Vault (README: OpenBao and Vault)
     vault_addrs: tuple[str, ...] = ()
     vault_token_file: str | None = None
@@ -169,6 +170,7 @@ def build_settings(options: Mapping[str, object], environ: Mapping[str, str]) ->
         raise ConfigError("--mask-output keeps stronghold-init in the output path; it cannot go with --no-refresh")
     if options.get("health_listen") is not None:
         settings.health_listen = str(options["health_listen"])
+    settings.templates = _templates(options, environ)
     _vault_settings(settings, options, environ)
     return settings
 
@@ -219,6 +221,13 @@ def _list_setting(
     if text is None:
         return ()
     return tuple(_twin_value(parse, item.strip(), key) for item in text.split(",") if item.strip())
+def _templates(options: Mapping[str, object], environ: Mapping[str, str]) -> tuple[str, ...]:
+    """--template (repeatable) wins over STRONGHOLD_TEMPLATES (comma-separated SRC:DEST pairs)."""
+    given = options.get("template")
+    if isinstance(given, list) and given:
+        return tuple(str(spec) for spec in given)
+    listed = environ.get("STRONGHOLD_TEMPLATES") or ""
+    return tuple(spec.strip() for spec in listed.split(",") if spec.strip())
 
 
 def _first(environ: Mapping[str, str], *names: str, origins: dict[str, str] | None = None, key: str = "") -> str | None:
