@@ -73,7 +73,12 @@ def node_base_tar(block: str) -> Path:
         scratch.mkdir()
         try:
             done = subprocess.run(
-                ["bash", "-euc", block], cwd=scratch, capture_output=True, text=True, timeout=3600, start_new_session=True
+                ["bash", "-euc", block],
+                cwd=scratch,
+                capture_output=True,
+                text=True,
+                timeout=3600,
+                start_new_session=True,
             )
             assert done.returncode == 0, f"step 0 failed ({done.returncode}): {done.stderr[-3000:]}"
             os.replace(scratch / "node-base.tar", out)
