@@ -135,8 +135,12 @@ def test_the_walkthrough_runs_as_written(tmp_path) -> None:
         planted.append((clone / "bootstrap-token").read_text())
         for value in planted:
             assert value not in out + err, "a credential in the walk-through's output"
-        names = podman.podman("ps", "--all", "--format", "{{.Names}}").stdout.split()
-        assert "shop-api" not in names, "podman stop ended it and --rm removed it"
+        wait_for(  # --rm removes the container once conmon has seen it exit: just after `podman stop`
+            lambda: "shop-api" not in podman.podman("ps", "--all", "--format", "{{.Names}}").stdout.split(),
+            timeout=60,
+            interval=0.5,
+            what="podman stop to end the container and --rm to remove it",
+        )
         wait_for(lambda: not answers(proxy_port), timeout=30, what="the dev proxy to stop after `kill %1`")
         status = subprocess.run(
             ["git", "-C", str(clone), "status", "--porcelain", "--untracked-files=all"],
