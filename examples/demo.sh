@@ -1,5 +1,5 @@
 #!/bin/sh
-# The README's first command: start the embedded dev proxy on a free loopback
+# The README's first command ("Try it"): start the embedded dev proxy on a free loopback
 # port, run the example app through stronghold-init, stop the proxy.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)

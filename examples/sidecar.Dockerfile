@@ -2,8 +2,8 @@
 # A small image that is just stronghold-init, for the sidecar and init-container
 # patterns (examples/kubernetes/, examples/compose.yaml). Build context: the
 # repository root. stronghold-init comes in as the Python-free bundle from the
-# image built by examples/stronghold-init.Dockerfile (README, "Python-free
-# bundle"), as in examples/Dockerfile: no interpreter in this image.
+# image built by examples/stronghold-init.Dockerfile (docs/bundle.md),
+# as in examples/Dockerfile: no interpreter in this image.
 #
 #   python scripts/build-bundle
 #   docker build -f examples/stronghold-init.Dockerfile -t stronghold-init:0.1.0 .

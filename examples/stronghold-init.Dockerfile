@@ -6,8 +6,8 @@
 #   COPY --from=stronghold-init /opt/stronghold /opt/stronghold
 #   ENTRYPOINT ["/opt/stronghold/stronghold-init", "--"]
 #
-# Build it from the repository root after scripts/build-bundle (README,
-# "Python-free bundle"):
+# Build it from the repository root after scripts/build-bundle (docs/bundle.md;
+# docs/containers.md walks through it):
 #
 #   python scripts/build-bundle
 #   docker build -f examples/stronghold-init.Dockerfile -t stronghold-init:0.1.0 .

@@ -2,7 +2,7 @@
 
 Imported by tests/test_container_run.py and tests/test_container_pid1.py. The probe
 (testkit/container_probe.js, mounted read-only at /probe/probe.js) reports hashes of
-what it got as JSON lines, never the values. Containers run the way the README
+what it got as JSON lines, never the values. Containers run the way docs/containers.md
 says: --network=host to reach the test proxy on 127.0.0.1 (port 0), a tmpfs for
 /run/stronghold (`mode=0700,U`), the bootstrap token bind-mounted read-only, the
 image's non-root USER. `host_token_dir` is a host tmpfs directory (/dev/shm) to

@@ -2,7 +2,7 @@
 
 The image is the Debian minbase `debian-nopy` (testkit/containers.py; python3
 absent, asserted here too) plus the bundle copied from the image that
-examples/stronghold-init.Dockerfile builds, exactly as the README tells users
+examples/stronghold-init.Dockerfile builds, exactly as the README and docs/bundle.md tell users
 to: `COPY --from=stronghold-init /opt/stronghold /opt/stronghold`. The app is
 a POSIX sh script (the base has no Node or Python) that reports SHA-256
 digests of what it received, never the values. Containers reach the test

@@ -1,6 +1,6 @@
 """The example image runs under podman with stronghold-init as PID 1.
 
-Each test starts the built example image (one per session) the way the README
+Each test starts the built example image (one per session) the way docs/containers.md
 says: --network=host to reach the test proxy on 127.0.0.1 (port 0), a tmpfs
 for /run/stronghold (`mode=0700,U`), the bootstrap token bind-mounted
 read-only, the image's non-root USER. The app is a probe (testkit/container_probe.js

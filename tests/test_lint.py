@@ -1,4 +1,4 @@
-"""The code stays ruff-clean (README: "ruff-clean"), checked with the pinned test dependency."""
+"""The code stays ruff-clean (docs/development.md: "Types and lint"), checked with the pinned test dependency."""
 
 from __future__ import annotations
 

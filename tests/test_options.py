@@ -1,8 +1,15 @@
-"""One table of options (injector/settings/options.py) drives --help, the settings and the README's tables."""
+"""One table of options (injector/settings/options.py) drives --help, the settings and docs/configuration.md.
+
+The page's tables are generated from it by scripts/gen-config-docs; these tests
+check the page is current and documents every option with its twin and default.
+"""
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,8 +18,10 @@ from conftest import base_env, run
 from injector.settings.options import OPTIONS, Option
 from injector.settings.settings import build_settings
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-TABLE_ROWS = [line for line in README.splitlines() if line.startswith("| ")]
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = ROOT / "docs" / "configuration.md"
+TABLE_ROWS = [line for line in PAGE.read_text().splitlines() if line.startswith("| ")]
+GENERATOR = ROOT / "scripts" / "gen-config-docs"
 
 
 def name(option: Option) -> str:
@@ -25,13 +34,33 @@ def rows_naming(option: Option) -> list[str]:
 
 
 @pytest.mark.parametrize("option", OPTIONS, ids=name)
-def test_the_readme_documents_every_option_with_its_twin_and_default(option: Option) -> None:
+def test_the_configuration_page_documents_every_option_with_its_twin_and_default(option: Option) -> None:
     rows = rows_naming(option)
-    assert rows, f"no README table row names {option.flag or option.env}"
+    assert rows, f"no docs/configuration.md table row names {option.flag or option.env}"
     row = rows[0]
     for name in (option.flag, option.env):
-        assert name is None or name in row, f"{name} missing from the README row: {row}"
+        assert name is None or name in row, f"{name} missing from the docs/configuration.md row: {row}"
     assert option.shown_default is None or option.shown_default in row, f"default {option.shown_default}: {row}"
+
+
+def test_the_configuration_page_is_what_the_generator_writes() -> None:
+    done = subprocess.run([sys.executable, str(GENERATOR), "--check"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_check_catches_a_stale_page(tmp_path) -> None:
+    """A page missing one option's row (an option added without regenerating) fails --check."""
+    stale = tmp_path / "configuration.md"
+    shutil.copy(PAGE, stale)
+    row = rows_naming(OPTIONS[-1])[0]
+    stale.write_text(stale.read_text().replace(row + "\n", ""))
+    done = subprocess.run(
+        [sys.executable, str(GENERATOR), "--check", "--page", str(stale)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and "run python scripts/gen-config-docs" in done.stderr
+    assert row in done.stdout, "the difference shows the missing row"
+    subprocess.run([sys.executable, str(GENERATOR), "--page", str(stale)], check=True, timeout=60)
+    assert stale.read_text() == PAGE.read_text(), "regenerating restores it"
 
 
 @pytest.mark.parametrize("option", [o for o in OPTIONS if o.flag], ids=lambda option: option.flag)

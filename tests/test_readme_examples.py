@@ -1,30 +1,21 @@
-"""The README's laptop section and OpenBao worked example, run as written.
+"""The README's one-minute try and docs/openbao.md's worked example, run as written.
 
 Only what must differ on a test machine is changed: a free port for the fixed
 one, `--ttl 2` for `--ttl 60` (so the edit arrives in seconds, not a
 minute), and a scratch HOME and working directory.  Everything else is the
-README's text, run by bash with the installed binaries first on PATH.
+documentation's text, run by bash with the installed binaries first on PATH.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import stat
 import subprocess
 from pathlib import Path
 
 from conftest import BIN_DIR, read_line
+from docblocks import blocks
 from testkit.servers import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def section_blocks(heading: str) -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    start = text.index(f"\n## {heading}\n")
-    end = text.find("\n## ", start + 1)
-    return re.findall(r"```sh\n(.+?)\n```", text[start:end], re.S)
 
 
 def shell_env(home: Path) -> dict[str, str]:
@@ -54,7 +45,7 @@ def line_starting(process: subprocess.Popen[str], prefix: str, timeout: float = 
 
 
 def test_laptop_section_runs_top_to_bottom(tmp_path, processes) -> None:
-    start_block, edit_block = section_blocks("On a laptop")[:2]
+    start_block, edit_block = blocks("README.md", "## A one-minute try")[:2]
     assert "--token " not in start_block, "the token never goes in an argv"
     assert "127.0.0.1:8787" in start_block and "--ttl 60" in start_block
     port = free_port()
@@ -74,7 +65,7 @@ def test_laptop_section_runs_top_to_bottom(tmp_path, processes) -> None:
 
 
 def test_openbao_worked_example_runs_as_written(tmp_path, processes) -> None:
-    (block,) = section_blocks("OpenBao and Vault")[:1]
+    (block,) = blocks("docs/openbao.md")[:1]
     assert "127.0.0.1:8200" in block
     # The secret id file is made 0600 before the secret goes in.
     assert block.index("chmod 600 secret-id") < block.index("> secret-id")
