@@ -1,0 +1,350 @@
+"""AWS references (SPEC 12) against a real moto server that checks SigV4 signatures and IAM policies.
+
+The binary runs as a subprocess against moto on a loopback port the OS
+picked (testkit/moto.py).  moto is seeded while its calls are free, then
+`enforce_auth()` makes it authenticate and authorise every call, so a wrong
+signature or a refused action is refused as AWS would.  moto's request
+recorder counts the calls made (batching, one AssumeRole per session).
+Every secret value is planted with a marker the logs are searched for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import PYTHON, base_env, report_command, run, start, wait_for
+from testkit.moto import Moto
+
+ACCOUNT = "123456789012"  # moto's default account
+ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/app-role"
+PLANT = "PLANTED" + uuid.uuid4().hex[:8]  # in every secret value: must never be in a log line
+WAITING_CHILD = (
+    "import signal, sys; print('ready', flush=True); "
+    "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); signal.pause()"
+)
+
+
+def policy(*statements: dict) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def allow(actions: list[str], resource: str = "*") -> dict:
+    return {"Effect": "Allow", "Action": actions, "Resource": resource}
+
+
+class World:
+    """The seeded moto server and the identities in it."""
+
+    def __init__(self, moto: Moto, app_keys: tuple[str, str], admin_keys: tuple[str, str], eu_arn: str) -> None:
+        self.moto = moto
+        self.app_keys = app_keys
+        self.admin_keys = admin_keys
+        self.eu_arn = eu_arn
+        self.ssm_only_keys = ("", "")
+
+    def admin(self, service: str, region: str = "us-east-1"):  # a boto3 client with every permission
+        return self.moto.client(service, region, keys=self.admin_keys)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = base_env(
+            None,
+            AWS_ACCESS_KEY_ID=self.app_keys[0],
+            AWS_SECRET_ACCESS_KEY=self.app_keys[1],
+            AWS_REGION="us-east-1",
+            AWS_ENDPOINT_URL=self.moto.url,
+            AWS_EC2_METADATA_DISABLED="true",
+            HOME="/nonexistent",
+            STRONGHOLD_LOG_LEVEL="debug",
+        )
+        env.update(extra)
+        return env
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> World:
+    moto = Moto(tmp_path_factory.mktemp("moto"))
+    try:
+        iam = moto.client("iam")
+        keys = {}
+        for user in ("admin", "app", "ssm-only"):
+            iam.create_user(UserName=user)
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
+        iam.put_user_policy(UserName="admin", PolicyName="all", PolicyDocument=policy(allow(["*"])))
+        iam.put_user_policy(
+            UserName="app",
+            PolicyName="read",
+            PolicyDocument=policy(
+                allow(["secretsmanager:GetSecretValue", "secretsmanager:BatchGetSecretValue"]),
+                allow(["ssm:GetParameter", "ssm:GetParameters"]),
+                allow(["sts:AssumeRole"], ROLE_ARN),
+            ),
+        )
+        # moto authorises Secrets Manager calls against Resource "*" only: refusal is shown by a user
+        # whose policy has no Secrets Manager action at all.
+        iam.put_user_policy(UserName="ssm-only", PolicyName="ssm", PolicyDocument=policy(allow(["ssm:GetParameter"])))
+        trust = policy(
+            {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/app"}, "Action": "sts:AssumeRole"}
+        )
+        iam.create_role(RoleName="app-role", AssumeRolePolicyDocument=trust)
+        iam.put_role_policy(
+            RoleName="app-role",
+            PolicyName="read-secrets",
+            PolicyDocument=policy(allow(["secretsmanager:GetSecretValue", "sts:GetCallerIdentity"])),
+        )
+        iam.create_policy(PolicyName="secrets-read", PolicyDocument=policy(allow(["secretsmanager:GetSecretValue"])))
+        sm = moto.client("secretsmanager")
+        document = {"password": f"pw-{PLANT}", "port": 5432, "ssl": True, "opts": {"a": 1}, "none": None}
+        sm.create_secret(Name="app/db", SecretString=json.dumps(document))
+        sm.create_secret(Name="app/token", SecretString=f"old-token-{PLANT}")
+        sm.put_secret_value(SecretId="app/token", SecretString=f"token-{PLANT}")  # the first is now AWSPREVIOUS
+        sm.create_secret(Name="app/third", SecretString=f"third-{PLANT}")
+        sm.create_secret(Name="app/plain", SecretString=f"plain text {PLANT}")
+        sm.create_secret(Name="app/binary", SecretBinary=b"\xff\xfe" + PLANT.encode())
+        eu_arn = moto.client("secretsmanager", "eu-west-1").create_secret(
+            Name="app/eu", SecretString=f"eu-{PLANT}"
+        )["ARN"]
+        ssm = moto.client("ssm")
+        ssm.put_parameter(Name="/prod/db/password", Value=f"ssm-v1-{PLANT}", Type="SecureString")
+        ssm.put_parameter(Name="/prod/db/password", Value=f"ssm-v2-{PLANT}", Type="SecureString", Overwrite=True)
+        ssm.put_parameter(Name="plain", Value=f"plain-{PLANT}", Type="String")
+        moto.enforce_auth()
+        world = World(moto, keys["app"], keys["admin"], eu_arn)
+        world.ssm_only_keys = keys["ssm-only"]
+        yield world
+    finally:
+        moto.stop()
+
+
+def assert_no_value(text: str) -> None:
+    assert PLANT not in text, "a secret value reached the output"
+
+
+def profile_file(tmp_path: Path, keys: tuple[str, str], *, mode: int = 0o600, crlf: bool = False) -> Path:
+    path = tmp_path / "credentials"
+    text = f"[app]\naws_access_key_id = {keys[0]}\naws_secret_access_key = {keys[1]}\n"
+    path.write_text(text.replace("\n", "\r\n") if crlf else text)
+    path.chmod(mode)
+    return path
+
+
+def test_every_kind_in_env_and_file_with_one_call_per_kind(world: World, shm_dir: Path, tmp_path: Path) -> None:
+    # Our own identity from a profile, so AWS_ACCESS_KEY_ID & co. can be the child's STS references.
+    credentials = profile_file(tmp_path, world.app_keys, crlf=True)
+    sts = f"aws-sts://{ROLE_ARN}?ttl=15m&policy-arn=arn:aws:iam::{ACCOUNT}:policy/secrets-read"
+    env = world.env(
+        AWS_ACCESS_KEY_ID=f"{sts}#access-key-id",
+        AWS_SECRET_ACCESS_KEY=f"{sts}#secret-access-key",
+        AWS_SESSION_TOKEN=f"{sts}#session-token",
+        SESSION_ENDS=f"{sts}#expiration",
+        AWS_PROFILE="app",
+        AWS_SHARED_CREDENTIALS_FILE=str(credentials),
+        DB_PASSWORD="aws-sm://app/db#password",
+        DB_PORT="aws-sm://app/db#port",
+        DB_SSL="aws-sm://app/db#ssl",
+        DB_OPTS="aws-sm://app/db#opts",
+        TOKEN_FILE="aws-sm://app/token",
+        THIRD="aws-sm://app/third",
+        PREVIOUS="aws-sm://app/token?version-stage=AWSPREVIOUS",
+        EU=f"aws-sm://{world.eu_arn}",  # the ARN's region wins over AWS_REGION
+        PARAM_FILE="aws-ssm:///prod/db/password",
+        PARAM_V1="aws-ssm:///prod/db/password?version=1",
+        PLAIN="aws-ssm://plain",
+    )
+    world.moto.reset_calls()
+    result = run(["--dir", str(shm_dir), "--", *report_command("TOKEN_FILE", "PARAM_FILE")], env)
+    assert result.code == 0, result.stderr
+    report = result.report()
+    child = report["env"]
+    assert child["DB_PASSWORD"] == f"pw-{PLANT}"
+    assert (child["DB_PORT"], child["DB_SSL"], child["DB_OPTS"]) == ("5432", "true", '{"a":1}')
+    assert report["files"]["TOKEN_FILE"]["data"] == f"token-{PLANT}"
+    assert report["files"]["TOKEN_FILE"]["mode"] == "0o400"
+    assert child["THIRD"] == f"third-{PLANT}"
+    assert child["PREVIOUS"] == f"old-token-{PLANT}"
+    assert child["EU"] == f"eu-{PLANT}"
+    assert report["files"]["PARAM_FILE"]["data"] == f"ssm-v2-{PLANT}"
+    assert child["PARAM_V1"] == f"ssm-v1-{PLANT}"
+    assert child["PLAIN"] == f"plain-{PLANT}"
+    assert child["AWS_ACCESS_KEY_ID"].startswith("ASIA")
+    assert child["AWS_SESSION_TOKEN"] and child["SESSION_ENDS"]
+    assert child["AWS_PROFILE"] == "app" and child["AWS_ENDPOINT_URL"] == world.moto.url  # these pass
+    calls = world.moto.calls()
+    # One batch for the three unversioned us-east-1 secrets; the versioned one and the other region's alone;
+    # one GetParameters for both parameters; one AssumeRole for the four fields of the session.
+    assert sorted(calls) == sorted(
+        [
+            "secretsmanager BatchGetSecretValue",
+            "secretsmanager GetSecretValue",
+            "secretsmanager GetSecretValue",
+            "AmazonSSM GetParameters",
+            "sts AssumeRole",
+        ]
+    ), calls
+    assert_no_value(result.stderr)
+    # The scoped identity the child got works against the server, as the role.
+    caller = world.moto.client("sts", keys=(child["AWS_ACCESS_KEY_ID"], child["AWS_SECRET_ACCESS_KEY"]))
+    caller._request_signer._credentials.token = child["AWS_SESSION_TOKEN"]  # (boto3 takes it as a kwarg too)
+    sm = world.moto.client("secretsmanager", keys=(child["AWS_ACCESS_KEY_ID"], child["AWS_SECRET_ACCESS_KEY"]))
+    sm._request_signer._credentials.token = child["AWS_SESSION_TOKEN"]
+    assert "assumed-role/app-role" in caller.get_caller_identity()["Arn"]
+    assert sm.get_secret_value(SecretId="app/third")["SecretString"] == f"third-{PLANT}"
+
+
+def test_own_identity_never_reaches_the_child(world: World) -> None:
+    env = world.env(
+        THIRD="aws-sm://app/third",
+        AWS_SESSION_TOKEN="",
+        AWS_ROLE_ARN="arn:aws:iam::123456789012:role/not-for-the-child",
+        AWS_CONTAINER_AUTHORIZATION_TOKEN="not-for-the-child",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    env.pop("AWS_SESSION_TOKEN")
+    result = run(["--", *report_command()], env)
+    assert result.code == 0, result.stderr
+    child = result.report()["env"]
+    leaked = sorted(name for name in child if name.startswith("AWS_"))
+    assert leaked == ["AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED", "AWS_ENDPOINT_URL", "AWS_REGION"]
+    assert world.app_keys[1] not in result.stdout + result.stderr
+
+
+def test_a_wrong_secret_key_is_refused_77(world: World) -> None:
+    env = world.env(THIRD="aws-sm://app/third", AWS_SECRET_ACCESS_KEY="wrong" + world.app_keys[1][5:])
+    result = run(["--", "true"], env)
+    assert result.code == 77, result.stderr
+    assert "THIRD" in result.stderr
+    assert world.app_keys[1][5:] not in result.stderr
+
+
+def test_a_refused_secret_is_77_naming_the_variable(world: World) -> None:
+    keys = world.ssm_only_keys
+    env = world.env(NOPE="aws-sm://app/third", AWS_ACCESS_KEY_ID=keys[0], AWS_SECRET_ACCESS_KEY=keys[1])
+    result = run(["--", "true"], env)
+    assert result.code == 77, result.stderr
+    assert "NOPE" in result.stderr and "AccessDenied" in result.stderr
+    assert_no_value(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("aws-sm://app/missing", "ResourceNotFound"),
+        ("aws-ssm:///prod/missing", "no SSM parameter"),
+        ("aws-ssm:///prod/db/password?version=9", "no SSM parameter"),
+        ("aws-sm://app/db#missing", "no key 'missing'"),
+        ("aws-sm://app/plain#key", "not a JSON object"),
+        ("aws-sm://app/binary", "binary"),
+    ],
+)
+def test_unknown_secret_parameter_or_key_is_78_naming_the_variable(world: World, shm_dir: Path, value: str, fragment: str) -> None:
+    # Beside a good reference, in a batch: the bad one is named, and nothing is left in --dir.
+    env = world.env(WANTED_FILE=value, GOOD_FILE="aws-sm://app/third", OTHER="aws-sm://app/token")
+    result = run(["--dir", str(shm_dir), "--", "true"], env)
+    assert result.code == 78, result.stderr
+    assert "WANTED_FILE" in result.stderr and fragment in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # one line (debug level: no other noise?)
+    assert not shm_dir.exists() or not any(shm_dir.iterdir())
+    assert_no_value(result.stderr)
+
+
+def test_no_region_is_78(world: World) -> None:
+    env = world.env(THIRD="aws-sm://app/third")
+    del env["AWS_REGION"]
+    result = run(["--", "true"], env)
+    assert result.code == 78, result.stderr
+    assert "THIRD" in result.stderr and "region" in result.stderr
+
+
+def test_bad_references_are_78_before_any_call(world: World) -> None:
+    world.moto.reset_calls()
+    for value in ("aws-sm://", "aws-sm://a?version=1", "aws-ssm://x?ttl=1m", "aws-sts://notarole#session-token",
+                  f"aws-sts://{ROLE_ARN}", f"aws-sts://{ROLE_ARN}?ttl=5m#session-token", "aws-sn://app/third"):
+        result = run(["--", "true"], world.env(BAD=value))
+        assert result.code == 78, (value, result.stderr)
+        assert "BAD" in result.stderr
+    assert world.moto.calls() == []
+
+
+def test_rotation_of_a_secret_reaches_the_file(world: World, shm_dir: Path, processes) -> None:
+    name = f"app/rotating-{uuid.uuid4().hex[:6]}"
+    world.admin("secretsmanager").create_secret(Name=name, SecretString=f"first-{PLANT}")
+    env = world.env(KEY_FILE=f"aws-sm://{name}")
+    process = start(["--dir", str(shm_dir), "--static-poll", "1s", "--", PYTHON, "-c", WAITING_CHILD], env)
+    processes.append(process)
+    path = shm_dir / "KEY"
+    wait_for(lambda: path.exists() and path.read_text() == f"first-{PLANT}", 60, what="the first value")
+    world.admin("secretsmanager").put_secret_value(SecretId=name, SecretString=f"second-{PLANT}")
+    wait_for(lambda: path.exists() and path.read_text() == f"second-{PLANT}", 60, what="the rotated value")
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert_no_value(stderr)
+
+
+def test_check_lists_aws_references_without_values(world: World) -> None:
+    env = world.env(THIRD="aws-sm://app/third", PLAIN="aws-ssm://plain")
+    result = run(["check"], env)
+    assert result.code == 0, result.stderr
+    assert "aws-sm://app/third" in result.stdout and "aws-ssm://plain" in result.stdout
+    assert_no_value(result.stdout + result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("problem", "fragment"),
+    [("mode", "chmod 600"), ("profile", "AWS_PROFILE other")],
+)
+def test_bad_credentials_file_is_78_naming_it(world: World, tmp_path: Path, problem: str, fragment: str) -> None:
+    credentials = profile_file(tmp_path, world.app_keys, mode=0o644 if problem == "mode" else 0o600)
+    env = world.env(
+        THIRD="aws-sm://app/third",
+        AWS_SHARED_CREDENTIALS_FILE=str(credentials),
+        AWS_PROFILE="other" if problem == "profile" else "app",
+    )
+    del env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+    result = run(["--", "true"], env)
+    assert result.code == 78, result.stderr
+    assert fragment in result.stderr and str(credentials) in result.stderr
+    assert world.app_keys[1] not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def open_moto(tmp_path_factory) -> Moto:
+    """A second moto, without authentication: it cannot check the unsigned AssumeRoleWithWebIdentity
+    with auth on, and keys from our own metadata servers are not keys it knows."""
+    moto = Moto(tmp_path_factory.mktemp("moto-open"), auth=False)
+    moto.client("secretsmanager").create_secret(Name="open/one", SecretString=f"open-{PLANT}")
+    moto.client("iam").create_role(RoleName="irsa", AssumeRolePolicyDocument=policy())
+    yield moto
+    moto.stop()
+
+
+def test_web_identity_assumes_the_role_with_the_token(open_moto: Moto, tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQifQ.c2ln")
+    env = base_env(
+        None,
+        AWS_ROLE_ARN=f"arn:aws:iam::{ACCOUNT}:role/irsa",
+        AWS_WEB_IDENTITY_TOKEN_FILE=str(token),
+        AWS_REGION="us-east-1",
+        AWS_ENDPOINT_URL=open_moto.url,
+        AWS_EC2_METADATA_DISABLED="true",
+        STRONGHOLD_LOG_LEVEL="debug",
+        ONE="aws-sm://open/one",
+    )
+    open_moto.reset_calls()
+    result = run(["--", *report_command()], env)
+    assert result.code == 0, result.stderr
+    child = result.report()["env"]
+    assert child["ONE"] == f"open-{PLANT}"
+    assert "AWS_ROLE_ARN" not in child and "AWS_WEB_IDENTITY_TOKEN_FILE" not in child
+    assert open_moto.calls() == ["sts AssumeRoleWithWebIdentity", "secretsmanager GetSecretValue"]
+    # The second call was signed with the keys the web identity got (moto's assumed-role keys start ASIA).
+    entry = json.loads(open_moto.recording.read_text().splitlines()[-1])
+    assert "Credential=ASIA" in {k.lower(): v for k, v in entry["headers"].items()}["authorization"]
+    assert_no_value(result.stderr)
