@@ -11,7 +11,6 @@ Every secret value is planted with a marker the logs are searched for.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import uuid
 from pathlib import Path
@@ -107,9 +106,9 @@ def world(tmp_path_factory) -> World:
         sm.create_secret(Name="app/third", SecretString=f"third-{PLANT}")
         sm.create_secret(Name="app/plain", SecretString=f"plain text {PLANT}")
         sm.create_secret(Name="app/binary", SecretBinary=b"\xff\xfe" + PLANT.encode())
-        eu_arn = moto.client("secretsmanager", "eu-west-1").create_secret(
-            Name="app/eu", SecretString=f"eu-{PLANT}"
-        )["ARN"]
+        eu_arn = moto.client("secretsmanager", "eu-west-1").create_secret(Name="app/eu", SecretString=f"eu-{PLANT}")[
+            "ARN"
+        ]
         ssm = moto.client("ssm")
         ssm.put_parameter(Name="/prod/db/password", Value=f"ssm-v1-{PLANT}", Type="SecureString")
         ssm.put_parameter(Name="/prod/db/password", Value=f"ssm-v2-{PLANT}", Type="SecureString", Overwrite=True)
@@ -242,7 +241,9 @@ def test_a_refused_secret_is_77_naming_the_variable(world: World) -> None:
         ("aws-sm://app/binary", "binary"),
     ],
 )
-def test_unknown_secret_parameter_or_key_is_78_naming_the_variable(world: World, shm_dir: Path, value: str, fragment: str) -> None:
+def test_unknown_secret_parameter_or_key_is_78_naming_the_variable(
+    world: World, shm_dir: Path, value: str, fragment: str
+) -> None:
     # Beside a good reference, in a batch: the bad one is named, and nothing is left in --dir.
     env = world.env(WANTED_FILE=value, GOOD_FILE="aws-sm://app/third", OTHER="aws-sm://app/token")
     result = run(["--dir", str(shm_dir), "--", "true"], env)
@@ -263,8 +264,15 @@ def test_no_region_is_78(world: World) -> None:
 
 def test_bad_references_are_78_before_any_call(world: World) -> None:
     world.moto.reset_calls()
-    for value in ("aws-sm://", "aws-sm://a?version=1", "aws-ssm://x?ttl=1m", "aws-sts://notarole#session-token",
-                  f"aws-sts://{ROLE_ARN}", f"aws-sts://{ROLE_ARN}?ttl=5m#session-token", "aws-sn://app/third"):
+    for value in (
+        "aws-sm://",
+        "aws-sm://a?version=1",
+        "aws-ssm://x?ttl=1m",
+        "aws-sts://notarole#session-token",
+        f"aws-sts://{ROLE_ARN}",
+        f"aws-sts://{ROLE_ARN}?ttl=5m#session-token",
+        "aws-sn://app/third",
+    ):
         result = run(["--", "true"], world.env(BAD=value))
         assert result.code == 78, (value, result.stderr)
         assert "BAD" in result.stderr

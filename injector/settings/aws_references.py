@@ -23,9 +23,7 @@ _PARTITION = r"aws(?:-[a-z]+)*"
 _REGION = r"[a-z]{2}(?:-[a-z]+)+-[0-9]"
 _ACCOUNT = r"[0-9]{12}"
 _SECRET_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
-SECRET_ARN = re.compile(
-    rf"arn:({_PARTITION}):secretsmanager:({_REGION}):{_ACCOUNT}:secret:[A-Za-z0-9/_+=.@-]{{1,512}}"
-)
+SECRET_ARN = re.compile(rf"arn:({_PARTITION}):secretsmanager:({_REGION}):{_ACCOUNT}:secret:[A-Za-z0-9/_+=.@-]{{1,512}}")
 _PARAMETER_NAME = re.compile(r"/?[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*")
 PARAMETER_ARN = re.compile(rf"arn:({_PARTITION}):ssm:({_REGION}):{_ACCOUNT}:parameter/[A-Za-z0-9_./-]+")
 _ROLE_ARN = re.compile(rf"arn:{_PARTITION}:iam::{_ACCOUNT}:role/[A-Za-z0-9+=,.@_/-]{{1,512}}")
@@ -69,7 +67,9 @@ def _parse_sm(name: str, body: str) -> Reference:
         raise ValueError("empty secret id: write aws-sm://<name or ARN>")
     if secret_id.startswith("arn:"):
         if not SECRET_ARN.fullmatch(secret_id):
-            raise ValueError("not a Secrets Manager secret ARN (arn:aws:secretsmanager:<region>:<account>:secret:<name>)")
+            raise ValueError(
+                "not a Secrets Manager secret ARN (arn:aws:secretsmanager:<region>:<account>:secret:<name>)"
+            )
     elif not _SECRET_NAME.fullmatch(secret_id):
         raise ValueError("a secret name may hold only A-Z a-z 0-9 / _ + = . @ - (at most 512)")
     items = parse_query(query, ("version-stage", "version-id"))

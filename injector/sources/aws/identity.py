@@ -100,11 +100,17 @@ def pick_identity(
     if access_key or secret_key:
         if not (access_key and secret_key):
             given, missing = (
-                ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if access_key else ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID")
+                ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+                if access_key
+                else ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID")
             )
             raise ConfigError(f"{given} is set without {missing}: set both, or neither")
         token = own(env, "AWS_SESSION_TOKEN")
-        for name, value in (("AWS_ACCESS_KEY_ID", access_key), ("AWS_SECRET_ACCESS_KEY", secret_key), ("AWS_SESSION_TOKEN", token)):
+        for name, value in (
+            ("AWS_ACCESS_KEY_ID", access_key),
+            ("AWS_SECRET_ACCESS_KEY", secret_key),
+            ("AWS_SESSION_TOKEN", token),
+        ):
             if value:
                 check_static_credential(value, name)
         keys = Keys(access_key, secret_key, token, float("inf"))
@@ -180,7 +186,11 @@ def _check_metadata_url(url: str, allowed_hosts: frozenset[str], variable: str) 
 
 
 def _container_identity(
-    env: Mapping[str, str], full: str | None, relative: str | None, make_transport: MakeTransport, clock: Callable[[], float]
+    env: Mapping[str, str],
+    full: str | None,
+    relative: str | None,
+    make_transport: MakeTransport,
+    clock: Callable[[], float],
 ) -> Identity:
     if full:
         variable, url = "AWS_CONTAINER_CREDENTIALS_FULL_URI", full
@@ -253,7 +263,9 @@ class Imds:
 
     def _session_token(self) -> str:
         if self._token is None or self._clock() >= self._token_until:
-            answer = self._request("PUT", "/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": str(IMDS_TOKEN_TTL)})
+            answer = self._request(
+                "PUT", "/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": str(IMDS_TOKEN_TTL)}
+            )
             _metadata_status(answer, "instance metadata token (PUT /latest/api/token)")
             token = answer.body.decode("ascii", "replace").strip()
             if not token or len(token) > 4096 or not token.isprintable():
@@ -300,7 +312,10 @@ def shared_file_keys(env: Mapping[str, str]) -> tuple[Keys, str] | None:
     config_file = env.get("AWS_CONFIG_FILE") or os.path.join(home, ".aws", "config")
     named = env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE")
     profile = named or "default"
-    for path, section in ((credentials_file, profile), (config_file, profile if profile == "default" else f"profile {profile}")):
+    for path, section in (
+        (credentials_file, profile),
+        (config_file, profile if profile == "default" else f"profile {profile}"),
+    ):
         values = read_profile(path, section)
         if values is None:
             continue
@@ -308,7 +323,11 @@ def shared_file_keys(env: Mapping[str, str]) -> tuple[Keys, str] | None:
         if access_key and secret_key:
             _check_private(path)
             token = values.get("aws_session_token") or None
-            for name, value in (("aws_access_key_id", access_key), ("aws_secret_access_key", secret_key), ("aws_session_token", token)):
+            for name, value in (
+                ("aws_access_key_id", access_key),
+                ("aws_secret_access_key", secret_key),
+                ("aws_session_token", token),
+            ):
                 if value:
                     check_static_credential(value, f"{path}: [{section}] {name}")
             return Keys(access_key, secret_key, token, float("inf")), f"profile {profile} in {path}"

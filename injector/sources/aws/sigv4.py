@@ -43,9 +43,7 @@ def canonical_request(
     names = sorted(lowered)
     canonical_headers = "".join(f"{name}:{lowered[name]}\n" for name in names)
     signed = ";".join(names)
-    text = "\n".join(
-        (method, _encode(path or "/", safe="/"), canonical_query, canonical_headers, signed, payload_hash)
-    )
+    text = "\n".join((method, _encode(path or "/", safe="/"), canonical_query, canonical_headers, signed, payload_hash))
     return text, signed
 
 

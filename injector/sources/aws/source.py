@@ -168,7 +168,9 @@ class AwsSource:
                     break
         return found
 
-    def _take_batch(self, data: dict, chunk: list[str], by_id: dict[str, list[Reference]], found: dict[str, dict]) -> None:
+    def _take_batch(
+        self, data: dict, chunk: list[str], by_id: dict[str, list[Reference]], found: dict[str, dict]
+    ) -> None:
         entries = data.get("SecretValues") or []
         errors = data.get("Errors") or []
         if not isinstance(entries, list) or not isinstance(errors, list):
@@ -243,7 +245,9 @@ class AwsSource:
             matching = [e for e in entries if reference.secret in (e.get("Name"), e.get("ARN"))]
             if version:
                 # AWS answers a selector with `Selector: ":3"`; moto with the plain name and Version 3.
-                matching = [e for e in matching if e.get("Selector") == f":{version}" or str(e.get("Version")) == version]
+                matching = [
+                    e for e in matching if e.get("Selector") == f":{version}" or str(e.get("Version")) == version
+                ]
             if matching:
                 # Without a version, the newest: the same name may be in the answer at an older version too.
                 newest = max(matching, key=lambda e: e.get("Version") if isinstance(e.get("Version"), int) else 0)
@@ -276,7 +280,11 @@ class AwsSource:
             "expiration": "Expiration",
         }
         for (role, ttl, policies, extra), group in by_session.items():
-            params = [("RoleArn", role), ("RoleSessionName", dict(extra)["session-name"]), ("DurationSeconds", str(ttl))]
+            params = [
+                ("RoleArn", role),
+                ("RoleSessionName", dict(extra)["session-name"]),
+                ("DurationSeconds", str(ttl)),
+            ]
             params += [(f"PolicyArns.member.{i}.arn", arn) for i, arn in enumerate(policies, 1)]
             if self._region is None:  # (wiring checked this: STS needs a region)
                 raise ConfigError(f"{group[0].described}: no AWS region for STS: set AWS_REGION")
@@ -334,4 +342,3 @@ def _checked(value: str, reference: Reference) -> str:
     if problem:
         raise ConfigError(f"{reference.described}: the value {problem}")
     return value
-
