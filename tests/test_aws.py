@@ -356,3 +356,278 @@ def test_web_identity_assumes_the_role_with_the_token(open_moto: Moto, tmp_path:
     entry = json.loads(open_moto.recording.read_text().splitlines()[-1])
     assert "Credential=ASIA" in {k.lower(): v for k, v in entry["headers"].items()}["authorization"]
     assert_no_value(result.stderr)
+
+
+# -- our own loopback servers: IMDSv2, container credentials, and an AWS that answers badly ------------
+
+
+class Scripted:
+    """A loopback HTTP server in a thread; `handle(method, path, headers, body)` -> (status, body)."""
+
+    def __init__(self, handle) -> None:
+        import http.server
+        import threading
+
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                outer.requests.append((self.command, self.path, headers))
+                status, answer = handle(self.command, self.path, headers, body)
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            do_GET = do_PUT = do_POST = _any
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def expiration(seconds: int = 3600) -> str:
+    import datetime
+
+    return (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+
+
+def role_credentials(token_field: str = "Token") -> bytes:
+    body = {
+        "Code": "Success",
+        "AccessKeyId": "ASIAIMDSEXAMPLE00001",
+        "SecretAccessKey": "imds-secret-" + PLANT,
+        token_field: "imds-session-" + PLANT,
+        "Expiration": expiration(),
+    }
+    return json.dumps(body).encode()
+
+
+def open_env(moto: Moto, **extra: str) -> dict[str, str]:
+    env = base_env(
+        None,
+        AWS_REGION="us-east-1",
+        AWS_ENDPOINT_URL=moto.url,
+        HOME="/nonexistent",
+        STRONGHOLD_LOG_LEVEL="debug",
+        ONE="aws-sm://open/one",
+    )
+    env.update(extra)
+    return env
+
+
+def test_imds_v2_token_then_role_credentials(open_moto: Moto) -> None:
+    # moto's own metadata mock is IMDSv1 only; this server refuses any GET without the session
+    # token, as an instance with HttpTokens=required does, and is not ready for its first two PUTs.
+    session = "imds-token-" + uuid.uuid4().hex
+    puts = []
+
+    def handle(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        if method == "PUT" and path == "/latest/api/token":
+            puts.append(path)
+            if len(puts) <= 2:
+                return 503, b"not ready"  # a pod's first seconds
+            if not headers.get("x-aws-ec2-metadata-token-ttl-seconds"):
+                return 400, b""
+            return 200, session.encode()
+        if headers.get("x-aws-ec2-metadata-token") != session:
+            return 401, b""
+        if path == "/latest/meta-data/iam/security-credentials/":
+            return 200, b"instance-role"
+        if path == "/latest/meta-data/iam/security-credentials/instance-role":
+            return 200, role_credentials()
+        return 404, b""
+
+    imds = Scripted(handle)
+    try:
+        open_moto.reset_calls()
+        result = run(["--", *report_command()], open_env(open_moto, AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.url))
+        assert result.code == 0, result.stderr
+        assert result.report()["env"]["ONE"] == f"open-{PLANT}"
+        gets = [(m, p) for m, p, h in imds.requests if m == "GET"]
+        assert gets and all(h.get("x-aws-ec2-metadata-token") == session for m, p, h in imds.requests if m == "GET")
+        entry = json.loads(open_moto.recording.read_text().splitlines()[-1])
+        headers = {k.lower(): v for k, v in entry["headers"].items()}
+        assert "Credential=ASIAIMDSEXAMPLE00001/" in headers["authorization"]
+        assert headers["x-amz-security-token"] == "imds-session-" + PLANT
+        assert_no_value(result.stderr)
+        assert session not in result.stderr
+    finally:
+        imds.stop()
+
+
+@pytest.mark.parametrize("answer", [b"not json at all", b"{}", b"[1, 2]", b'{"Code": "Success", "Expiration": "x"}'])
+def test_imds_garbage_is_69_after_the_startup_timeout(open_moto: Moto, answer: bytes) -> None:
+    def handle(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        if method == "PUT":
+            return 200, b"token"
+        return (200, b"role") if path.endswith("/") else (200, answer)
+
+    imds = Scripted(handle)
+    try:
+        env = open_env(open_moto, AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.url)
+        result = run(["--startup-timeout", "2", "--", "true"], env)
+        assert result.code == 69, result.stderr
+        assert "instance metadata" in result.stderr.splitlines()[-1]
+    finally:
+        imds.stop()
+
+
+def test_container_credentials_with_the_authorization_token_file(open_moto: Moto, tmp_path: Path) -> None:
+    token = "container-auth-" + uuid.uuid4().hex
+    (tmp_path / "auth").write_text(token + "\n")
+
+    def handle(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        if path != "/v1/credentials" or headers.get("authorization") != token:
+            return 401, b""
+        return 200, role_credentials()
+
+    server = Scripted(handle)
+    try:
+        env = open_env(
+            open_moto,
+            AWS_CONTAINER_CREDENTIALS_FULL_URI=server.url + "/v1/credentials",
+            AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=str(tmp_path / "auth"),
+        )
+        result = run(["--", *report_command()], env)
+        assert result.code == 0, result.stderr
+        child = result.report()["env"]
+        assert child["ONE"] == f"open-{PLANT}"
+        assert not [name for name in child if name.startswith("AWS_CONTAINER")]
+        assert token not in result.stderr
+        # A wrong token is refused: 77.
+        (tmp_path / "auth").write_text("wrong")
+        refused = run(["--", "true"], env)
+        assert refused.code == 77, refused.stderr
+    finally:
+        server.stop()
+
+
+def test_container_credentials_over_plain_http_to_a_remote_host_is_78(open_moto: Moto) -> None:
+    env = open_env(open_moto, AWS_CONTAINER_CREDENTIALS_FULL_URI="http://192.0.2.10/creds")
+    result = run(["--", "true"], env)
+    assert result.code == 78, result.stderr
+    assert "AWS_CONTAINER_CREDENTIALS_FULL_URI" in result.stderr
+
+
+def static_keys_env(url: str, **extra: str) -> dict[str, str]:
+    return base_env(
+        None,
+        AWS_ACCESS_KEY_ID="AKIDSTATICEXAMPLE001",
+        AWS_SECRET_ACCESS_KEY="static-secret-" + PLANT,
+        AWS_REGION="us-east-1",
+        AWS_ENDPOINT_URL=url,
+        STRONGHOLD_LOG_LEVEL="debug",
+        **extra,
+    )
+
+
+def secret_answer(value: object) -> bytes:
+    return json.dumps({"Name": "x", "ARN": "arn", "SecretString": value}).encode()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code", "fragment"),
+    [
+        (200, b"<html>not json</html>", 69, "not JSON"),
+        (200, b"[]", 69, "not a JSON object"),
+        (200, b"{}", 69, "neither SecretString"),
+        (200, b"x" * (1024 * 1024 + 10), 69, "over 1 MiB"),
+        (200, secret_answer(""), 78, "not a non-empty string"),
+        (200, secret_answer("a\u0000b" + PLANT), 78, "NUL"),
+        (400, b'{"__type": "ThrottlingException", "message": "Rate exceeded"}', 69, "ThrottlingException"),
+        (500, b"oops", 69, "status 500"),
+        (400, b'{"__type": "UnrecognizedClientException", "message": "bad key"}', 77, "UnrecognizedClient"),
+        (400, b'{"__type": "ResourceNotFoundException"}', 78, "ResourceNotFound"),
+        (302, b"", 69, "redirect"),
+    ],
+)
+def test_bad_answers_from_secrets_manager(status: int, body: bytes, code: int, fragment: str, shm_dir: Path) -> None:
+    server = Scripted(lambda *_: (status, body))
+    try:
+        env = static_keys_env(server.url, KEY_FILE="aws-sm://app/one")
+        result = run(["--dir", str(shm_dir), "--startup-timeout", "1.5", "--", "true"], env)
+        assert result.code == code, result.stderr
+        last = result.stderr.strip().splitlines()[-1]
+        assert "KEY_FILE" in last and fragment in last, last
+        assert not shm_dir.exists() or not any(shm_dir.iterdir())
+        assert_no_value(result.stderr)
+    finally:
+        server.stop()
+
+
+def test_a_megabyte_secret_is_delivered_whole(shm_dir: Path) -> None:
+    big = "b" * (900 * 1024) + PLANT  # under the 1 MiB answer limit with its JSON around it
+    server = Scripted(lambda *_: (200, secret_answer(big)))
+    try:
+        result = run(
+            ["--dir", str(shm_dir), "--", "sh", "-c", 'wc -c < "$KEY_FILE"'],
+            static_keys_env(server.url, KEY_FILE="aws-sm://app/one"),
+        )
+        assert result.code == 0, result.stderr
+        assert result.stdout.strip() == str(len(big))
+        assert_no_value(result.stderr)
+    finally:
+        server.stop()
+
+
+def test_throttling_is_retried_until_it_passes() -> None:
+    answers = [(400, b'{"__type": "ThrottlingException"}'), (503, b""), (200, secret_answer("fine-" + PLANT))]
+
+    server = Scripted(lambda *_: answers.pop(0) if len(answers) > 1 else answers[0])
+    try:
+        result = run(["--", *report_command()], static_keys_env(server.url, KEY="aws-sm://app/one"))
+        assert result.code == 0, result.stderr
+        assert result.report()["env"]["KEY"] == "fine-" + PLANT
+        assert len(server.requests) == 3
+    finally:
+        server.stop()
+
+
+def test_an_xml_error_from_sts_names_the_variable_and_its_code() -> None:
+    body = (
+        b'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+        b"<Code>AccessDenied</Code><Message>not authorized to perform: sts:AssumeRole</Message></Error>"
+        b"</ErrorResponse>"
+    )
+    server = Scripted(lambda *_: (403, body))
+    try:
+        env = static_keys_env(server.url, TOKEN=f"aws-sts://{ROLE_ARN}#session-token")
+        result = run(["--", "true"], env)
+        assert result.code == 77, result.stderr
+        assert "TOKEN" in result.stderr and "AccessDenied" in result.stderr
+    finally:
+        server.stop()
+
+
+def test_a_server_without_the_batch_action_gets_single_calls() -> None:
+    def handle(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        if headers.get("x-amz-target", "").endswith("BatchGetSecretValue"):
+            return 400, b'{"__type": "UnknownOperationException"}'
+        secret_id = json.loads(body)["SecretId"]
+        return 200, secret_answer(f"{secret_id}-{PLANT}")
+
+    server = Scripted(handle)
+    try:
+        env = static_keys_env(server.url, ONE="aws-sm://one", TWO="aws-sm://two", THREE="aws-sm://three")
+        result = run(["--", *report_command()], env)
+        assert result.code == 0, result.stderr
+        child = result.report()["env"]
+        assert (child["ONE"], child["TWO"], child["THREE"]) == (f"one-{PLANT}", f"two-{PLANT}", f"three-{PLANT}")
+        targets = [h.get("x-amz-target") for _, _, h in server.requests]
+        assert targets == ["secretsmanager.BatchGetSecretValue"] + ["secretsmanager.GetSecretValue"] * 3
+    finally:
+        server.stop()
