@@ -119,3 +119,26 @@ def test_static_poll_and_its_older_names() -> None:
     assert build_settings({}, {"STRONGHOLD_STATIC_POLL": "1m"}).vault_poll == 60
     assert build_settings({}, {"STRONGHOLD_VAULT_POLL": "2m"}).vault_poll == 120
     assert build_settings({"vault_poll": "3s"}, {"STRONGHOLD_STATIC_POLL": "1m"}).vault_poll == 3
+
+
+def test_temporary_identity_keys_are_fetched_again_before_they_expire() -> None:
+    from injector.sources.aws.client import Keys
+    from injector.sources.aws.identity import Identity
+
+    now = [0.0]
+    fetched: list[float] = []
+
+    def fetch() -> Keys:
+        fetched.append(now[0])
+        return Keys("ASIA", "secret", "token", now[0] + 3600)
+
+    identity = Identity(fetch, "test", clock=lambda: now[0])
+    identity.keys()
+    now[0] = 2600.0  # 1000 s left: more than RENEW_BEFORE (900), still good
+    identity.keys()
+    assert fetched == [0.0]
+    now[0] = 2800.0  # 800 s left: fetched again before it expires
+    identity.keys()
+    assert fetched == [0.0, 2800.0]
+    static = Identity(lambda: Keys("AKIA", "s", None, float("inf")), "static", clock=lambda: now[0])
+    assert static.keys() is static.keys() and not static.temporary
