@@ -383,7 +383,7 @@ class Scripted:
                 self.end_headers()
                 self.wfile.write(answer)
 
-            do_GET = do_PUT = do_POST = _any
+            do_GET = do_PUT = do_POST = _any  # noqa: N815 - http.server's names
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -400,9 +400,7 @@ class Scripted:
 def expiration(seconds: int = 3600) -> str:
     import datetime
 
-    return (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
+    return (datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def role_credentials(token_field: str = "Token") -> bytes:
