@@ -629,3 +629,98 @@ def test_a_server_without_the_batch_action_gets_single_calls() -> None:
         assert targets == ["secretsmanager.BatchGetSecretValue"] + ["secretsmanager.GetSecretValue"] * 3
     finally:
         server.stop()
+
+
+def sts_answer(serial: int) -> bytes:
+    return (
+        '<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult><Credentials>'
+        f"<AccessKeyId>ASIASESSION{serial:09d}</AccessKeyId><SecretAccessKey>secret-{serial}-{PLANT}</SecretAccessKey>"
+        f"<SessionToken>token-{serial}-{PLANT}</SessionToken><Expiration>{expiration(900)}</Expiration>"
+        "</Credentials></AssumeRoleResult></AssumeRoleResponse>"
+    ).encode()
+
+
+def test_an_sts_session_is_issued_again_at_60_to_75_percent_all_fields_in_one_call(tmp_path: Path) -> None:
+    # The real refresher and the real source, over HTTP to a loopback STS, on an injected clock.
+    from injector.config import Settings
+    from injector.ledger import Ledger
+    from injector.references import collect_references
+    from injector.refresh import Refresher
+    from injector.sources.aws.wiring import open_aws_source
+    from injector.transport import TLSOptions
+
+    served: list[int] = []
+
+    def handle(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        served.append(len(served) + 1)
+        return 200, sts_answer(len(served))
+
+    server = Scripted(handle)
+    try:
+        sts = f"aws-sts://{ROLE_ARN}?ttl=15m"
+        references = collect_references(
+            {
+                "AWS_ACCESS_KEY_ID": f"{sts}#access-key-id",
+                "AWS_SECRET_ACCESS_KEY": f"{sts}#secret-access-key",
+                "AWS_SESSION_TOKEN": f"{sts}#session-token",
+            }
+        )
+        settings = Settings()
+        settings.aws_env = {
+            "AWS_ACCESS_KEY_ID": references[0].uri,  # a reference: not our identity
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": server.url,
+            "AWS_SHARED_CREDENTIALS_FILE": str(profile_file(tmp_path, ("AKIDTEST", "test-secret"))),
+            "AWS_PROFILE": "app",
+            "AWS_CONFIG_FILE": "/nonexistent",
+        }
+        source = open_aws_source(settings, references, TLSOptions())
+        now = [0.0]
+        source._clock = lambda: now[0]  # issued_at on the refresher's clock
+        first = source.issue(references)
+        assert len(served) == 1 and {c.ttl for c in first} == {900.0}
+        delivered: dict[str, str] = {}
+        refresher = Refresher(
+            references,
+            source,
+            Ledger(first),
+            deliver=lambda reference, credential: delivered.__setitem__(reference.name, credential.value),
+            on_rotated=lambda names: None,
+            on_expired=lambda names: None,
+            clock=lambda: now[0],
+        )
+        wake = refresher.next_wake()
+        assert 0.60 * 900 <= wake <= 0.75 * 900
+        now[0] = wake
+        refresher.tick(now[0])
+        assert len(served) == 2, "one AssumeRole for the three fields"
+        assert delivered["AWS_ACCESS_KEY_ID"] == "ASIASESSION000000002"
+        assert delivered["AWS_SECRET_ACCESS_KEY"] == f"secret-2-{PLANT}"
+        assert delivered["AWS_SESSION_TOKEN"] == f"token-2-{PLANT}"
+    finally:
+        server.stop()
+
+
+def test_a_slow_metadata_server_is_69_within_the_startup_timeout(open_moto: Moto) -> None:
+    import threading
+    import time
+
+    release = threading.Event()
+
+    def handle(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        release.wait(30)  # answers only when the test ends: slower than any request may take
+        return 200, b"token"
+
+    imds = Scripted(handle)
+    try:
+        started = time.monotonic()
+        result = run(
+            ["--startup-timeout", "3", "--", "true"], open_env(open_moto, AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.url)
+        )
+        elapsed = time.monotonic() - started
+        assert result.code == 69, result.stderr
+        assert "instance metadata" in result.stderr and "hop limit" in result.stderr
+        assert elapsed < 25, elapsed  # bounded by --startup-timeout, not by the server
+    finally:
+        release.set()
+        imds.stop()
