@@ -724,3 +724,38 @@ def test_a_slow_metadata_server_is_69_within_the_startup_timeout(open_moto: Moto
     finally:
         release.set()
         imds.stop()
+
+
+def test_no_identity_at_all_is_78() -> None:
+    env = base_env(None, AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true", HOME="/nonexistent", X="aws-sm://a")
+    result = run(["--", "true"], env)
+    assert result.code == 78, result.stderr
+    assert "no AWS identity" in result.stderr
+
+
+def test_a_real_environment_key_never_goes_to_an_env_file_endpoint(world: World, tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(f"AWS_ENDPOINT_URL={world.moto.url}\nTHIRD=aws-sm://app/third\n")
+    env = world.env()
+    del env["AWS_ENDPOINT_URL"]
+    world.moto.reset_calls()
+    result = run(["--env-file", str(dotenv), "--", "true"], env)
+    assert result.code == 78, result.stderr
+    assert "AWS_ACCESS_KEY_ID" in result.stderr and "AWS_ENDPOINT_URL" in result.stderr and str(dotenv) in result.stderr
+    assert world.moto.calls() == []
+
+
+def test_region_from_the_profile_and_keys_from_the_config_file(world: World, tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text(
+        f"[profile app]\nregion = us-east-1\naws_access_key_id = {world.app_keys[0]}\n"
+        f"aws_secret_access_key = {world.app_keys[1]}\n"
+    )
+    config.chmod(0o600)
+    env = world.env(THIRD="aws-sm://app/third", AWS_PROFILE="app", AWS_CONFIG_FILE=str(config))
+    for name in ("AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        del env[name]
+    env["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "missing")
+    result = run(["--", *report_command()], env)
+    assert result.code == 0, result.stderr
+    assert result.report()["env"]["THIRD"] == f"third-{PLANT}"
