@@ -142,3 +142,42 @@ def test_temporary_identity_keys_are_fetched_again_before_they_expire() -> None:
     assert fetched == [0.0, 2800.0]
     static = Identity(lambda: Keys("AKIA", "s", None, float("inf")), "static", clock=lambda: now[0])
     assert static.keys() is static.keys() and not static.temporary
+
+
+def test_sts_answers_are_read_without_an_xml_library() -> None:
+    from injector.errors import BrokenAnswerError
+    from injector.sources.aws.client import credentials_of
+
+    body = (
+        b'<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>\n'
+        b"<Credentials>\n  <AccessKeyId>ASIAX</AccessKeyId>\n"
+        b"  <SecretAccessKey>a&amp;b&lt;c&#x2F;d&#43;</SecretAccessKey>"
+        b"<SessionToken>tok==</SessionToken><Expiration>2026-12-02T07:00:00Z</Expiration>\n</Credentials>"
+        b"</AssumeRoleResult></AssumeRoleResponse>"
+    )
+    assert credentials_of(body, "t") == {
+        "AccessKeyId": "ASIAX",
+        "SecretAccessKey": "a&b<c/d+",
+        "SessionToken": "tok==",
+        "Expiration": "2026-12-02T07:00:00Z",
+    }
+    for broken in (b"<html/>", b"<Credentials><AccessKeyId>A</AccessKeyId></Credentials>", b"\xff\xfe"):
+        with pytest.raises(BrokenAnswerError):
+            credentials_of(broken, "t")
+
+
+def test_shared_files_parse_crlf_comments_and_nested_blocks() -> None:
+    from injector.sources.aws.identity import parse_ini
+
+    text = (
+        "# c\r\n[default]\r\nregion = eu-west-1\r\n"
+        "[profile  dev]\r\ns3 =\r\n  max_concurrent_requests = 2\r\nregion=us-east-2 \r\n"
+    )
+    assert parse_ini(text, "f") == {
+        "default": {"region": "eu-west-1"},
+        "profile dev": {"s3": "", "region": "us-east-2"},
+    }
+    for bad in ("key = before any section", "[default]\nno equals sign here", "[unclosed\n"):
+        with pytest.raises(ConfigError) as caught:
+            parse_ini(bad, "the-file")
+        assert "line" in caught.value.message and "section" not in caught.value.message.split(":", 1)[1]

@@ -215,25 +215,46 @@ class AwsClient:
 
 
 def credentials_of(body: bytes, what: str) -> dict[str, str]:
-    """AccessKeyId, SecretAccessKey, SessionToken and Expiration of an STS answer (BrokenAnswerError if not)."""
-    from xml.etree import ElementTree  # only when there is an STS answer to read
+    """AccessKeyId, SecretAccessKey, SessionToken and Expiration of an STS answer (BrokenAnswerError if not).
 
+    Read with two patterns, not xml.etree: the answer is flat and small, and the
+    Python-free bundle leaves the xml package out (scripts/build-bundle).
+    """
     try:
-        root = ElementTree.fromstring(body)
-    except ElementTree.ParseError:
-        raise BrokenAnswerError(f"{what}: the answer is not XML") from None
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BrokenAnswerError(f"{what}: the answer is not UTF-8 XML") from None
+    block = _CREDENTIALS.search(text)
+    if block is None:
+        raise BrokenAnswerError(f"{what}: the answer has no Credentials")
     fields: dict[str, str] = {}
-    for element in root.iter():
-        if element.tag.rsplit("}", 1)[-1] == "Credentials":
-            for child in element:
-                fields[child.tag.rsplit("}", 1)[-1]] = (child.text or "").strip()
-            break
     for name in ("AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration"):
-        if not fields.get(name):
+        found = re.search(rf"<{name}>([^<]*)</{name}>", block.group(1))
+        value = _xml_text(found.group(1)).strip() if found else ""
+        if not value:
             raise BrokenAnswerError(f"{what}: the answer has no Credentials.{name}")
+        fields[name] = value
     for name in ("AccessKeyId", "SecretAccessKey", "SessionToken"):
         log.protect(fields[name])
     return fields
+
+
+_CREDENTIALS = re.compile(r"<Credentials>(.*?)</Credentials>", re.DOTALL)
+_ENTITY = re.compile(r"&(#x[0-9A-Fa-f]{1,6}|#[0-9]{1,7}|amp|lt|gt|quot|apos);")
+_NAMED = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
+
+
+def _xml_text(raw: str) -> str:
+    """XML character data with its five entities and character references resolved."""
+
+    def resolve(match: re.Match[str]) -> str:
+        entity = match.group(1)
+        if entity.startswith("#"):
+            code = int(entity[2:], 16) if entity[1] in "xX" else int(entity[1:])
+            return chr(code) if 0 < code <= 0x10FFFF else ""
+        return _NAMED[entity]
+
+    return _ENTITY.sub(resolve, raw)
 
 
 def remaining_seconds(expiration: str, what: str) -> float:

@@ -355,18 +355,35 @@ def read_profile(path: str, section: str) -> dict[str, str] | None:
         raise ConfigError(f"{path}: cannot read it ({reason})") from None
     if len(text) > 1024 * 1024:
         raise ConfigError(f"{path}: over 1 MiB, not an AWS shared file")
-    import configparser
+    return parse_ini(text, path).get(section)
 
-    parser = configparser.ConfigParser(interpolation=None, strict=False)
-    try:
-        parser.read_string(text, source=path)
-    except configparser.Error as exc:
-        # Only the line number: a line of this file may hold a key.
-        line = getattr(exc, "lineno", None)
-        raise ConfigError(f"{path}: not an INI file" + (f" (line {line})" if line else "")) from None
-    if not parser.has_section(section):
-        return None
-    return {key: value.strip() for key, value in parser.items(section)}
+
+def parse_ini(text: str, path: str) -> dict[str, dict[str, str]]:
+    """The sections of an AWS shared file: `[name]`, `key = value`, `#`/`;` comments, CRLF too.
+
+    Not configparser: the AWS files are this simple, and the Python-free bundle
+    leaves configparser out (scripts/build-bundle).  Indented lines continue a
+    nested setting (`s3 =` blocks) and are skipped; an error names only the line
+    number, since a line may hold a key.
+    """
+    sections: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", ";")):
+            continue
+        if line[:1].isspace() and current is not None:
+            continue  # a nested value's continuation
+        if stripped.startswith("["):
+            if not stripped.endswith("]") or len(stripped) < 3:
+                raise ConfigError(f"{path}: not an AWS shared file (line {number})")
+            current = sections.setdefault(" ".join(stripped[1:-1].split()), {})
+            continue
+        key, equals, value = stripped.partition("=")
+        if not equals or current is None:
+            raise ConfigError(f"{path}: not an AWS shared file (line {number})")
+        current[key.strip().lower()] = value.strip()
+    return sections
 
 
 def region_from_profile(env: Mapping[str, str]) -> str | None:
