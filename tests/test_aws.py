@@ -759,3 +759,33 @@ def test_region_from_the_profile_and_keys_from_the_config_file(world: World, tmp
     result = run(["--", *report_command()], env)
     assert result.code == 0, result.stderr
     assert result.report()["env"]["THIRD"] == f"third-{PLANT}"
+
+
+def test_expired_identity_keys_are_fetched_again_once(tmp_path: Path) -> None:
+    # Container credentials that AWS calls expired on first use: fetched again, the call made again.
+    fetches: list[int] = []
+
+    def credentials(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        fetches.append(1)
+        return 200, role_credentials()
+
+    answers = [(400, b'{"__type": "ExpiredTokenException", "message": "expired"}'), (200, secret_answer("ok-" + PLANT))]
+    aws = Scripted(lambda *_: answers.pop(0) if len(answers) > 1 else answers[0])
+    container = Scripted(credentials)
+    try:
+        env = base_env(
+            None,
+            AWS_REGION="us-east-1",
+            AWS_ENDPOINT_URL=aws.url,
+            AWS_CONTAINER_CREDENTIALS_FULL_URI=container.url + "/v1/credentials",
+            HOME="/nonexistent",
+            KEY="aws-sm://app/one",
+        )
+        result = run(["--", *report_command()], env)
+        assert result.code == 0, result.stderr
+        assert result.report()["env"]["KEY"] == "ok-" + PLANT
+        assert len(fetches) == 2 and len(aws.requests) == 2
+        assert_no_value(result.stderr)
+    finally:
+        aws.stop()
+        container.stop()
