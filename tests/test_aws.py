@@ -789,3 +789,12 @@ def test_expired_identity_keys_are_fetched_again_once(tmp_path: Path) -> None:
     finally:
         aws.stop()
         container.stop()
+
+
+def test_aws_and_proxy_references_in_one_run(world: World, proxy) -> None:
+    env = world.env(THIRD="aws-sm://app/third", STRIPE_KEY="stronghold://stripe/live")
+    env.update(STRONGHOLD_PROXY_URL=proxy.url, STRONGHOLD_BOOTSTRAP_TOKEN=proxy.token)
+    result = run(["--", *report_command()], env)
+    assert result.code == 0, result.stderr
+    child = result.report()["env"]
+    assert child["THIRD"] == f"third-{PLANT}" and child["STRIPE_KEY"].startswith("sk_live_TESTSECRET")
