@@ -117,6 +117,14 @@ def main() -> None:
     )
 
     emit()
+    emit("## AWS: 3 `aws-sm://` references against moto, beside 3 `stronghold://` against the dev proxy")
+    emit()
+    import aws_startup  # bench/aws_startup.py: moto (SigV4 and IAM checked) on loopback
+
+    for line in aws_startup.report(aws_startup.measure(2 if quick else 30)):
+        emit(line)
+
+    emit()
     emit("## Signal forwarding latency and supervisor memory, side by side with tini")
     emit()
     signals = supervisor.signal_latency_and_rss(20 if quick else 500)

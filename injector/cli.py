@@ -156,7 +156,7 @@ def _add_options(
                 arguments["type"] = parse_as[option.kind]
             if option.kind in ("append", "rewrite_signal", "remap_exit"):
                 arguments["action"] = "append"
-        groups[option.group].add_argument(option.flag, **arguments)
+        groups[option.group].add_argument(option.flag, *option.aliases, dest=option.dest, **arguments)
 
 
 def _common_options() -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "serving": {"errors", "log", "netaddr"},
     "settings": {"errors", "log", "netaddr", "process.signal_names"},
     "process": {"errors", "log"},
-    "sources": {"errors", "log", "netaddr", "settings.references", "settings.settings"},
+    "sources": {"errors", "log", "netaddr", "settings.references", "settings.aws_references", "settings.settings"},
     "refresh": {"errors", "log", "settings.references"},
     "delivery": {"errors", "log", "settings"},
     "devproxy": {"errors", "log", "netaddr", "serving", "settings.options"},

@@ -23,7 +23,7 @@ def test_quick_benchmark_run_writes_every_section(tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     report = output.read_text()
     headings = ("## Start-up", "## Start-up with 1,000", "## Beside `bao agent`", "## Signal forwarding", "## Idle CPU")
-    for heading in (*headings, "## Refresh soak", "## Herd", "## Image audit"):
+    for heading in (*headings, "## AWS", "## Refresh soak", "## Herd", "## Image audit"):
         assert heading in report
     assert "Ratio to `import requests`" in report
     assert "moments with an expired token in place" in report

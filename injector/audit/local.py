@@ -24,7 +24,7 @@ from injector.audit.archive import safe_member_name
 from injector.audit.errors import BadImageError, NoInputError
 from injector.audit.image import MAX_JSON, ByteStream, Image, Layer, check_digest, parse_json
 from injector.audit.layerpool import LayerPool
-from injector.audit.layers import MemberReader, TarStream
+from injector.audit.tarstream import MemberReader, TarStream
 from injector.audit.layerscan import LayerResult, scan_layer
 from injector.audit.progress import Progress
 

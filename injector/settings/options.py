@@ -37,11 +37,14 @@ COMMON, RUN, REFRESH = "common", "run", "refresh"
 class Option(
     namedtuple(
         "Option",
-        "flag dest env help metavar kind choices default shown_default group scope",
-        defaults=(None, "text", (), None, None, "", COMMON),
+        "flag dest env help metavar kind choices default shown_default group scope aliases",
+        defaults=(None, "text", (), None, None, "", COMMON, ()),
     )
 ):
-    """One row.  kind: text, switch, seconds, duration, choice, append (argparse's `type` named by `parse`)."""
+    """One row.  kind: text, switch, seconds, duration, choice, append (argparse's `type` named by `parse`).
+
+    aliases: older spellings of the flag, still accepted (not shown in --help's first column).
+    """
 
     __slots__ = ()
 
@@ -123,16 +126,19 @@ OPTIONS = (
         shown_default="30",
         group=AUTH,
     ),
+    # The generic name since AWS (SPEC 12): static values of every source; --vault-poll is its older
+    # spelling, and STRONGHOLD_VAULT_POLL is still read when STRONGHOLD_STATIC_POLL is unset (config.py).
     Option(
-        "--vault-poll",
+        "--static-poll",
         "vault_poll",
-        "STRONGHOLD_VAULT_POLL",
-        "re-read static values (KV) this often",
+        "STRONGHOLD_STATIC_POLL",
+        "re-read static values (KV, aws-sm://, aws-ssm://) this often; --vault-poll is its older name",
         "DURATION",
         kind="duration",
         default=DEFAULT_VAULT_POLL,
         shown_default="5m",
         group=VAULT,
+        aliases=("--vault-poll",),
     ),
     Option(
         "--vault-remove-secret-id-file",

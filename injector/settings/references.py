@@ -4,6 +4,7 @@
     vault://<api-path>[?ttl=15m]#<field>          a field read from OpenBao/Vault
     vault-token://?policies=a,b[&ttl=15m][&default_policy=true]
                                                   a token minted for the app
+    aws-sm://, aws-ssm://, aws-sts://             AWS (settings/aws_references.py parses them)
 
 A reference is any variable whose value starts with a known scheme.  The
 variable's name decides the delivery: `NAME` goes to the child's environment,
@@ -21,7 +22,8 @@ from injector.errors import ConfigError
 STRONGHOLD_SCHEME = "stronghold://"
 VAULT_SCHEME = "vault://"
 VAULT_TOKEN_SCHEME = "vault-token://"
-SCHEMES = (STRONGHOLD_SCHEME, VAULT_SCHEME, VAULT_TOKEN_SCHEME)
+AWS_SCHEMES = ("aws-sm://", "aws-ssm://", "aws-sts://")
+SCHEMES = (STRONGHOLD_SCHEME, VAULT_SCHEME, VAULT_TOKEN_SCHEME, *AWS_SCHEMES)
 # Configuration, never references, and never passed to the child: ours, and
 # OpenBao's and Vault's (their tokens, role and secret ids are credentials).
 CONFIG_PREFIXES = ("STRONGHOLD_", "BAO_", "VAULT_")
@@ -30,10 +32,23 @@ CONFIG_PREFIXES = ("STRONGHOLD_", "BAO_", "VAULT_")
 CHILD_PASSTHROUGH = frozenset(
     {"BAO_ADDR", "VAULT_ADDR", "BAO_CACERT", "VAULT_CACERT", "BAO_NAMESPACE", "VAULT_NAMESPACE"}
 )
+# stronghold-init's own AWS identity (SPEC 12): never inherited by the child, unless the
+# variable is itself a reference (then the child gets the issued value instead).
+AWS_IDENTITY_VARIABLES = frozenset(
+    {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"}
+)
+AWS_IDENTITY_PREFIXES = ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_CONTAINER_CREDENTIALS_")
 FILE_SUFFIX = "_FILE"
 # What a slip of the keyboard makes of a scheme (README: References): caught, never passed on.
 _SCHEME_LIKE = re.compile(r"([A-Za-z][A-Za-z0-9+._-]{0,30}):(/*)")
-_RIGHT_SCHEMES = {"stronghold": STRONGHOLD_SCHEME, "vault": VAULT_SCHEME, "vault-token": VAULT_TOKEN_SCHEME}
+_RIGHT_SCHEMES = {
+    "stronghold": STRONGHOLD_SCHEME,
+    "vault": VAULT_SCHEME,
+    "vault-token": VAULT_TOKEN_SCHEME,
+    "aws-sm": "aws-sm://",
+    "aws-ssm": "aws-ssm://",
+    "aws-sts": "aws-sts://",
+}
 
 _SECRET = re.compile(r"[A-Za-z0-9._/-]+")
 _SCOPE = re.compile(r"[A-Za-z0-9._:/*+-]+")
@@ -57,8 +72,8 @@ _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
 class Reference(
     namedtuple(
         "Reference",
-        "name secret scopes ttl scheme field default_policy origin",
-        defaults=((), None, "stronghold", None, False, None),
+        "name secret scopes ttl scheme field default_policy origin extra",
+        defaults=((), None, "stronghold", None, False, None, ()),
     )
 ):
     """One declared credential: where it comes from and where it goes.
@@ -69,6 +84,7 @@ class Reference(
     scheme: "stronghold", "vault" or "vault-token"; field: the field to take (vault:// only)
     default_policy: vault-token:// only, whether the token also gets OpenBao's `default` policy
     origin: the --env-file the variable came from, or None (for error messages)
+    extra: further options as (key, value) pairs (aws-sm:// version-stage, aws-ssm:// version, ...)
     """
 
     __slots__ = ()
@@ -90,6 +106,9 @@ class Reference(
         if self.scheme == "vault-token":
             extra = "&default_policy=true" if self.default_policy else ""
             return f"vault-token://?policies={','.join(self.scopes)}{extra}"
+        if self.scheme.startswith("aws-"):
+            fragment = f"#{self.field}" if self.field else ""
+            return f"{self.scheme}://{self.secret}{fragment}"
         return f"stronghold://{self.secret}"
 
     @property
@@ -108,6 +127,8 @@ def is_config_variable(name: str) -> bool:
 
 def passes_to_child(name: str) -> bool:
     """Whether a variable of stronghold-init's own environment reaches the child."""
+    if name in AWS_IDENTITY_VARIABLES or name.startswith(AWS_IDENTITY_PREFIXES):
+        return False  # (a reference in one of them is put back by delivery.child_environment)
     return not is_config_variable(name) or name in CHILD_PASSTHROUGH
 
 
@@ -132,7 +153,8 @@ def misspelt_scheme(value: str) -> str | None:
     if not slashes:
         return None  # `name:value` is ordinary text, not a URL
     for right, spelled in _RIGHT_SCHEMES.items():
-        if _edit_distance(lowered, right, limit=2) <= (1 if right == "vault" else 2):
+        # Short schemes allow one slip: two would catch unrelated schemes (aws-sm is two from `aws-s`).
+        if _edit_distance(lowered, right, limit=2) <= (1 if right == "vault" or right.startswith("aws-") else 2):
             return spelled
     return None
 
@@ -176,6 +198,12 @@ def parse_reference(name: str, value: str) -> Reference:
         ):
             if value.startswith(scheme):
                 return parse(name, value[len(scheme) :])
+        if value.startswith(AWS_SCHEMES):
+            from injector.settings.aws_references import parse_aws
+
+            parsed = parse_aws(name, value)
+            if parsed is not None:
+                return parsed
         raise ValueError("not a reference")
     except ValueError as exc:
         raise ConfigError(f"{name}: {exc}") from None
@@ -186,7 +214,7 @@ def _parse_stronghold(name: str, body: str) -> Reference:
         raise ValueError("stronghold:// references take no #fragment")
     secret, _, query = body.partition("?")
     _check_secret(secret)
-    items = _parse_query(query, ("scope", "ttl"))
+    items = parse_query(query, ("scope", "ttl"))
     scopes = _parse_list(items["scope"], _SCOPE, "scope") if "scope" in items else ()
     ttl = parse_duration(items["ttl"]) if "ttl" in items else None
     return Reference(name=name, secret=secret, scopes=scopes, ttl=ttl)
@@ -203,7 +231,7 @@ def _parse_vault(name: str, body: str) -> Reference:
         raise ValueError("the #field may hold only A-Z a-z 0-9 . _ -")
     path, _, query = rest.partition("?")
     _check_secret(path)
-    items = _parse_query(query, ("ttl",))
+    items = parse_query(query, ("ttl",))
     ttl = parse_duration(items["ttl"]) if "ttl" in items else None
     return Reference(name=name, secret=path, ttl=ttl, scheme="vault", field=field_name)
 
@@ -211,7 +239,7 @@ def _parse_vault(name: str, body: str) -> Reference:
 def _parse_vault_token(name: str, body: str) -> Reference:
     if not body.startswith("?"):
         raise ValueError("vault-token:// takes only a query: vault-token://?policies=a,b&ttl=15m")
-    items = _parse_query(body[1:], ("policies", "ttl", "default_policy"))
+    items = parse_query(body[1:], ("policies", "ttl", "default_policy"))
     if "policies" not in items:
         raise ValueError("vault-token:// needs policies=<p1>,<p2>")
     policies = _parse_list(items["policies"], _POLICY, "policy")
@@ -224,7 +252,7 @@ def _parse_vault_token(name: str, body: str) -> Reference:
     )
 
 
-def _parse_query(query: str, known: tuple[str, ...]) -> dict[str, str]:
+def parse_query(query: str, known: tuple[str, ...]) -> dict[str, str]:
     items: dict[str, str] = {}
     for item in query.split("&") if query else ():
         key, equals, raw = item.partition("=")

@@ -81,7 +81,8 @@ class Settings:
     vault_role: str | None = None
     vault_auth_mount: str | None = None
     vault_namespace: str | None = None
-    vault_poll: float = DEFAULT_VAULT_POLL
+    vault_poll: float = DEFAULT_VAULT_POLL  # --static-poll (--vault-poll): every source's static values
+    aws_env: dict[str, str]  # the AWS_* variables (and HOME) after --env-file, for sources/aws
     env_origins: dict[str, str]  # variable -> the --env-file it was loaded from
     # setting -> the flag or variable it was taken from (e.g. "proxy" ->
     # "STRONGHOLD_PROXY_URL"), for error messages and the env-file rule
@@ -90,6 +91,7 @@ class Settings:
     def __init__(self) -> None:
         self.origins = {}
         self.env_origins = {}
+        self.aws_env = {}
 
     def origin(self, setting: str, default: str) -> str:
         return self.origins.get(setting, default)
@@ -172,6 +174,7 @@ def build_settings(options: Mapping[str, object], environ: Mapping[str, str]) ->
         settings.health_listen = str(options["health_listen"])
     settings.templates = _templates(options, environ)
     _vault_settings(settings, options, environ)
+    settings.aws_env = {k: v for k, v in environ.items() if k.startswith("AWS_") or k == "HOME"}
     return settings
 
 
@@ -266,14 +269,14 @@ def _vault_settings(settings: Settings, options: Mapping[str, object], environ: 
     settings.vault_role = environ.get("STRONGHOLD_VAULT_ROLE") or None
     settings.vault_auth_mount = environ.get("STRONGHOLD_VAULT_AUTH_MOUNT") or None
     settings.vault_namespace = environ.get("STRONGHOLD_VAULT_NAMESPACE") or None
-    poll = options.get("vault_poll") or environ.get("STRONGHOLD_VAULT_POLL")
+    poll = options.get("vault_poll") or environ.get("STRONGHOLD_STATIC_POLL") or environ.get("STRONGHOLD_VAULT_POLL")
     if poll:
         from injector.settings.references import parse_duration
 
         try:
             settings.vault_poll = float(parse_duration(str(poll)))
         except ValueError as exc:
-            raise ConfigError(f"--vault-poll: {exc}") from None
+            raise ConfigError(f"--static-poll: {exc}") from None
 
 
 def _truthy(value: str | None) -> bool:

@@ -140,6 +140,8 @@ class Transport:
         self._host = parts.hostname or ""
         self._port = parts.port
         self._prefix = parts.path.rstrip("/")
+        self.path_prefix = self._prefix  # (a signed request signs the path it is sent to)
+        self.host_header = parts.netloc.rpartition("@")[2]  # what http.client would send as Host
         self._tls = tls or TLSOptions()
         self._timeout = timeout
         self._local = threading.local()
@@ -154,7 +156,8 @@ class Transport:
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
     ) -> Response:
-        payload = None if body is None else json.dumps(body).encode()
+        # bytes go as they are (AWS signs the exact body it is sent); anything else as JSON.
+        payload = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
         all_headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if payload is not None:
             all_headers["Content-Type"] = "application/json"

@@ -70,6 +70,11 @@ def open_source(settings: Settings, references: Sequence[Reference]) -> Source:
     if schemes & {"vault", "vault-token"}:
         bao = open_openbao_source(settings)
         by_scheme.update({"vault": bao, "vault-token": bao})
+    if any(scheme.startswith("aws-") for scheme in schemes):
+        from injector.sources.aws.wiring import open_aws_source
+
+        aws = open_aws_source(settings, references, _tls(settings))
+        by_scheme.update({"aws-sm": aws, "aws-ssm": aws, "aws-sts": aws})
     if len(set(by_scheme.values())) == 1:
         return next(iter(by_scheme.values()))
     from injector.sources.combined import Combined
