@@ -30,8 +30,14 @@ SETTINGS = Settings(init_image="registry.example.com/stronghold-init:0.1.0")
 K8S = kubernetes_validate.latest_version()
 
 
-def pod(*containers: dict, annotations: dict | None = None, labels: dict | None = None, init: list | None = None) -> dict:
-    metadata: dict = {"name": "shop", "namespace": "shop", "labels": {"stronghold.dev/inject": "true", **(labels or {})}}
+def pod(
+    *containers: dict, annotations: dict | None = None, labels: dict | None = None, init: list | None = None
+) -> dict:
+    metadata: dict = {
+        "name": "shop",
+        "namespace": "shop",
+        "labels": {"stronghold.dev/inject": "true", **(labels or {})},
+    }
     if annotations is not None:
         metadata["annotations"] = annotations
     spec: dict = {"containers": list(containers)}
@@ -167,7 +173,7 @@ def test_no_command_takes_the_annotation_as_entrypoint_and_cmd() -> None:
     assert container(result, "app")["args"] == ["node", "--verbose"]  # args replace CMD, as Kubernetes does
 
 
-@pytest.mark.parametrize("bad", ["node server.js", "[]", '[1, 2]', '{"a": 1}'])
+@pytest.mark.parametrize("bad", ["node server.js", "[]", "[1, 2]", '{"a": 1}'])
 def test_a_bad_command_annotation_is_refused_saying_what_it_must_be(bad: str) -> None:
     decision = mutate(pod(app(**REF), annotations={"stronghold.dev/command.app": bad}), SETTINGS)
     assert not decision.allowed and "JSON array of strings" in decision.message
@@ -213,9 +219,9 @@ def test_sidecar_mode_adds_a_native_sidecar_and_points_the_app_at_its_files() ->
     assert app_env == {"DB_PASSWORD_FILE": "/run/stronghold/tokens/DB_PASSWORD", "PLAIN": "x"}
     assert container(result, "app")["command"] == ["node"]  # not wrapped
     for name in ("app", "other"):
-        assert {"name": "stronghold-run", "mountPath": "/run/stronghold", "readOnly": True} in container(
-            result, name
-        )["volumeMounts"]
+        assert {"name": "stronghold-run", "mountPath": "/run/stronghold", "readOnly": True} in container(result, name)[
+            "volumeMounts"
+        ]
 
 
 def test_fetch_mode_adds_a_one_shot_init_container() -> None:

@@ -213,7 +213,9 @@ def _mutate(pod: Mapping[str, object], settings: Settings, commands: Mapping[str
     if volume_names & {BIN_VOLUME, RUN_VOLUME}:
         raise Refused(f"the pod already has a volume named {BIN_VOLUME} or {RUN_VOLUME}; rename it")
 
-    settings_env = [{"name": var, "value": str(annotations[key])} for key, var in SETTINGS.items() if key in annotations]
+    settings_env = [
+        {"name": var, "value": str(annotations[key])} for key, var in SETTINGS.items() if key in annotations
+    ]
     patch: list[dict] = []
     new_init: list[dict] = [_install_container(settings)]
     if mode == "wrap":
@@ -313,13 +315,13 @@ def _argv(
         except ValueError:
             given = None
         if not (isinstance(given, list) and given and all(isinstance(a, str) for a in given)):
-            raise Refused(f"annotation {key} must be a JSON array of strings, e.g. [\"node\", \"server.js\"]")
+            raise Refused(f'annotation {key} must be a JSON array of strings, e.g. ["node", "server.js"]')
         # The annotation stands for the image's ENTRYPOINT + CMD; `args` replaces CMD as in Kubernetes,
         # so with args set the annotation is read as the ENTRYPOINT alone.
         return given + (args or [])
     image = str(container.get("image", ""))
     found = commands.get(image)
-    hint = f'set its command, or the annotation {key} to the image\'s ENTRYPOINT and CMD as a JSON array'
+    hint = f"set its command, or the annotation {key} to the image's ENTRYPOINT and CMD as a JSON array"
     if not isinstance(found, ImageCommand):
         why = found if isinstance(found, str) and found else "its image config could not be read"
         raise Refused(f"container {name} has no command and {why}; {hint}")
