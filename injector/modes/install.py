@@ -49,7 +49,7 @@ def install(target: str, source: str | None = None) -> int:
     if source is None:
         raise ConfigError(
             "install copies the Python-free bundle, and this is the pip-installed command; "
-            "run it from the bundle's image (examples/stronghold-init.Dockerfile)"
+            "run it from the bundle's image (examples/sidecar.Dockerfile)"
         )
     try:
         os.makedirs(target, mode=0o755, exist_ok=True)

@@ -35,7 +35,7 @@ MODES = ("wrap", "sidecar", "fetch")
 BIN_VOLUME, RUN_VOLUME = "stronghold-bin", "stronghold-run"
 BIN_DIR, RUN_DIR = "/stronghold/bin", "/run/stronghold"
 BINARY = BIN_DIR + "/stronghold-init"
-# Where examples/stronghold-init.Dockerfile puts the bundle inside the init image.
+# Where examples/sidecar.Dockerfile (and stronghold-init.Dockerfile) put the bundle in the init image.
 IMAGE_BINARY = "/opt/stronghold/stronghold-init"
 # An emptyDir's root is world-writable (0777), which stronghold-init refuses for --dir
 # (SPEC 3); tokens go one level down, in a directory it creates 0700.
