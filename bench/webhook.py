@@ -28,9 +28,9 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from harness import stronghold_binary  # noqa: E402
+from harness import stronghold_binary
 
-from testkit.webhook import WebhookProcess, review, write_certificate  # noqa: E402
+from testkit.webhook import WebhookProcess, review, write_certificate
 
 POD = {
     "apiVersion": "v1",
