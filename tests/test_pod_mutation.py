@@ -270,3 +270,22 @@ def test_the_patch_never_holds_a_reference_value_it_was_not_given() -> None:
     original = pod(app(command=["node"], **REF))
     decision = mutate(original, SETTINGS)
     assert REF["STRIPE_KEY"] not in json.dumps(decision.patch)
+
+
+def test_the_mutation_is_pure_and_the_registry_client_stays_in_the_audit_and_the_webhook() -> None:
+    """pod_mutation imports nothing that does I/O; audit/registry.py is imported by the audit and the webhook only."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "injector"
+    tree = ast.parse((package / "modes" / "pod_mutation.py").read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported <= {"__future__", "json", "collections.abc", "dataclasses"}, imported
+    for path in package.rglob("*.py"):
+        text = path.read_text()
+        relative = path.relative_to(package).as_posix()
+        if "injector.audit.registry" in text:
+            assert relative.startswith("audit/") or relative == "modes/webhook_images.py", relative
+        if "injector.modes.webhook" in text:
+            assert relative in ("cli.py", "modes/webhook.py"), relative
