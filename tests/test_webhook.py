@@ -280,3 +280,15 @@ def test_an_unloadable_certificate_at_start_is_one_line_and_78(tmp_path: Path) -
     )  # fmt: skip
     assert done.returncode == 78, done.stderr
     assert done.stderr.count("\n") == 1 and "--tls-cert" in done.stderr and done.stdout == ""
+
+
+def test_a_kept_alive_connection_outlives_one_read_timeout(webhook: WebhookProcess, ca: object) -> None:
+    """The API server keeps idle connections and does not retry a POST on one the server dropped."""
+    connection = webhook.client(ca_pem(ca))
+    connection.request("GET", "/healthz")
+    assert connection.getresponse().read() == b"ok\n"
+    socket_before = connection.sock
+    time.sleep(7)  # the stimulus, not a synchronisation: idle past the 5 s read timeout (the idle limit is 30 s)
+    document = review(SHOP_POD)
+    response = answer(*post(connection, document), document["request"]["uid"])
+    assert response["allowed"] is True and connection.sock is socket_before

@@ -39,7 +39,7 @@ from injector.modes import pod_mutation
 MAX_BODY = 3 * 1024 * 1024  # SPEC 14: a bigger AdmissionReview is bad input
 MAX_HEAD = 16 * 1024
 MAX_CONNECTIONS = 64
-IDLE_SECONDS = 90.0  # a kept-alive connection may wait this long for its next request
+IDLE_SECONDS = 30.0  # a kept-alive connection may wait this long for its next request (the client reconnects)
 REQUEST_SECONDS = 10.0  # the handshake, or one request from its first byte to the answer (the API server's cap)
 READ_TIMEOUT = 5.0  # one read; the deadline above bounds the total
 REAP_EVERY = 0.5
@@ -209,7 +209,11 @@ class Server:
         while not self.stopping.is_set():
             connection.deadline = time.monotonic() + IDLE_SECONDS
             if not buffer:
-                first = tls.recv(65536)
+                tls.settimeout(IDLE_SECONDS)  # waiting for the next request is not a slow read
+                try:
+                    first = tls.recv(65536)
+                finally:
+                    tls.settimeout(READ_TIMEOUT)
                 if not first:
                     return
                 buffer = first

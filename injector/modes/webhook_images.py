@@ -28,6 +28,7 @@ from injector.modes.pod_mutation import ImageCommand
 
 CACHE_ENTRIES = 2048  # digests; an entry is a few hundred bytes
 WORKERS = 4
+MAX_PENDING = 256  # lookups queued or running: past this a review does not wait for a new one (pods name any image)
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -158,6 +159,10 @@ class ImageLookup:
             running = self._running.get(key)
             if running is not None:
                 return running  # one task per image: a slow registry does not pile up work
+            if len(self._running) >= MAX_PENDING:
+                busy: Future[Any] = Future()
+                busy.set_exception(StrongholdError(f"{MAX_PENDING} registry lookups are already under way"))
+                return busy
             future = self._pool.submit(self._command if kind == "command" else self._audit, image)
             self._running[key] = future
 
