@@ -7,7 +7,10 @@ runs the result as a kubelet would: the `stronghold-install` init container
 bundle into the `stronghold-bin` emptyDir, then the unmodified app image
 (Debian without Python, never rebuilt for stronghold-init) runs
 /stronghold/bin/stronghold-init -- <its command>, which logs in to the dev
-proxy on loopback and hands the app its token.
+proxy on loopback and hands the app its token.  The app prints it and runs
+until the pod is stopped (what `podman kube down` does first): the SIGTERM
+reaches stronghold-init as PID 1, which forwards it, and the container ends
+with the app's own exit code.
 
 What podman does differently from a kubelet, and how the test meets it:
 - its emptyDir is a directory on disk even with `medium: Memory`, so the pod
@@ -37,7 +40,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from conftest import STRONGHOLD, read_line, start
+from conftest import STRONGHOLD, read_line, start, wait_for
 from testkit import containers
 from testkit.webhook import WebhookProcess, post, review, write_certificate
 
@@ -82,7 +85,12 @@ def test_a_mutated_pod_runs_for_real_and_the_app_gets_its_token(container_env, t
                     "name": "app",
                     "image": app_image,
                     "imagePullPolicy": "Never",
-                    "command": ["sh", "-c", 'echo "token=$(cat "$API_TOKEN_FILE")"; exit 3'],
+                    # prints its token, then runs until stopped and ends with its own code, 7
+                    "command": [
+                        "sh",
+                        "-c",
+                        'trap "exit 7" TERM; echo "token=$(cat "$API_TOKEN_FILE")"; while :; do sleep 1; done',
+                    ],
                     "env": [
                         {"name": "API_TOKEN_FILE", "value": "stronghold://demo/api"},
                         {"name": "STRONGHOLD_DIR", "value": "/dev/shm/stronghold"},  # podman's emptyDir is on disk
@@ -106,10 +114,17 @@ def test_a_mutated_pod_runs_for_real_and_the_app_gets_its_token(container_env, t
 
     env.podman("kube", "play", str(manifest), timeout=600)
     try:
-        code = env.wait("shop-app", timeout=300)
-        logs = env.podman("logs", "shop-app").stdout + env.podman("logs", "shop-app").stderr
-        assert f"token={TOKEN}" in logs, logs
-        assert code == 3, (code, logs)  # the app's own exit code, through stronghold-init
-        assert bootstrap not in logs
+        wait_for(lambda: f"token={TOKEN}" in _logs(env), timeout=300, interval=0.5, what="the app's token")
+        # what `podman kube down` does first: SIGTERM to each container's PID 1, here stronghold-init,
+        # which forwards it to the app and exits with the app's code
+        env.podman("pod", "stop", "--time", "60", "shop", timeout=300)
+        assert env.exit_code("shop-app") == 7, _logs(env)
+        assert bootstrap not in _logs(env)
     finally:
         env.podman("kube", "down", str(manifest), check=False, timeout=300)
+    assert env.podman("pod", "exists", "shop", check=False).returncode != 0
+
+
+def _logs(env: containers.ContainerEnv) -> str:
+    done = env.podman("logs", "shop-app", check=False)
+    return done.stdout + done.stderr
