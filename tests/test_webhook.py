@@ -292,3 +292,52 @@ def test_a_kept_alive_connection_outlives_one_read_timeout(webhook: WebhookProce
     document = review(SHOP_POD)
     response = answer(*post(connection, document), document["request"]["uid"])
     assert response["allowed"] is True and connection.sock is socket_before
+
+
+def test_a_client_that_never_handshakes_is_cut_off_at_the_deadline(webhook: WebhookProcess, ca: object) -> None:
+    silent = [socket.create_connection((webhook.host, webhook.port), timeout=60) for _ in range(3)]
+    started = time.monotonic()
+    _still_up(webhook, ca)
+    for raw in silent:
+        assert raw.recv(1) == b""  # closed by the server: a handshake read waits 5 s, the whole 10 s
+        raw.close()
+    assert time.monotonic() - started < 40
+
+
+def test_connections_past_the_cap_are_closed_at_once_and_service_comes_back(
+    webhook: WebhookProcess, ca: object
+) -> None:
+    from injector.modes.webhook import MAX_CONNECTIONS
+
+    context = ssl.create_default_context(cadata=ca_pem(ca).decode())
+    held = []  # handshaken and idle: each holds its slot for the 30 s idle limit
+    for _ in range(MAX_CONNECTIONS):
+        raw = socket.create_connection((webhook.host, webhook.port), timeout=60)
+        held.append(context.wrap_socket(raw, server_hostname="127.0.0.1"))
+    try:
+
+        def refused() -> bool:
+            extra = socket.create_connection((webhook.host, webhook.port), timeout=60)
+            extra.settimeout(2.5)  # below the 5 s handshake read timeout: only a closed-at-once socket is quick
+            try:
+                return extra.recv(1) == b""
+            except TimeoutError:
+                return False  # it was taken in: a slot was free
+            except OSError:
+                return True
+            finally:
+                extra.close()
+
+        wait_for(refused, timeout=60, interval=0.2, what="a connection past the cap closed")
+    finally:
+        for raw in held:
+            raw.close()
+    wait_for(lambda: _healthz_ok(webhook, ca), timeout=60, interval=0.2, what="service after the flood")
+
+
+def _healthz_ok(webhook: WebhookProcess, ca: object) -> bool:
+    try:
+        _still_up(webhook, ca)
+    except (OSError, ssl.SSLError, AssertionError):
+        return False
+    return True
