@@ -40,6 +40,9 @@ and hand them to a command as process-only environment variables or files on tmp
   stronghold-init dev-proxy --secrets FILE         a local credential proxy
   stronghold-init completion bash|zsh|fish         print a shell completion script
   stronghold-init audit TARGET...                  show that an image holds no credential
+  stronghold-init webhook --tls-cert F --tls-key F --init-image IMAGE
+                                                   inject stronghold-init into Kubernetes pods
+  stronghold-init install DIR                      copy the Python-free bundle into DIR
 
 A reference is a variable whose value is one of:
   stronghold://SECRET[?scope=a,b&ttl=15m]          a token from the credential proxy
@@ -200,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     completion = _subcommand(subparsers, "completion", epilog=COMPLETION_EPILOG)
     completion.add_argument("shell", choices=COMPLETION_SHELLS, help="the shell to complete for")
     _audit_parser(subparsers)
+    _webhook_parser(subparsers)
     return parser
 
 
@@ -211,6 +215,10 @@ SUBCOMMAND_SUMMARIES = {
     "dev-proxy": "Serve the credential proxy protocol on loopback from a dotenv file of secret/path=value lines.",
     "completion": "Print a completion script for bash, zsh or fish on standard output.",
     "audit": "Show that an image holds no credential, or exactly where one hides (docs/audit.md).",
+    "webhook": "A Kubernetes mutating admission webhook that injects stronghold-init into opted-in pods "
+    "(docs/kubernetes.md).",
+    "install": "Copy the Python-free bundle into DIR (the webhook's init container), or with --ready, "
+    "exit 0 once DIR/.ready exists.",
 }
 
 
@@ -306,6 +314,37 @@ def _audit_parser(subparsers: Subparsers) -> None:
     audit.add_argument("--jobs", metavar="N", help="parallel layer downloads (default 4)")
 
 
+def _webhook_parser(subparsers: Subparsers) -> None:
+    """docs/kubernetes.md; the server is injector/modes/webhook.py, imported only when it runs."""
+    webhook = _subcommand(subparsers, "webhook", argument_default=argparse.SUPPRESS)
+    webhook.add_argument("--listen", default="0.0.0.0:8443", metavar="HOST:PORT", help="default 0.0.0.0:8443")
+    webhook.add_argument("--tls-cert", required=True, metavar="FILE", help="PEM certificate (chain); re-read on change")
+    webhook.add_argument("--tls-key", required=True, metavar="FILE", help="PEM private key; re-read on change")
+    webhook.add_argument(
+        "--init-image", required=True, metavar="IMAGE", help="the Python-free bundle's image (stronghold-install)"
+    )
+    webhook.add_argument(
+        "--audit", choices=("off", "warn", "enforce"), default="off", help="audit every image of a pod (SPEC 10)"
+    )
+    webhook.add_argument(
+        "--registry-budget",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="most seconds a review waits for registries (image config, audit); default 5",
+    )
+    webhook.add_argument(
+        "--tls-verify", metavar="true|false", help="registries: false accepts any certificate (loopback only)"
+    )
+    webhook.add_argument(
+        "--creds", metavar="USER:PASSWORD", help="registry credentials (else REGISTRY_AUTH_FILE, ~/.docker/config.json)"
+    )
+    _logging_options(webhook)
+    install = _subcommand(subparsers, "install")
+    install.add_argument("dir", metavar="DIR", help="where to copy the bundle (e.g. /stronghold/bin)")
+    install.add_argument("--ready", action="store_true", help="only check: exit 0 if DIR/.ready exists, else 1")
+
+
 def parse(argv: Sequence[str]) -> tuple[str, dict[str, object], list[str]]:
     """-> (mode, options, command).  Everything after the first `--` is the command."""
     argv = list(argv)
@@ -376,6 +415,12 @@ def dispatch(mode: str, options: dict[str, object], command: list[str]) -> int:
         return audit(options)
     if mode == "completion":
         return print_completion(str(options["shell"]))
+    if mode == "install":
+        from injector.modes.install import install, ready
+
+        return ready(str(options["dir"])) if options.get("ready") else install(str(options["dir"]))
+    if mode == "webhook":
+        return _webhook(options)
     if mode == "dev-proxy":
         from injector.devproxy import serve
 
@@ -413,6 +458,28 @@ def dispatch(mode: str, options: dict[str, object], command: list[str]) -> int:
     from injector.modes.run import run
 
     return run(plan, command)
+
+
+def _webhook(options: dict[str, object]) -> int:
+    from injector.audit.main import _tls_verify
+    from injector.modes.webhook import WebhookOptions, parse_listen, serve
+
+    log.configure(level=_text(options, "log_level"), fmt=_text(options, "log_format"))
+    host, port = parse_listen(str(options["listen"]))
+    budget = options.get("registry_budget")
+    return serve(
+        WebhookOptions(
+            host=host,
+            port=port,
+            cert=str(options["tls_cert"]),
+            key=str(options["tls_key"]),
+            init_image=str(options["init_image"]),
+            audit=str(options.get("audit") or "off"),
+            tls_verify=_tls_verify(options.get("tls_verify")),
+            creds=_text(options, "creds"),
+            budget=budget if isinstance(budget, float) else 5.0,
+        )
+    )
 
 
 def require_linux(platform: str | None = None) -> None:

@@ -26,7 +26,9 @@ import pytest
 from conftest import BUNDLE_BIN, base_env
 
 ROOT = Path(__file__).resolve().parent.parent
-SUBCOMMANDS = ["sidecar", "fetch", "check", "dev-proxy"] + (["audit"] if (ROOT / "injector" / "audit").is_dir() else [])
+SUBCOMMANDS = ["sidecar", "fetch", "check", "dev-proxy", "webhook", "install"] + (
+    ["audit"] if (ROOT / "injector" / "audit").is_dir() else []
+)
 INSTALLED = shutil.which("stronghold-init", path=str(Path(sys.executable).parent))
 
 needs_bundle = pytest.mark.skipif(not BUNDLE_BIN, reason="no bundle under test: set STRONGHOLD_INIT_BIN")

@@ -1,9 +1,14 @@
 """examples/kubernetes/ and examples/compose.yaml: the patterns are right, and they work.
 
 Each file is parsed (PyYAML, test-only) and checked for the pattern's
-essentials. Then the sidecar's own environment, pointed at a test proxy and
-a tmpfs directory, is run through the real `stronghold-init fetch`: every
-file the app is told to read must appear, holding an issued token.
+essentials. Then the sidecar's own environment, pointed at a test proxy (compose)
+or a real OpenBao (the Kubernetes examples) and a tmpfs directory, is run through
+the real `stronghold-init fetch`: every file the app is told to read must appear,
+holding an issued token.  The Kubernetes examples log in to OpenBao's kubernetes
+auth method, which needs an API server's TokenReview; here the same login body
+({role, jwt}) goes to a JWT auth mount that checks a projected-token-shaped JWT
+signed by a key of the test's (tests/test_kubernetes_manifests.py validates the
+files against the Kubernetes schema).
 """
 
 from __future__ import annotations
@@ -20,7 +25,12 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def load(name: str) -> dict:
-    return yaml.safe_load((EXAMPLES / name).read_text())
+    """The file's one document, or the workload (Deployment, Job) among its documents."""
+    documents = [d for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d]
+    if len(documents) == 1:
+        return documents[0]
+    (workload,) = [d for d in documents if d["kind"] in ("Deployment", "Job")]
+    return workload
 
 
 def pod_spec(document: dict) -> dict:
@@ -47,9 +57,70 @@ def check_bootstrap_is_projected_token(spec: dict, sidecar: dict) -> None:
     sources = projected["projected"]["sources"]
     assert any("serviceAccountToken" in s and s["serviceAccountToken"].get("audience") for s in sources)
     env = env_of(sidecar)
-    assert env["STRONGHOLD_AUTH"] == "kubernetes" and env["STRONGHOLD_ROLE"]
+    assert env["STRONGHOLD_VAULT_AUTH"] == "jwt" and env["STRONGHOLD_VAULT_AUTH_MOUNT"] == "kubernetes"
+    assert env["STRONGHOLD_VAULT_ROLE"]
     token_dir, read_only = mount_path(sidecar, projected["name"])
-    assert read_only and env["STRONGHOLD_K8S_TOKEN_FILE"].startswith(token_dir + "/")
+    assert read_only and env["STRONGHOLD_VAULT_JWT_FILE"].startswith(token_dir + "/")
+    ca_dir, read_only = mount_path(sidecar, "openbao-ca")
+    assert read_only and env["STRONGHOLD_CA_BUNDLE"].startswith(ca_dir + "/")
+    assert env["STRONGHOLD_VAULT_ADDR"].startswith("https://")
+
+
+def fetch_from_openbao(bao, sidecar_env: dict[str, str], mount: str, shm_dir: Path, tmp_path: Path) -> dict[str, str]:
+    """Run `fetch` with the example's login and references against a real OpenBao (see the docstring).
+
+    -> the values stored, by the variable that asks for them."""
+    import time
+    import uuid
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from test_openbao import make_jwt
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    auth_mount = "kubernetes-" + uuid.uuid4().hex[:8]
+    role = sidecar_env["STRONGHOLD_VAULT_ROLE"]
+    bao.ok("POST", f"sys/auth/{auth_mount}", {"type": "jwt"})
+    bao.ok("POST", f"auth/{auth_mount}/config", {"jwt_validation_pubkeys": [public.decode()]})
+    references = {k: v for k, v in sidecar_env.items() if v.startswith("vault://")}
+    rules = "".join(
+        f'path "{v.removeprefix("vault://").split("#")[0]}" {{ capabilities = ["read"] }}\n'
+        for v in references.values()
+    )
+    bao.ok("PUT", f"sys/policies/acl/{role}", {"policy": rules})
+    bao.ok("POST", f"auth/{auth_mount}/role/{role}", {
+        "role_type": "jwt", "user_claim": "sub", "bound_audiences": ["stronghold"], "token_policies": [role],
+        "bound_subject": f"system:serviceaccount:shop:{role}",
+    })  # fmt: skip
+    stored: dict[str, str] = {}
+    for name, reference in references.items():
+        path, field = reference.removeprefix("vault://").split("#")
+        stored[name] = f"example-{uuid.uuid4().hex}"
+        bao.ok("POST", path, {"data": {field: stored[name]}})
+    now = int(time.time())
+    jwt = tmp_path / "token"
+    claims = {"sub": f"system:serviceaccount:shop:{role}", "aud": "stronghold", "iat": now, "exp": now + 600}
+    jwt.write_text(make_jwt(key, claims))
+    env = base_env(None, **references)
+    env.update(STRONGHOLD_VAULT_ADDR=bao.url, STRONGHOLD_VAULT_AUTH=sidecar_env["STRONGHOLD_VAULT_AUTH"],
+               STRONGHOLD_VAULT_ROLE=role, STRONGHOLD_VAULT_AUTH_MOUNT=auth_mount,
+               STRONGHOLD_VAULT_JWT_FILE=str(jwt))  # fmt: skip
+    shm_dir.mkdir()
+    shm_dir.chmod(0o777)  # an emptyDir's root, as Kubernetes makes it
+    directory = sidecar_env["STRONGHOLD_DIR"].replace(mount, str(shm_dir), 1)
+    result = run(["fetch", "--dir", directory], env)
+    assert result.code == 0, result.stderr
+    return stored
+
+
+def check_app_reads_what_openbao_holds(
+    stored: dict[str, str], app_env: dict[str, str], mount: str, shm_dir: Path
+) -> None:
+    file_vars = {k: v for k, v in app_env.items() if k.endswith("_FILE")}
+    assert file_vars and set(file_vars) == set(stored), "the app is told where each file is"
+    for name, path in file_vars.items():
+        assert Path(path.replace(mount, str(shm_dir), 1)).read_text() == stored[name], path
 
 
 def fetch_as_the_sidecar(
@@ -82,7 +153,7 @@ def check_app_reads_what_the_sidecar_writes(
         assert local.read_text() in proxy.issued_values, f"{path} holds an issued token"
 
 
-def test_kubernetes_native_sidecar(proxy: TestProxy, shm_dir) -> None:
+def test_kubernetes_native_sidecar(bao, shm_dir, tmp_path: Path) -> None:
     spec = pod_spec(load("kubernetes/sidecar.yaml"))
     volume = memory_volume(spec)
     (sidecar,) = spec["initContainers"]
@@ -99,11 +170,11 @@ def test_kubernetes_native_sidecar(proxy: TestProxy, shm_dir) -> None:
     (app,) = spec["containers"]
     app_mount, read_only = mount_path(app, volume)
     assert app_mount == mount and read_only
-    fetch_as_the_sidecar(proxy, env, mount, shm_dir, 0o777)
-    check_app_reads_what_the_sidecar_writes(proxy, env_of(app), mount, shm_dir)
+    stored = fetch_from_openbao(bao, env, mount, shm_dir, tmp_path)
+    check_app_reads_what_openbao_holds(stored, env_of(app), mount, shm_dir)
 
 
-def test_kubernetes_init_container_fetch(proxy: TestProxy, shm_dir) -> None:
+def test_kubernetes_init_container_fetch(bao, shm_dir, tmp_path: Path) -> None:
     spec = pod_spec(load("kubernetes/init-fetch.yaml"))
     volume = memory_volume(spec)
     (init,) = spec["initContainers"]
@@ -111,9 +182,9 @@ def test_kubernetes_init_container_fetch(proxy: TestProxy, shm_dir) -> None:
     assert "restartPolicy" not in init, "a plain init container that runs to completion"
     check_bootstrap_is_projected_token(spec, init)
     mount, _ = mount_path(init, volume)
-    fetch_as_the_sidecar(proxy, env_of(init), mount, shm_dir, 0o777)
+    stored = fetch_from_openbao(bao, env_of(init), mount, shm_dir, tmp_path)
     (app,) = spec["containers"]
-    check_app_reads_what_the_sidecar_writes(proxy, env_of(app), mount, shm_dir)
+    check_app_reads_what_openbao_holds(stored, env_of(app), mount, shm_dir)
 
 
 def test_compose_shares_a_tmpfs_volume(proxy: TestProxy, shm_dir) -> None:
@@ -137,7 +208,9 @@ def test_compose_shares_a_tmpfs_volume(proxy: TestProxy, shm_dir) -> None:
     check_app_reads_what_the_sidecar_writes(proxy, app_env, "/run/stronghold", shm_dir)
 
 
-@pytest.mark.parametrize("name", ["kubernetes/sidecar.yaml", "kubernetes/init-fetch.yaml", "compose.yaml"])
+@pytest.mark.parametrize(
+    "name", ["kubernetes/sidecar.yaml", "kubernetes/init-fetch.yaml", "kubernetes/webhook.yaml", "compose.yaml"]
+)
 def test_no_secret_literal_in_examples(name: str) -> None:
     text = (EXAMPLES / name).read_text()
     from test_dockerfile import SECRET_SHAPES

@@ -24,9 +24,9 @@ from injector.audit.archive import safe_member_name
 from injector.audit.errors import BadImageError, NoInputError
 from injector.audit.image import MAX_JSON, ByteStream, Image, Layer, check_digest, parse_json
 from injector.audit.layerpool import LayerPool
-from injector.audit.tarstream import MemberReader, TarStream
 from injector.audit.layerscan import LayerResult, scan_layer
 from injector.audit.progress import Progress
+from injector.audit.tarstream import MemberReader, TarStream
 
 PROBE_TIMEOUT = 60  # seconds for `podman image exists` / `docker image inspect`
 MAX_KEPT = 64 * 1024 * 1024  # all the small JSON members of one saved archive together

@@ -1,0 +1,193 @@
+"""The webhook's image config and `--audit` against Debian's real docker-registry on loopback.
+
+A clean image (CMD node server.js) and a dirty one (testkit/audit_images.py)
+are pushed with `skopeo copy`; a pod whose container has no `command` gets the
+image's CMD as args, read by digest.  `--audit enforce` refuses the dirty image
+naming it and its number of findings (never a value), `warn` admits it with a
+warning.  A registry that accepts connections and never answers shows the
+per-review budget: the answer comes within it, `warn` admits, `enforce` refuses.
+A tag pushed again to another image is seen at the next review (cached by
+digest, never by tag).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import dataclasses
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jsonpatch
+import kubernetes_validate
+import pytest
+from test_audit import assert_no_value
+from test_audit_registry import Registry
+
+from conftest import STRONGHOLD
+from testkit.audit_builder import all_forms
+from testkit.audit_images import ALL_SECRETS, CLEAN, DIRTY
+from testkit.webhook import WebhookProcess, post, review, write_certificate
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("docker-registry") and shutil.which("skopeo")), reason="needs docker-registry and skopeo"
+)
+trustme = pytest.importorskip("trustme")
+APP = dataclasses.replace(CLEAN, cmd=["node", "server.js"])
+
+
+def push(archive: str, destination: str) -> str:
+    subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", archive, destination],
+                   check=True, timeout=900, capture_output=True)  # fmt: skip
+    return subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}", destination],
+        check=True, timeout=900, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    root = tmp_path_factory.mktemp("webhook-registry")
+    server = Registry(root, "plain", auth=False, tls=None)
+    clean = all_forms(APP, root / "clean")["docker-archive"]
+    dirty = all_forms(DIRTY, root / "dirty")["docker-archive"]
+    address = server.address
+    digests = {
+        "clean": push(clean, f"docker://{address}/app/clean:1"),
+        "dirty": push(dirty, f"docker://{address}/app/dirty:1"),
+    }
+    yield {"address": address, "digests": digests, "archives": {"clean": clean, "dirty": dirty}}
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def ca() -> object:
+    return trustme.CA()
+
+
+@pytest.fixture
+def start(ca: object, tmp_path: Path) -> Iterator:
+    started: list[WebhookProcess] = []
+
+    def factory(*extra: str) -> WebhookProcess:
+        cert, key = write_certificate(ca, tmp_path)
+        process = WebhookProcess(str(STRONGHOLD), cert, key, *extra)
+        started.append(process)
+        return process
+
+    yield factory
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def blackhole() -> Iterator[str]:
+    """A registry address that accepts connections (the kernel's backlog) and never says a word."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    yield f"127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+
+
+def shop(image: str, command: list[str] | None = None) -> dict:
+    container: dict = {"name": "api", "image": image, "env": [{"name": "TOKEN", "value": "stronghold://shop/api"}]}
+    if command:
+        container["command"] = command
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "shop", "labels": {"stronghold.dev/inject": "true"}},
+        "spec": {"containers": [container]},
+    }
+
+
+def ask(webhook: WebhookProcess, ca: object, pod: dict) -> tuple[dict, bytes]:
+    document = review(pod)
+    status, body = post(webhook.client(ca.cert_pem.bytes()), document)  # type: ignore[attr-defined]
+    assert status == 200, body
+    response = json.loads(body)["response"]
+    assert response["uid"] == document["request"]["uid"]
+    return response, body
+
+
+def patched(pod: dict, response: dict) -> dict:
+    result = jsonpatch.apply_patch(copy.deepcopy(pod), json.loads(base64.b64decode(response["patch"])))
+    kubernetes_validate.validate(result, kubernetes_validate.latest_version(), strict=True)
+    return result
+
+
+def test_no_command_takes_cmd_from_the_image_config_by_digest(registry: dict, start, ca: object) -> None:
+    webhook = start()
+    for image in (
+        f"{registry['address']}/app/clean:1",
+        f"{registry['address']}/app/clean@{registry['digests']['clean']}",
+    ):
+        pod = shop(image)
+        response, _ = ask(webhook, ca, pod)
+        assert response["allowed"] is True, response
+        assert patched(pod, response)["spec"]["containers"][0]["args"] == ["node", "server.js"]
+        assert any("registry" in w and registry["digests"]["clean"] in w for w in response["warnings"])
+
+
+def test_a_missing_image_is_refused_saying_what_to_set(registry: dict, start, ca: object) -> None:
+    response, _ = ask(start(), ca, shop(f"{registry['address']}/app/nothing:1"))
+    assert response["allowed"] is False
+    assert "no app/nothing:1" in response["status"]["message"]
+    assert "stronghold.dev/command.api" in response["status"]["message"]
+
+
+def test_a_tag_pushed_again_is_seen_at_the_next_review(registry: dict, start, ca: object, tmp_path: Path) -> None:
+    webhook = start()
+    moving = f"{registry['address']}/app/moving:1"
+    push(registry["archives"]["clean"], f"docker://{moving}")
+    assert patched(shop(moving), ask(webhook, ca, shop(moving))[0])["spec"]["containers"][0]["args"] == [
+        "node",
+        "server.js",
+    ]
+    push(registry["archives"]["dirty"], f"docker://{moving}")  # DIRTY's CMD is /bin/sh
+    assert patched(shop(moving), ask(webhook, ca, shop(moving))[0])["spec"]["containers"][0]["args"] == ["/bin/sh"]
+
+
+def test_audit_enforce_refuses_a_dirty_image_naming_it_and_its_findings(registry: dict, start, ca: object) -> None:
+    webhook = start("--audit", "enforce", "--registry-budget", "60")
+    dirty = f"{registry['address']}/app/dirty:1"
+    response, body = ask(webhook, ca, shop(dirty, ["/app/run"]))
+    assert response["allowed"] is False
+    message = response["status"]["message"]
+    assert dirty in message and "6 finding(s)" in message and "enforce" in message
+    clean, _ = ask(webhook, ca, shop(f"{registry['address']}/app/clean:1", ["/app/run"]))
+    assert clean["allowed"] is True and not any("finding" in w for w in clean.get("warnings", []))
+    webhook.stop()
+    logged = "".join(webhook.lines)
+    for value in ALL_SECRETS:
+        assert value not in body.decode() and value not in logged and json.dumps(value)[1:-1] not in logged
+    assert_no_value(subprocess.CompletedProcess([], 0, body.decode(), logged))
+
+
+def test_audit_warn_admits_a_dirty_image_with_a_warning(registry: dict, start, ca: object) -> None:
+    webhook = start("--audit", "warn", "--registry-budget", "60")
+    response, _ = ask(webhook, ca, shop(f"{registry['address']}/app/dirty:1", ["/app/run"]))
+    assert response["allowed"] is True and response["patchType"] == "JSONPatch"
+    assert any("6 finding(s)" in w for w in response["warnings"])
+
+
+@pytest.mark.parametrize("mode", ["warn", "enforce"])
+def test_a_registry_that_never_answers_costs_one_budget(blackhole: str, start, ca: object, mode: str) -> None:
+    webhook = start("--audit", mode, "--registry-budget", "1")
+    began = time.monotonic()
+    response, _ = ask(webhook, ca, shop(f"{blackhole}/app/slow:1", ["/app/run"]))
+    took = time.monotonic() - began
+    assert took < 8, took  # the budget (1 s) and a loaded machine's slack, far below the registry's own timeouts
+    if mode == "warn":
+        assert response["allowed"] is True and any("not audited within 1s" in w for w in response["warnings"])
+    else:
+        assert response["allowed"] is False and "not audited within 1s" in response["status"]["message"]
+    # a pod with no command there cannot be admitted at all: the command is never guessed
+    response, _ = ask(webhook, ca, shop(f"{blackhole}/app/slow:1"))
+    assert response["allowed"] is False and "budget" in response["status"]["message"]
