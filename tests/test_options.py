@@ -160,3 +160,23 @@ def test_the_env_file_twin_loads_the_files(tmp_path) -> None:
     env_file.write_text("GREETING=hello\n")
     result = run(["--", "sh", "-c", 'echo "$GREETING"'], base_env(STRONGHOLD_ENV_FILE=str(env_file)))
     assert result.code == 0 and result.stdout.strip() == "hello", result.stderr
+
+
+def test_the_table_is_the_only_place_a_default_is_written() -> None:
+    """Settings starts every row at the table's default and repeats none of them as a class attribute
+    (a copy that can drift: issue #21 found Settings and build_settings repeating the table)."""
+    from injector.settings.settings import SETTING_OF, SETTINGS_OPTIONS, Settings
+
+    fresh = Settings()
+    for option in SETTINGS_OPTIONS:
+        name = SETTING_OF.get(option.dest, option.dest)
+        assert name not in Settings.__dict__, f"Settings.{name} repeats the options table's default"
+        expected = (
+            False
+            if option.kind == "switch"
+            else ()
+            if option.kind in ("append", "rewrite_signal", "remap_exit")
+            else option.default
+        )
+        assert getattr(fresh, name) == expected, name
+    assert build_settings({}, {}).startup_timeout == fresh.startup_timeout

@@ -27,7 +27,8 @@ from injector.delivery.tokendir import (
 )
 from injector.errors import ConfigError
 from injector.log import log
-from injector.settings.settings import DEFAULT_DIR, Settings
+from injector.settings.options import DEFAULT_DIR
+from injector.settings.settings import Settings
 
 
 def skip_reason(path: str, child_uid: int = -1) -> str | None:

@@ -12,16 +12,7 @@ from urllib.parse import urlsplit
 from injector.errors import ConfigError
 from injector.netaddr import is_loopback
 from injector.settings.actions import parse_on_rotate, parse_remap_exit, parse_rewrite_signal
-from injector.settings.options import (
-    BY_DEST,
-    DEFAULT_DIR,
-    DEFAULT_GRACE,
-    DEFAULT_K8S_TOKEN_FILE,
-    DEFAULT_STARTUP_TIMEOUT,
-    DEFAULT_VAULT_POLL,
-    ENV_TWINS,
-    VAULT_AUTH_METHODS,
-)
+from injector.settings.options import BY_DEST, ENV_TWINS, VAULT_AUTH_METHODS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not loaded on the start path: annotations only
@@ -32,56 +23,62 @@ if TYPE_CHECKING:  # typing is not loaded on the start path: annotations only
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from injector.settings.actions import RotateAction
+    from injector.settings.options import Option
 
 
 class Settings:
     """Everything the run needs besides the references themselves.
 
-    The class attributes are the defaults; `build_settings` sets what was given.
+    Every setting of the options table (settings/options.py) starts at that
+    table's default: the table is the only place a default is written.  The
+    OpenBao settings that are variables only (several names each) and what
+    the run derives are declared here.
     """
 
-    proxy_url: str | None = None
-    bootstrap_token_file: str | None = None
-    bootstrap_token: str | None = None
-    auth: str = "bootstrap_token"
-    k8s_token_file: str = DEFAULT_K8S_TOKEN_FILE
-    role: str | None = None
-    dir: str = DEFAULT_DIR
+    # From the options table (defaults there; SETTING_OF names the three whose setting is not the option's dest)
+    proxy_url: str | None
+    bootstrap_token_file: str | None
+    bootstrap_token: str | None
+    auth: str
+    k8s_token_file: str
+    role: str | None
+    dir: str
+    ca_bundle: str | None
+    client_cert: str | None
+    client_key: str | None
+    user: str | None
+    file_group: str | None
+    log_format: str
+    log_level: str
+    startup_timeout: float
+    insecure_http: bool
+    allow_disk: bool
+    remove_bootstrap_token_file: bool
+    mask_output: bool
+    no_refresh: bool
+    on_rotate: RotateAction | None  # None: the default that follows from the references
+    on_expiry: str
+    grace: float
+    signal_group: bool  # forward to the command's whole process group (dumb-init's setsid mode)
+    rewrite_signals: tuple[tuple[int, int], ...]  # (received, sent instead; 0 drops it)
+    remap_exit: tuple[tuple[int, int], ...]  # (command's exit code, ours instead)
+    templates: tuple[str, ...]  # --template SRC:DEST as given (parsed by settings/templates.py)
+    vault_poll: float  # --static-poll (--vault-poll): every source's static values
+    vault_remove_secret_id_file: bool
+    # Derived, or not in the table
     dir_given: bool = False
-    ca_bundle: str | None = None
-    client_cert: str | None = None
-    client_key: str | None = None
-    user: str | None = None
-    file_group: str | None = None
-    log_format: str = "text"
-    log_level: str = "info"
-    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
-    insecure_http: bool = False
-    allow_disk: bool = False
-    remove_bootstrap_token_file: bool = False
-    mask_output: bool = False
-    no_refresh: bool = False
-    on_rotate: RotateAction | None = None  # None: the default that follows from the references
-    on_expiry: str = "keep"
-    grace: float = DEFAULT_GRACE
-    signal_group: bool = False  # forward to the command's whole process group (dumb-init's setsid mode)
-    rewrite_signals: tuple[tuple[int, int], ...] = ()  # (received, sent instead; 0 drops it)
-    remap_exit: tuple[tuple[int, int], ...] = ()  # (command's exit code, ours instead)
-    health_listen: str | None = None
-    templates: tuple[str, ...] = ()  # --template SRC:DEST as given (parsed by settings/templates.py)
-    # OpenBao / Vault (README: OpenBao and Vault)
+    health_listen: str | None = None  # the sidecar's --health-listen (a flag of that subcommand only)
+    # OpenBao / Vault variables (docs/openbao.md), read by _vault_settings
     vault_addrs: tuple[str, ...] = ()
     vault_token_file: str | None = None
     vault_token: str | None = None
     vault_auth: str = "token"
     vault_role_id: str | None = None
     vault_secret_id_file: str | None = None
-    vault_remove_secret_id_file: bool = False
     vault_jwt_file: str | None = None
     vault_role: str | None = None
     vault_auth_mount: str | None = None
     vault_namespace: str | None = None
-    vault_poll: float = DEFAULT_VAULT_POLL  # --static-poll (--vault-poll): every source's static values
     aws_env: dict[str, str]  # the AWS_* variables (and HOME) after --env-file, for sources/aws
     env_origins: dict[str, str]  # variable -> the --env-file it was loaded from
     # setting -> the flag or variable it was taken from (e.g. "proxy" ->
@@ -89,6 +86,8 @@ class Settings:
     origins: dict[str, str]
 
     def __init__(self) -> None:
+        for option in SETTINGS_OPTIONS:
+            setattr(self, SETTING_OF.get(option.dest, option.dest), _default(option))
         self.origins = {}
         self.env_origins = {}
         self.aws_env = {}
@@ -97,8 +96,20 @@ class Settings:
         return self.origins.get(setting, default)
 
 
-# The switches read here (--vault-remove-secret-id-file is _vault_settings').
-SWITCHES = tuple(o for o in BY_DEST.values() if o.kind == "switch" and o.dest != "vault_remove_secret_id_file")
+# An option's dest -> the Settings attribute it fills, where the two names differ.
+SETTING_OF = {"proxy": "proxy_url", "rewrite_signal": "rewrite_signals", "template": "templates"}
+# Options that are not settings: cli loads the env files before any setting is read.
+SETTINGS_OPTIONS = tuple(o for o in BY_DEST.values() if o.dest != "env_file")
+REPEATED = ("append", "rewrite_signal", "remap_exit")
+
+
+def _default(option: Option) -> object:
+    """A setting's value when neither its flag nor its twin is given: the table's default."""
+    if option.kind == "switch":
+        return False
+    if option.kind in REPEATED:
+        return ()
+    return option.default
 
 
 def _pick(
@@ -123,59 +134,49 @@ def _choice(value: str | None, allowed: tuple[str, ...] | list[str], what: str) 
     return value
 
 
-def _picked_choice(options: Mapping[str, object], environ: Mapping[str, str], key: str) -> str:
-    """A choice setting (flag, else twin), checked against the table's choices; its default if unset."""
-    option = BY_DEST[key]
-    value = _choice(_pick(options, environ, key), option.choices, option.env or option.flag)
-    return value or str(option.default)
-
-
 def build_settings(options: Mapping[str, object], environ: Mapping[str, str]) -> Settings:
-    """Merge parsed flags (`options`, None for absent) with the environment."""
+    """Merge parsed flags (`options`, None for absent) with the environment, row by row of the options table."""
     settings = Settings()
-    settings.proxy_url = _pick(options, environ, "proxy", settings.origins)
-    settings.bootstrap_token_file = _pick(options, environ, "bootstrap_token_file", settings.origins)
-    settings.bootstrap_token = environ.get("STRONGHOLD_BOOTSTRAP_TOKEN") or None
-    if settings.bootstrap_token:
-        settings.origins["bootstrap_token"] = "STRONGHOLD_BOOTSTRAP_TOKEN"
-    settings.auth = _picked_choice(options, environ, "auth")
-    settings.k8s_token_file = environ.get("STRONGHOLD_K8S_TOKEN_FILE") or DEFAULT_K8S_TOKEN_FILE
-    if environ.get("STRONGHOLD_K8S_TOKEN_FILE"):
-        settings.origins["k8s_token_file"] = "STRONGHOLD_K8S_TOKEN_FILE"
-    settings.role = _pick(options, environ, "role")
-    directory = _pick(options, environ, "dir")
-    settings.dir_given = directory is not None
-    settings.dir = directory or DEFAULT_DIR
-    settings.ca_bundle = _pick(options, environ, "ca_bundle")
-    settings.client_cert = _pick(options, environ, "client_cert")
-    settings.client_key = _pick(options, environ, "client_key")
-    settings.user = _pick(options, environ, "user")
-    settings.file_group = _pick(options, environ, "file_group")
-    settings.log_format = _picked_choice(options, environ, "log_format")
-    settings.log_level = _picked_choice(options, environ, "log_level")
-    for key in ("startup_timeout", "grace"):
-        seconds = options.get(key)
-        if isinstance(seconds, (int, float)):  # argparse's _seconds made it a number
-            setattr(settings, key, float(seconds))
-        elif (text := _twin(environ, key)) is not None:
-            setattr(settings, key, _twin_value(parse_seconds, text, key))
-    for option in SWITCHES:
-        setattr(settings, option.dest, bool(options.get(option.dest)) or _switch(environ, option.env))
-    settings.rewrite_signals = _list_setting(options, environ, "rewrite_signal", parse_rewrite_signal)
-    settings.remap_exit = _list_setting(options, environ, "remap_exit", parse_remap_exit)
-    if options.get("on_rotate") is not None:
-        settings.on_rotate = options["on_rotate"]  # type: ignore[assignment]
-    elif (text := _twin(environ, "on_rotate")) is not None:
-        settings.on_rotate = _twin_value(parse_on_rotate, text, "on_rotate")
-    settings.on_expiry = _picked_choice(options, environ, "on_expiry")
+    for option in SETTINGS_OPTIONS:
+        value = _read(option, options, environ, settings.origins)
+        if value is not None:
+            setattr(settings, SETTING_OF.get(option.dest, option.dest), value)
+    settings.dir_given = "dir" in settings.origins
     if settings.mask_output and settings.no_refresh:
         raise ConfigError("--mask-output keeps stronghold-init in the output path; it cannot go with --no-refresh")
     if options.get("health_listen") is not None:
         settings.health_listen = str(options["health_listen"])
-    settings.templates = _templates(options, environ)
-    _vault_settings(settings, options, environ)
+    _vault_settings(settings, environ)
     settings.aws_env = {k: v for k, v in environ.items() if k.startswith("AWS_") or k == "HOME"}
     return settings
+
+
+def _read(option: Option, options: Mapping[str, object], environ: Mapping[str, str], origins: dict[str, str]) -> object:
+    """One row's value from its flag, else its twin (None: neither given, the default stands), by the row's kind."""
+    key, kind = option.dest, option.kind
+    if kind == "switch":
+        return bool(options.get(key)) or _switch(environ, option.env)
+    if kind == "choice":
+        return _choice(_pick(options, environ, key, origins), option.choices, option.env or option.flag)
+    if kind == "seconds":
+        seconds = options.get(key)
+        if isinstance(seconds, (int, float)):  # argparse's _seconds made it a number
+            return float(seconds)
+        text = _twin(environ, key)
+        return None if text is None else _twin_value(parse_seconds, text, key)
+    if kind == "duration":
+        return _static_poll(options, environ)
+    if kind == "append":
+        return _templates(options, environ)
+    if kind in ("rewrite_signal", "remap_exit"):
+        parse = parse_rewrite_signal if kind == "rewrite_signal" else parse_remap_exit
+        return _list_setting(options, environ, key, parse)
+    if kind == "on_rotate":
+        if options.get(key) is not None:
+            return options[key]
+        text = _twin(environ, key)
+        return None if text is None else _twin_value(parse_on_rotate, text, key)
+    return _pick(options, environ, key, origins)  # text
 
 
 def _twin(environ: Mapping[str, str], key: str) -> str | None:
@@ -224,6 +225,8 @@ def _list_setting(
     if text is None:
         return ()
     return tuple(_twin_value(parse, item.strip(), key) for item in text.split(",") if item.strip())
+
+
 def _templates(options: Mapping[str, object], environ: Mapping[str, str]) -> tuple[str, ...]:
     """--template (repeatable) wins over STRONGHOLD_TEMPLATES (comma-separated SRC:DEST pairs)."""
     given = options.get("template")
@@ -243,7 +246,8 @@ def _first(environ: Mapping[str, str], *names: str, origins: dict[str, str] | No
     return None
 
 
-def _vault_settings(settings: Settings, options: Mapping[str, object], environ: Mapping[str, str]) -> None:
+def _vault_settings(settings: Settings, environ: Mapping[str, str]) -> None:
+    """The OpenBao / Vault settings that are variables only, several names each (docs/openbao.md)."""
     origins = settings.origins
     addrs = _first(environ, "STRONGHOLD_VAULT_ADDR", "BAO_ADDR", "VAULT_ADDR", origins=origins, key="vault_addrs")
     settings.vault_addrs = tuple(a.strip() for a in addrs.split(",") if a.strip()) if addrs else ()
@@ -259,28 +263,25 @@ def _vault_settings(settings: Settings, options: Mapping[str, object], environ: 
     settings.vault_secret_id_file = environ.get("STRONGHOLD_VAULT_SECRET_ID_FILE") or None
     if settings.vault_secret_id_file:
         origins["vault_secret_id_file"] = "STRONGHOLD_VAULT_SECRET_ID_FILE"
-    remove = options.get("vault_remove_secret_id_file") or _truthy(
-        environ.get("STRONGHOLD_VAULT_REMOVE_SECRET_ID_FILE")
-    )
-    settings.vault_remove_secret_id_file = bool(remove)
     settings.vault_jwt_file = environ.get("STRONGHOLD_VAULT_JWT_FILE") or None
     if settings.vault_jwt_file:
         origins["vault_jwt_file"] = "STRONGHOLD_VAULT_JWT_FILE"
     settings.vault_role = environ.get("STRONGHOLD_VAULT_ROLE") or None
     settings.vault_auth_mount = environ.get("STRONGHOLD_VAULT_AUTH_MOUNT") or None
     settings.vault_namespace = environ.get("STRONGHOLD_VAULT_NAMESPACE") or None
+
+
+def _static_poll(options: Mapping[str, object], environ: Mapping[str, str]) -> float | None:
+    """--static-poll (or --vault-poll), else STRONGHOLD_STATIC_POLL, else its older name STRONGHOLD_VAULT_POLL."""
     poll = options.get("vault_poll") or environ.get("STRONGHOLD_STATIC_POLL") or environ.get("STRONGHOLD_VAULT_POLL")
-    if poll:
-        from injector.settings.references import parse_duration
+    if not poll:
+        return None
+    from injector.settings.references import parse_duration
 
-        try:
-            settings.vault_poll = float(parse_duration(str(poll)))
-        except ValueError as exc:
-            raise ConfigError(f"--static-poll: {exc}") from None
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+    try:
+        return float(parse_duration(str(poll)))
+    except ValueError as exc:
+        raise ConfigError(f"--static-poll: {exc}") from None
 
 
 def check_proxy_url(url: str, *, insecure_http: bool, what: str = "proxy URL") -> str:
