@@ -49,8 +49,8 @@ def test_the_start_path_does_not_import_typing() -> None:
     probe = (
         "import sys; from injector import cli; from injector.settings import plan; "
         "from injector.modes import lifecycle, run; from injector.process import supervisor; "
-        "from injector.refresh.refresher import refresher; from injector.delivery.tokendir import tokendir, childenv; "
-        "from injector.sources import proxy, wiring; from injector.sources.openbao.source import source; "
+        "from injector.refresh import refresher; from injector.delivery import tokendir, childenv; "
+        "from injector.sources import proxy, wiring; from injector.sources.openbao import source; "
         "print('typing' in sys.modules)"
     )
     done = subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True, timeout=60)
