@@ -170,7 +170,7 @@ def build_settings(options: Mapping[str, object], environ: Mapping[str, str]) ->
         raise ConfigError("--mask-output keeps stronghold-init in the output path; it cannot go with --no-refresh")
     if options.get("health_listen") is not None:
         settings.health_listen = str(options["health_listen"])
-    settings.templates = _templates(options, environ)
+    settings.templates = _list_setting(options, environ, "template", str)  # parsed by settings/templates.py
     _vault_settings(settings, options, environ)
     return settings
 
@@ -211,8 +211,8 @@ def _switch(environ: Mapping[str, str], name: str | None) -> bool:
 
 
 def _list_setting(
-    options: Mapping[str, object], environ: Mapping[str, str], key: str, parse: Callable[[str], tuple[int, int]]
-) -> tuple[tuple[int, int], ...]:
+    options: Mapping[str, object], environ: Mapping[str, str], key: str, parse: Callable[[str], T]
+) -> tuple[T, ...]:
     """A repeatable flag's values, else its twin's comma-separated items."""
     given = options.get(key)
     if given:
@@ -221,13 +221,6 @@ def _list_setting(
     if text is None:
         return ()
     return tuple(_twin_value(parse, item.strip(), key) for item in text.split(",") if item.strip())
-def _templates(options: Mapping[str, object], environ: Mapping[str, str]) -> tuple[str, ...]:
-    """--template (repeatable) wins over STRONGHOLD_TEMPLATES (comma-separated SRC:DEST pairs)."""
-    given = options.get("template")
-    if isinstance(given, list) and given:
-        return tuple(str(spec) for spec in given)
-    listed = environ.get("STRONGHOLD_TEMPLATES") or ""
-    return tuple(spec.strip() for spec in listed.split(",") if spec.strip())
 
 
 def _first(environ: Mapping[str, str], *names: str, origins: dict[str, str] | None = None, key: str = "") -> str | None:
