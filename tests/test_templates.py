@@ -507,3 +507,13 @@ def test_the_template_benchmark_runs() -> None:
     done = subprocess.run([PYTHON, str(bench), "--runs", "1"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "ratio (median, with / without)" in done.stdout
+
+
+def test_check_says_shared_only_for_a_variables_credential(proxy: TestProxy, tmp_path, shm_dir) -> None:
+    """A template's own reference is named SRC:LINE:COLUMN; a plain variable of that name shares nothing."""
+    src = tmp_path / "app.tmpl"
+    src.write_text("key: {{ stronghold://stripe/live }}\n")
+    env = base_env(proxy, **{f"{src}:1:6": "not a reference"})
+    result = run(["check", "--dir", str(shm_dir), "--template", f"{src}:app.conf"], env)
+    assert result.code == 0, result.stderr
+    assert "line 1    stronghold://stripe/live  (ttl" in result.stdout, result.stdout
