@@ -517,3 +517,22 @@ def test_check_says_shared_only_for_a_variables_credential(proxy: TestProxy, tmp
     result = run(["check", "--dir", str(shm_dir), "--template", f"{src}:app.conf"], env)
     assert result.code == 0, result.stderr
     assert "line 1    stronghold://stripe/live  (ttl" in result.stdout, result.stdout
+
+
+def test_mask_output_masks_the_forms_a_template_writes(make_proxy, tmp_path, shm_dir) -> None:
+    """An app that logs its DSN or config prints the value as the filter wrote it, not as issued."""
+    from injector.delivery.templates import FILTER_FUNCTIONS
+
+    proxy = awkward_proxy(make_proxy)
+    src = tmp_path / "app.tmpl"
+    filters = ["url", "base64", "json", "yaml", "shell"]
+    src.write_text("".join(f"{name}={{{{ stronghold://awk/value | {name} }}}}\n" for name in filters))
+    command = ["sh", "-c", 'cat "$0"', str(shm_dir / "app.conf")]
+    result = run(
+        ["--mask-output", "--dir", str(shm_dir), "--template", f"{src}:app.conf", "--", *command], base_env(proxy)
+    )
+    assert result.code == 0, result.stderr
+    assert result.stdout.count("<redacted:") == len(filters), "one per filter (the output is not shown)"
+    for name in filters:
+        written = FILTER_FUNCTIONS[name](AWKWARD)
+        assert written not in result.stdout and written[1:-1] not in result.stdout, f"{name} (not shown)"
