@@ -1,13 +1,13 @@
 """Render templates into --dir (docs/templates.md): the filters, and the files kept fresh.
 
-(To become `delivery/templates.py` when `delivery.py` becomes a package.)
-
 A rendered file is written like a `_FILE` token, by `TokenDirectory.write`:
 through the directory's descriptor, to a temporary file renamed into
 place, 0400 (0440 with --file-group), owned by the child's user, so a
 reader never sees half a file.  On a rotation only the templates that use a
 rotated value are rendered again, and a render equal to what is in place is
-not written (no new inode, no new mtime for a watcher to act on).
+not written (no new inode, no new mtime for a watcher to act on).  A
+re-render runs in the refresher's on_rotated, under its delivery lock, so
+stopping waits for it and the clean-up never races a write.
 
 Imported only when a template is given.
 """
