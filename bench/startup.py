@@ -46,21 +46,30 @@ def measure(runs: int) -> dict[str, list[float]]:
             "stronghold-init --no-refresh -- true (3 refs)": [stronghold_binary(), "--no-refresh", "--", "true"],
             'python -c "import requests"': [sys.executable, "-c", "import requests"],
         }
-        samples: dict[str, list[float]] = {name: [] for name in commands}
-        for argv in commands.values():  # warm the page cache once
-            time_once(argv, env)
-        for _ in range(runs):
-            for name, argv in commands.items():
-                samples[name].append(time_once(argv, env))
+        return alternate(commands, env, runs)
+
+
+def alternate(commands: dict[str, list[str]], env: dict[str, str], runs: int) -> dict[str, list[float]]:
+    """Each command timed `runs` times, in turn (a load change hits all alike), after one warm-up each."""
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    for argv in commands.values():  # warm the page cache once
+        time_once(argv, env)
+    for _ in range(runs):
+        for name, argv in commands.items():
+            samples[name].append(time_once(argv, env))
     return samples
 
 
-def report(samples: dict[str, list[float]]) -> float:
+def print_samples(samples: dict[str, list[float]], width: int = 50) -> None:
     for name, values in samples.items():
         print(
-            f"{name:<50} median {statistics.median(values) * 1000:7.1f} ms"
+            f"{name:<{width}} median {statistics.median(values) * 1000:7.1f} ms"
             f"  min {min(values) * 1000:7.1f}  max {max(values) * 1000:7.1f}"
         )
+
+
+def report(samples: dict[str, list[float]]) -> float:
+    print_samples(samples)
     ours, baseline = (statistics.median(v) for v in samples.values())
     ratio = ours / baseline
     print(f"ratio (median) {ratio:.2f}")

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import DevProxyProcess, stronghold_binary
-from startup import time_once
+from startup import alternate, print_samples
 
 TEMPLATE = """{
   "stripe": {{ stronghold://stripe/live | json }},
@@ -52,24 +52,14 @@ def measure(runs: int) -> dict[str, list[float]]:
                 "3 _FILE refs, no template": [*base, "--", "true"],
                 "3 _FILE refs + 1 template": [*base, "--template", f"{src}:config.json", "--", "true"],
             }
-            samples: dict[str, list[float]] = {name: [] for name in commands}
-            for argv in commands.values():  # warm the page cache once
-                time_once(argv, env)
-            for _ in range(runs):
-                for name, argv in commands.items():
-                    samples[name].append(time_once(argv, env))
+            return alternate(commands, env, runs)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(token_dir, ignore_errors=True)
-    return samples
 
 
 def report(samples: dict[str, list[float]]) -> float:
-    for name, values in samples.items():
-        print(
-            f"{name:<30} median {statistics.median(values) * 1000:7.1f} ms"
-            f"  min {min(values) * 1000:7.1f}  max {max(values) * 1000:7.1f}"
-        )
+    print_samples(samples, width=30)
     without, with_template = (statistics.median(v) for v in samples.values())
     ratio = with_template / without
     print(f"ratio (median, with / without) {ratio:.2f}")

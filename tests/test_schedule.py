@@ -309,3 +309,43 @@ def test_start_up_retry_returns_the_first_success() -> None:
         rand=lambda: 0.5,
     )
     assert got == ["ok"] and not answers
+
+
+def test_stop_waits_for_the_rotation_callback_in_flight() -> None:
+    """The templates are rendered in on_rotated: once stop() returns the clean-up removes the files,
+    so no render may still be writing one (it would be left behind, or written after the clean-up)."""
+    import threading
+
+    clock = Clock()
+    refresher, _, _, _ = make(clock)
+    entered, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def rendering(names: list[str]) -> None:
+        entered.set()
+        release.wait(60)
+        order.append("rendered")
+
+    refresher._on_rotated = rendering
+    clock.now = refresher.next_wake()
+    ticking = threading.Thread(target=refresher.tick, args=(clock.now,))
+    ticking.start()
+    assert entered.wait(60), "the refresh rotated A"
+    stopping = threading.Thread(target=lambda: (refresher.stop(timeout=0), order.append("stopped")))
+    stopping.start()
+    stopping.join(2)  # room for a stop() that does not wait for the render to return at once
+    release.set()
+    ticking.join(60)
+    stopping.join(60)
+    assert order == ["rendered", "stopped"]
+
+
+def test_a_rotation_found_after_stop_is_not_acted_on() -> None:
+    """Stopping: the command is gone and the files are about to be removed, so nothing is rendered."""
+    clock = Clock()
+    refresher, _, ledger, events = make(clock)
+    clock.now = refresher.next_wake()
+    refresher._deliver = lambda reference, credential: refresher._stop.set()  # stop() begins mid-refresh
+    refresher.tick(clock.now)
+    assert ledger.current("A").value == "A-2", "the new token is current (and its lease revoked at exit)"
+    assert events["rotated"] == []

@@ -124,6 +124,28 @@ def test_every_filter_round_trips_through_its_format(value: str) -> None:
     assert FILTER_FUNCTIONS[None](value) == value
 
 
+# Plain scalars YAML would read as something else (a bool, null, a number, an alias, a sequence
+# entry, a mapping, a comment), the line breaks and marks it treats specially, and a long one.
+YAML_AWKWARD = ["yes", "~", "null", "-", "- x", "? x", "*a", "&a", "!tag", "a: b", "a #b", "\t", "|", ">", "%x"]
+YAML_AWKWARD += ["@", "`", "0x10", "1e3", ".inf", "'", "\u2028", "\u2029", "\x85"]
+YAML_AWKWARD += ["\ufeffa", "\x7f\x80\x9f", "\ud7ff\ue000", "x" * 100_000]
+# The same scalar where a config file puts one: a block value, a list item, a flow collection,
+# an explicit key, each before a comment.
+YAML_PLACES = {
+    "k: {}": lambda v: {"k": v},
+    "- {}": lambda v: [v],
+    "[{}, 1]": lambda v: [v, 1],
+    "{{k: {}}}": lambda v: {"k": v},
+    "? {}\n: 1": lambda v: {v: 1},
+}
+
+
+@pytest.mark.parametrize("value", YAML_AWKWARD, ids=lambda v: repr(v[:12]))
+def test_a_yaml_scalar_stays_one_string_wherever_it_stands(value: str) -> None:
+    for place, expected in YAML_PLACES.items():
+        assert yaml.safe_load(place.format(as_yaml(value)) + "  # a comment\n") == expected(value), place
+
+
 @given(VALUES)
 @settings(deadline=None)  # a loaded 2-core machine is slow, not wrong
 def test_url_keeps_only_unreserved_characters(value: str) -> None:

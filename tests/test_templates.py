@@ -507,3 +507,63 @@ def test_the_template_benchmark_runs() -> None:
     done = subprocess.run([PYTHON, str(bench), "--runs", "1"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "ratio (median, with / without)" in done.stdout
+
+
+def test_check_says_shared_only_for_a_variables_credential(proxy: TestProxy, tmp_path, shm_dir) -> None:
+    """A template's own reference is named SRC:LINE:COLUMN; a plain variable of that name shares nothing."""
+    src = tmp_path / "app.tmpl"
+    src.write_text("key: {{ stronghold://stripe/live }}\n")
+    env = base_env(proxy, **{f"{src}:1:6": "not a reference"})
+    result = run(["check", "--dir", str(shm_dir), "--template", f"{src}:app.conf"], env)
+    assert result.code == 0, result.stderr
+    assert "line 1    stronghold://stripe/live  (ttl" in result.stdout, result.stdout
+
+
+def test_mask_output_masks_the_forms_a_template_writes(make_proxy, tmp_path, shm_dir) -> None:
+    """An app that logs its DSN or config prints the value as the filter wrote it, not as issued."""
+    from injector.delivery.templates import FILTER_FUNCTIONS
+
+    proxy = awkward_proxy(make_proxy)
+    src = tmp_path / "app.tmpl"
+    filters = ["url", "base64", "json", "yaml", "shell"]
+    src.write_text("".join(f"{name}={{{{ stronghold://awk/value | {name} }}}}\n" for name in filters))
+    command = ["sh", "-c", 'cat "$0"', str(shm_dir / "app.conf")]
+    result = run(
+        ["--mask-output", "--dir", str(shm_dir), "--template", f"{src}:app.conf", "--", *command], base_env(proxy)
+    )
+    assert result.code == 0, result.stderr
+    assert result.stdout.count("<redacted:") == len(filters), "one per filter (the output is not shown)"
+    for name in filters:
+        written = FILTER_FUNCTIONS[name](AWKWARD)
+        assert written not in result.stdout and written[1:-1] not in result.stdout, f"{name} (not shown)"
+
+
+def test_a_render_failing_at_rotation_keeps_its_file_and_the_others_are_written(tmp_path, processes, shm_dir) -> None:
+    """A rotated value that makes one template too big: that file stays as it was, the error names it
+    (never the value), and a template the value also fills is still rendered again."""
+    url, secrets = dev_proxy(tmp_path, processes, "app/big=small-ONE\n")
+    big, small = tmp_path / "big.tmpl", tmp_path / "small.tmpl"
+    big.write_text("{{ stronghold://app/big }}\n" * 5_000)
+    small.write_text("{{ stronghold://app/big | json }}\n")
+    log = tmp_path / "sidecar.log"
+    args = ["sidecar", "--log-level", "debug", "--dir", str(shm_dir)]
+    args += ["--template", f"{big}:big.txt", "--template", f"{small}:small.json"]
+    with log.open("w") as stderr:
+        sidecar = subprocess.Popen(
+            [STRONGHOLD, *args], env=template_env(url), stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
+        )
+    processes.append(sidecar)
+    wait_for(lambda: "sidecar ready" in log.read_text(), what="the sidecar ready")
+    before = (shm_dir / "big.txt").read_bytes()
+    huge = "v" * 1_000 + "-TWO"  # 5,000 times: over 4 MiB
+    edit(secrets, f"app/big={huge}\n")
+    wait_for(lambda: json.loads((shm_dir / "small.json").read_text()) == huge, what="small.json rendered again")
+    wait_for(lambda: "templates rendered again" in log.read_text(), what="the rotation logged")
+    assert (shm_dir / "big.txt").read_bytes() == before, "the previous file is kept"
+    sidecar.send_signal(signal.SIGTERM)
+    assert sidecar.wait(timeout=30) == 0
+    text = log.read_text()
+    errors = [line for line in text.splitlines() if "not rendered again" in line]
+    assert len(errors) == 1 and str(big) in errors[0] and "renders to more than 4 MiB" in errors[0], text[-2000:]
+    assert "small-ONE" not in text and "v" * 12 not in text and json.dumps(huge)[:12] not in text
+    assert not shm_dir.exists()

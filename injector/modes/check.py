@@ -63,6 +63,7 @@ def _list_templates(plan: Plan, ledger: Ledger, directory: str, now: float) -> N
     from injector.delivery.templates import render
 
     by_name = {reference.name: reference for reference in plan.all_references}
+    variables = {reference.name for reference in plan.references}  # not plan.environ: any name may be there
     values = ledger.values()
     for template in plan.templates:
         render(template, values)  # in memory only: what fails here would fail at start
@@ -70,6 +71,6 @@ def _list_templates(plan: Plan, ledger: Ledger, directory: str, now: float) -> N
         for placeholder, name in zip(template.placeholders, template.names, strict=True):
             reference = by_name[name]
             through = f" | {placeholder.filter}" if placeholder.filter else ""
-            shared = f"as {name}, " if name in plan.environ else ""
+            shared = f"as {name}, " if name in variables else ""
             expiry = _ttl(ledger.current(name).expires_at, now)
             print(f"  line {placeholder.line:<4} {reference.uri}{through}  ({shared}{expiry})")

@@ -36,12 +36,17 @@ from injector.process.launch import Command, exec_command, resolve_command
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from injector.process.supervisor import Supervisor
     from injector.process.users import Identity
     from injector.refresh.refresher import Refresher
     from injector.settings.actions import RotateAction
     from injector.settings.plan import Plan
     from injector.settings.references import Credential, Reference
+    from injector.settings.templates import Template
+
+QUOTING_FILTERS = ("json", "yaml", "shell")  # each writes the value between one quote on either side
 
 
 def run(plan: Plan, argv: list[str]) -> int:
@@ -98,7 +103,7 @@ def supervise_command(
         values = session.ledger.values() if session is not None else {}
         return child_environment(base_env, references, values, directory)
 
-    masking = _OutputMasking(credentials + template_credentials) if settings.mask_output else None
+    masking = _OutputMasking(credentials + template_credentials, plan.templates) if settings.mask_output else None
     supervisor = sv.Supervisor(
         command,
         environment,
@@ -138,13 +143,22 @@ def supervise_command(
 
 
 class _OutputMasking:
-    """--mask-output: the masker, fed every value before the command can see it, and the pipes it reads."""
+    """--mask-output: the masker, fed every value before the command can see it, and the pipes it reads.
 
-    def __init__(self, credentials: list[Credential]) -> None:
+    A value a template writes through a filter is masked in that form too: an app that logs its
+    DSN prints the url-encoded password, one that dumps its config the JSON-escaped one.
+    """
+
+    def __init__(self, credentials: list[Credential], templates: Sequence[Template] = ()) -> None:
         from injector.delivery.masking import MaskedOutput, Masker
 
         self.masker = Masker()
         self._warned: set[str] = set()
+        self._filters: dict[str, set[str]] = {}  # a credential's name -> the filters templates use on it
+        for template in templates:
+            for placeholder, name in zip(template.placeholders, template.names, strict=True):
+                if placeholder.filter is not None:
+                    self._filters.setdefault(name, set()).add(placeholder.filter)
         for credential in credentials:
             self.add(credential)
         self.output = MaskedOutput(self.masker)
@@ -161,6 +175,16 @@ class _OutputMasking:
                     "and is not masked (masking every such character would reveal it)",
                     name=credential.name,
                 )
+            return
+        if credential.name in self._filters:
+            from injector.delivery.templates import FILTER_FUNCTIONS
+
+            for name in sorted(self._filters[credential.name]):
+                written = FILTER_FUNCTIONS[name](credential.value)
+                if name in QUOTING_FILTERS:
+                    written = written[1:-1]  # the quotes are not the value: its escaped text shows without them
+                if written != credential.value:
+                    self.masker.add(written, f"{credential.name}|{name}", credential.expires_at)
 
 
 def _refresher(plan: Plan, session: Session, supervisor: Supervisor, masking: _OutputMasking | None) -> Refresher:

@@ -64,8 +64,9 @@ class Refresher:
         self._rand = rand
         self._poll_interval = poll_interval  # static values (no ttl) are re-read this often
         self._stop = threading.Event()
-        # Held while recording and delivering a refresh's result; stop() takes it for good,
-        # so once stop() returns nothing is delivered (no file written under the clean-up).
+        # Held while delivering a refresh's result and while on_rotated acts on it (rendering the
+        # templates); stop() takes it for good, so once stop() returns nothing is delivered or
+        # rendered (no file written under the clean-up).
         self._delivering = threading.Lock()
         self._due: dict[str, float] = {}
         self._failures: dict[str, int] = {}
@@ -87,7 +88,8 @@ class Refresher:
         """End the thread: wait (at most `timeout`) for a refresh in flight, then deliver nothing more.
 
         A refresh that outlives `timeout` (a server stalling past the budget)
-        records its leases too late to be revoked; they expire on their own.
+        records its leases too late to be revoked; they expire on their own.  A render of
+        the templates already under way is waited for (it is local work, bounded in size).
         """
         self._stop.set()
         if self._thread is not None:
@@ -166,7 +168,11 @@ class Refresher:
             self._due[credential.name] = self._due_for(credential)
         log.debug("credentials refreshed", names=",".join(names), rotated=len(rotated))
         if rotated:
-            self._on_rotated(rotated)
+            # Under the same lock as the delivery: on_rotated renders the --template files, and
+            # once stop() returns the clean-up removes them, so no render may still be writing.
+            with self._delivering:
+                if not self._stop.is_set():  # stopping: the command is gone, the files about to go
+                    self._on_rotated(rotated)
 
     def _refresh_failed(self, names: list[str], now: float, exc: StrongholdError) -> None:
         retry_after = getattr(exc, "retry_after", None)

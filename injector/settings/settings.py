@@ -100,7 +100,13 @@ class Settings:
 SETTING_OF = {"proxy": "proxy_url", "rewrite_signal": "rewrite_signals", "template": "templates"}
 # Options that are not settings: cli loads the env files before any setting is read.
 SETTINGS_OPTIONS = tuple(o for o in BY_DEST.values() if o.dest != "env_file")
-REPEATED = ("append", "rewrite_signal", "remap_exit")
+# Repeatable options: how each item is read (--template's SRC:DEST is parsed later, by settings/templates.py).
+PARSE_EACH: dict[str, Callable[[str], object]] = {
+    "append": str,
+    "rewrite_signal": parse_rewrite_signal,
+    "remap_exit": parse_remap_exit,
+}
+REPEATED = tuple(PARSE_EACH)
 
 
 def _default(option: Option) -> object:
@@ -166,11 +172,8 @@ def _read(option: Option, options: Mapping[str, object], environ: Mapping[str, s
         return None if text is None else _twin_value(parse_seconds, text, key)
     if kind == "duration":
         return _static_poll(options, environ)
-    if kind == "append":
-        return _templates(options, environ)
-    if kind in ("rewrite_signal", "remap_exit"):
-        parse = parse_rewrite_signal if kind == "rewrite_signal" else parse_remap_exit
-        return _list_setting(options, environ, key, parse)
+    if kind in REPEATED:  # the flag repeated, or its twin's comma-separated items, each parsed
+        return _list_setting(options, environ, key, PARSE_EACH[kind])
     if kind == "on_rotate":
         if options.get(key) is not None:
             return options[key]
@@ -215,8 +218,8 @@ def _switch(environ: Mapping[str, str], name: str | None) -> bool:
 
 
 def _list_setting(
-    options: Mapping[str, object], environ: Mapping[str, str], key: str, parse: Callable[[str], tuple[int, int]]
-) -> tuple[tuple[int, int], ...]:
+    options: Mapping[str, object], environ: Mapping[str, str], key: str, parse: Callable[[str], T]
+) -> tuple[T, ...]:
     """A repeatable flag's values, else its twin's comma-separated items."""
     given = options.get(key)
     if given:
@@ -225,15 +228,6 @@ def _list_setting(
     if text is None:
         return ()
     return tuple(_twin_value(parse, item.strip(), key) for item in text.split(",") if item.strip())
-
-
-def _templates(options: Mapping[str, object], environ: Mapping[str, str]) -> tuple[str, ...]:
-    """--template (repeatable) wins over STRONGHOLD_TEMPLATES (comma-separated SRC:DEST pairs)."""
-    given = options.get("template")
-    if isinstance(given, list) and given:
-        return tuple(str(spec) for spec in given)
-    listed = environ.get("STRONGHOLD_TEMPLATES") or ""
-    return tuple(spec.strip() for spec in listed.split(",") if spec.strip())
 
 
 def _first(environ: Mapping[str, str], *names: str, origins: dict[str, str] | None = None, key: str = "") -> str | None:
