@@ -305,3 +305,21 @@ def test_the_builder_helpers_make_what_the_walk_reads() -> None:
     index = json.loads(files["blobs/sha256/" + top["digest"].removeprefix("sha256:")])
     assert sha(files["blobs/sha256/" + top["digest"].removeprefix("sha256:")]) == top["digest"]
     assert [m["platform"]["architecture"] for m in index["manifests"]] == ["amd64", "arm64"]
+
+
+def test_a_cache_file_others_could_have_written_is_not_trusted(tmp_path: Path) -> None:
+    """Single targets use the cache too; an entry emptied of its findings counts only if it is ours and 0600."""
+    target = all_forms(DIRTY, tmp_path / "img")["docker-archive"]
+    cache = tmp_path / "cache"
+    first = audit("--format", "json", "--cache", str(cache), target, env=_env(tmp_path))
+    assert first.returncode == 1 and len(list(cache.iterdir())) == 3
+    for path in cache.iterdir():  # as a stranger would forge them: the right names, no findings
+        entry = json.loads(path.read_text())
+        entry["findings"] = []
+        path.write_text(json.dumps(entry))
+        path.chmod(0o644)
+    forged = audit("--format", "json", "--cache", str(cache), target, env=_env(tmp_path))
+    assert _findings(json.loads(forged.stdout)["targets"][0]) == DIRTY_FINDINGS  # ignored: read again
+    for path in cache.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600  # rewritten by this run, atomically
+        _assert_no_value(path.read_text())
