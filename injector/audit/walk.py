@@ -19,7 +19,7 @@ import hashlib
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -45,6 +45,7 @@ from injector.audit.report import TargetReport
 from injector.errors import StrongholdError
 
 T = TypeVar("T")
+Item = TypeVar("Item")
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ MAX_PAGE = 8 * 1024 * 1024  # one page of a catalog or tag list
 MAX_PAGES = 100_000  # a registry whose `next` links never end is broken, not big
 MAX_NAMES = 1_000_000  # repositories in a catalog, or tags in one repository
 ATTESTATION = "attestation-manifest"
+META_THREADS = 8  # concurrent small requests (tag lists, manifests, configs) to the registry
+META_WINDOW = 16  # how far ahead of the resolution they run: bounds what is held, whatever the registry's size
 
 
 def parse_all_target(given: str) -> tuple[str, str]:
@@ -192,23 +195,42 @@ class RegistryWalk:
             else:
                 chosen.append(repo)
         clients: list[RegistryClient] = []
-        # Manifests, configs and tag lists are small requests that wait on the network: fetched on
-        # threads a window ahead, then resolved here in order (the report keeps the catalog's order).
-        window = max(2, self.pool.jobs * 2)
-        with ThreadPoolExecutor(max(1, self.pool.jobs), thread_name_prefix="audit-meta") as meta:
+        # Tag lists, manifests and configs are small requests that wait on the network (and on the
+        # registry): fetched on threads a window ahead, across repositories, then resolved here in
+        # order.  Not --jobs: that bounds layer downloads, the bytes; these are round trips.
+        with ThreadPoolExecutor(META_THREADS, thread_name_prefix="audit-meta") as meta:
             try:
-                for repo, opened in _ahead(meta, self._open_repository, chosen, window):
+                tags = self._tags(meta, chosen, clients)
+                for (client, repo, tag), fetched in _ahead(meta, self._fetch_item, tags, META_WINDOW):
+                    target = f"docker://{self.host}/{repo}:{tag}"
+                    self._update(repo)
                     try:
-                        client, tags = opened.result()
+                        self.entries.append(self._tag(client, repo, tag, target, fetched.result()))
                     except StrongholdError as exc:
-                        self._failed(f"docker://{self.host}/{repo}", exc.message, int(exc.exit_code))
-                        continue
-                    clients.append(client)
-                    self._repository(meta, client, repo, tags, window)
+                        self._failed(target, exc.message, int(exc.exit_code))
                 return self._reports()
             finally:
                 for client in clients:
                     client.close()
+
+    def _tags(
+        self, meta: ThreadPoolExecutor, repositories: list[str], clients: list[RegistryClient]
+    ) -> Iterator[tuple[RegistryClient, str, str]]:
+        """Every valid (client, repository, tag), in catalog order; a repository that fails is reported."""
+        for repo, opened in _ahead(meta, self._open_repository, repositories, META_WINDOW):
+            where = f"docker://{self.host}/{repo}"
+            try:
+                client, tags = opened.result()
+            except StrongholdError as exc:
+                self._failed(where, exc.message, int(exc.exit_code))
+                continue
+            clients.append(client)
+            for tag in tags:
+                self.tags += 1
+                if TAG.match(tag):
+                    yield client, repo, tag
+                else:
+                    self._failed(f"{where}:{ascii(tag)[1:-1][:80]}", "not a valid tag", 65)
 
     def _open_repository(self, repo: str) -> tuple[RegistryClient, list[str]]:
         client = self._client(repo)
@@ -218,26 +240,8 @@ class RegistryWalk:
             client.close()
             raise
 
-    def _repository(
-        self, meta: ThreadPoolExecutor, client: RegistryClient, repo: str, tags: list[str], window: int
-    ) -> None:
-        """Resolve every tag of `repo` and submit the layers no image has submitted yet."""
-        where = f"docker://{self.host}/{repo}"
-        valid = []
-        for tag in tags:
-            self.tags += 1
-            if TAG.match(tag):
-                valid.append(tag)
-            else:
-                self._failed(f"{where}:{ascii(tag)[1:-1][:80]}", "not a valid tag", 65)
-        fetch = functools.partial(self._fetch_tag, client, repo)
-        for tag, fetched in _ahead(meta, fetch, valid, window):
-            target = f"{where}:{tag}"
-            self._update(repo)
-            try:
-                self.entries.append(self._tag(client, repo, tag, target, fetched.result()))
-            except StrongholdError as exc:
-                self._failed(target, exc.message, int(exc.exit_code))
+    def _fetch_item(self, item: tuple[RegistryClient, str, str]) -> _Fetched:
+        return self._fetch_tag(*item)
 
     def _fetch_tag(self, client: RegistryClient, repo: str, tag: str) -> _Fetched:
         """A tag's manifest, and (for an image not seen yet) its configs and platform manifests, on a thread."""
@@ -405,10 +409,10 @@ class RegistryWalk:
 
 
 def _ahead(
-    executor: ThreadPoolExecutor, work: Callable[[str], T], items: list[str], window: int
-) -> Iterator[tuple[str, Future[T]]]:
+    executor: ThreadPoolExecutor, work: Callable[[Item], T], items: Iterable[Item], window: int
+) -> Iterator[tuple[Item, Future[T]]]:
     """Each item with the future of `work(item)`, in order, at most `window` started ahead of the consumer."""
-    pending: deque[tuple[str, Future[T]]] = deque()
+    pending: deque[tuple[Item, Future[T]]] = deque()
     for item in items:
         pending.append((item, executor.submit(work, item)))
         if len(pending) >= window:
