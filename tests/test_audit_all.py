@@ -323,3 +323,38 @@ def test_a_cache_file_others_could_have_written_is_not_trusted(tmp_path: Path) -
     for path in cache.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600  # rewritten by this run, atomically
         _assert_no_value(path.read_text())
+
+
+def test_progress_on_a_terminal_and_a_summary_line(registry: dict, tmp_path: Path) -> None:
+    import pty
+    import subprocess
+
+    from conftest import STRONGHOLD
+
+    server: Registry = registry["registry"]  # type: ignore[assignment]
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [STRONGHOLD, "audit", "--all", "--format", "json", f"docker://{server.address}/app/"],
+            stdout=subprocess.PIPE, stderr=terminal, timeout=900, env=_env(tmp_path),
+        )  # fmt: skip
+        os.close(terminal)
+        terminal = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the terminal side is closed and drained
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if terminal >= 0:
+            os.close(terminal)
+        os.close(controller)
+    assert done.returncode == 1
+    assert b"\r\x1b[2Kaudit: " in shown and b" images" in shown and b"MB read" in shown
+    assert b"3 images under 5 tags in 3 repositories" in shown  # the summary, once at the end
+    assert json.loads(done.stdout)["targets"]  # stdout stays a clean report
+    _assert_no_value(shown.decode("utf-8", "replace"))
