@@ -209,7 +209,8 @@ def _run_peer(peer: str, archive: Path, home: Path) -> tuple[float | None, str]:
     elapsed = time.perf_counter() - start
     if done.returncode not in PEER_OK[peer]:
         said = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        return None, f"refused it (exit {done.returncode}: {(said or [''])[-1][:120]})"
+        telling = [line for line in said if "panicked" in line or "error" in line.lower()] or said or [""]
+        return None, f"refused it (exit {done.returncode}: {telling[0].strip()[:160]})"
     return elapsed, ""
 
 
@@ -467,7 +468,7 @@ def report(quick: bool, before: Path | None = None, before_name: str = "") -> li
     rounds = 1 if quick else 3
     sizes = [(8 if quick else 100) * 1024 * 1024, (16 if quick else 500) * 1024 * 1024]
     names = {"floor": "floor: `openssl dgst -sha256` + `tar -xOf` of every layer",
-             "audit_oci": "`stronghold-init audit` (OCI layout, --jobs 4)",
+             "audit_oci": "`stronghold-init audit` (OCI layout)",
              "audit_archive": "`stronghold-init audit` (docker-archive)",
              "kingfisher": "Kingfisher `scan docker --archive --no-validate`",
              "trivy": "trivy `image --input --scanners secret --cache-backend memory`"}  # fmt: skip

@@ -305,3 +305,56 @@ def test_the_builder_helpers_make_what_the_walk_reads() -> None:
     index = json.loads(files["blobs/sha256/" + top["digest"].removeprefix("sha256:")])
     assert sha(files["blobs/sha256/" + top["digest"].removeprefix("sha256:")]) == top["digest"]
     assert [m["platform"]["architecture"] for m in index["manifests"]] == ["amd64", "arm64"]
+
+
+def test_a_cache_file_others_could_have_written_is_not_trusted(tmp_path: Path) -> None:
+    """Single targets use the cache too; an entry emptied of its findings counts only if it is ours and 0600."""
+    target = all_forms(DIRTY, tmp_path / "img")["docker-archive"]
+    cache = tmp_path / "cache"
+    first = audit("--format", "json", "--cache", str(cache), target, env=_env(tmp_path))
+    assert first.returncode == 1 and len(list(cache.iterdir())) == 3
+    for path in cache.iterdir():  # as a stranger would forge them: the right names, no findings
+        entry = json.loads(path.read_text())
+        entry["findings"] = []
+        path.write_text(json.dumps(entry))
+        path.chmod(0o644)
+    forged = audit("--format", "json", "--cache", str(cache), target, env=_env(tmp_path))
+    assert _findings(json.loads(forged.stdout)["targets"][0]) == DIRTY_FINDINGS  # ignored: read again
+    for path in cache.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600  # rewritten by this run, atomically
+        _assert_no_value(path.read_text())
+
+
+def test_progress_on_a_terminal_and_a_summary_line(registry: dict, tmp_path: Path) -> None:
+    import pty
+    import subprocess
+
+    from conftest import STRONGHOLD
+
+    server: Registry = registry["registry"]  # type: ignore[assignment]
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [STRONGHOLD, "audit", "--all", "--format", "json", f"docker://{server.address}/app/"],
+            stdout=subprocess.PIPE, stderr=terminal, timeout=900, env=_env(tmp_path),
+        )  # fmt: skip
+        os.close(terminal)
+        terminal = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the terminal side is closed and drained
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if terminal >= 0:
+            os.close(terminal)
+        os.close(controller)
+    assert done.returncode == 1
+    assert b"\r\x1b[2Kaudit: " in shown and b" images" in shown and b"MB read" in shown
+    assert b"3 images under 5 tags in 3 repositories" in shown  # the summary, once at the end
+    assert json.loads(done.stdout)["targets"]  # stdout stays a clean report
+    _assert_no_value(shown.decode("utf-8", "replace"))

@@ -174,8 +174,10 @@ def _audit_target(
 def _audit(target: Target, image: Image, detector: Detector, progress: Progress, pool: LayerPool) -> TargetReport:
     from injector.audit.scan import audit_image, safe_history_line
 
-    # A registry or a layout directory opens each layer on its own; a tar archive reads them through one file.
-    image.parallel = target.kind in ("docker", "oci")
+    # Layers on threads only from a registry, where they wait on the network: from a local disk the
+    # work is Python's, and two layers scanned on threads ran slower than one after the other
+    # (docs/benchmarks.md: the GIL, not the disk, is the limit).
+    image.parallel = target.kind == "docker"
     findings = audit_image(image, detector, progress.update if progress.enabled else None, pool)
     _, lines = history_per_layer(image)
     safe = {layer: safe_history_line(line, detector) for layer, line in lines.items()}

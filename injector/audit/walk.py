@@ -14,11 +14,15 @@ digest does not match) is reported as not audited, and the walk goes on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
-from concurrent.futures import Future, wait
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import urljoin
 
 from injector.audit.detect import Detector
@@ -40,6 +44,9 @@ from injector.audit.progress import Progress
 from injector.audit.report import TargetReport
 from injector.errors import StrongholdError
 
+T = TypeVar("T")
+Item = TypeVar("Item")
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from injector.audit.registry import RegistryClient  # requests: imported for real only once listing starts
@@ -52,7 +59,10 @@ TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 LINK_NEXT = re.compile(r'<([^>]*)>\s*;\s*rel="?next"?')
 MAX_PAGE = 8 * 1024 * 1024  # one page of a catalog or tag list
 MAX_PAGES = 100_000  # a registry whose `next` links never end is broken, not big
+MAX_NAMES = 1_000_000  # repositories in a catalog, or tags in one repository
 ATTESTATION = "attestation-manifest"
+META_THREADS = 8  # concurrent small requests (tag lists, manifests, configs) to the registry
+META_WINDOW = 16  # how far ahead of the resolution they run: bounds what is held, whatever the registry's size
 
 
 def parse_all_target(given: str) -> tuple[str, str]:
@@ -74,6 +84,15 @@ class _Image:
     layers: list[Future[LayerResult]]
     platform: str = ""
     report: tuple[list[Finding], str, int] | None = None  # (findings, error, exit code), once its layers are done
+
+
+@dataclass
+class _Fetched:
+    """A tag's manifest as fetched, and the small blobs fetched ahead for it (by digest, verified)."""
+
+    data: bytes
+    digest: str
+    blobs: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -120,9 +139,8 @@ class RegistryWalk:
     def _client(self, repo: str, scope: str | None = None) -> RegistryClient:
         from injector.audit.registry import RegistryClient
 
-        return RegistryClient(
-            self.host, repo, tls_verify=self.tls_verify, creds=self.creds, progress=self.progress, scope=scope
-        )
+        kind = _known_base(self.base) if self.base else RegistryClient
+        return kind(self.host, repo, tls_verify=self.tls_verify, creds=self.creds, progress=self.progress, scope=scope)
 
     def _pages(self, client: RegistryClient, path: str, field_name: str, what: str) -> list[str]:
         """Every name of a paginated list (the catalog, a tag list), following `Link: <...>; rel="next"`."""
@@ -144,6 +162,8 @@ class RegistryWalk:
             if not isinstance(page, list) or not all(isinstance(n, str) for n in page):
                 raise BadImageError(f"{self.host}: the {what} is not a list of names")
             names += page
+            if len(names) > MAX_NAMES:
+                raise BadImageError(f"{self.host}: the {what} lists more than {MAX_NAMES} names")
             url = self._next(response.headers.get("Link", ""), client.base)
         return names
 
@@ -167,49 +187,64 @@ class RegistryWalk:
             raise RegistryUnavailableError(f"{self.host}: the registry serves no catalog (/v2/_catalog)") from None
         finally:
             catalog.close()
-        chosen = [r for r in repositories if r.startswith(self.prefix)]
+        chosen = []
+        for repo in (r for r in repositories if r.startswith(self.prefix)):
+            self.repositories += 1
+            if not NAME.match(repo) or len(repo) > 255:
+                self._failed(f"docker://{self.host}/{ascii(repo)[1:-1][:80]}", "not a valid repository name", 65)
+            else:
+                chosen.append(repo)
         clients: list[RegistryClient] = []
-        try:
-            for repo in chosen:
-                self.repositories += 1
-                if not NAME.match(repo) or len(repo) > 255:
-                    self._failed(f"docker://{self.host}/{ascii(repo)[1:-1][:80]}", "not a valid repository name", 65)
-                    continue
-                client = self._repository(repo)
-                if client is not None:
-                    clients.append(client)
-            return self._reports()
-        finally:
-            for client in clients:
-                client.close()
-
-    def _repository(self, repo: str) -> RegistryClient | None:
-        """Resolve every tag of `repo` and submit the layers no image has submitted yet."""
-        where = f"docker://{self.host}/{repo}"
-        try:
-            client = self._client(repo)
-        except StrongholdError as exc:
-            self._failed(where, exc.message, int(exc.exit_code))
-            return None
-        try:
-            tags = self._pages(client, f"/v2/{repo}/tags/list", "tags", f"tag list of {repo}")
-        except StrongholdError as exc:
-            self._failed(where, exc.message, int(exc.exit_code))
-            return client
-        for tag in tags:
-            self.tags += 1
-            target = f"{where}:{tag}"
-            if not TAG.match(tag):
-                self._failed(f"{where}:{ascii(tag)[1:-1][:80]}", "not a valid tag", 65)
-                continue
-            self._update(repo)
+        # Tag lists, manifests and configs are small requests that wait on the network (and on the
+        # registry): fetched on threads a window ahead, across repositories, then resolved here in
+        # order.  Not --jobs: that bounds layer downloads, the bytes; these are round trips.
+        with ThreadPoolExecutor(META_THREADS, thread_name_prefix="audit-meta") as meta:
             try:
-                self.entries.append(self._tag(client, repo, tag, target))
-            except StrongholdError as exc:
-                self._failed(target, exc.message, int(exc.exit_code))
-        return client
+                tags = self._tags(meta, chosen, clients)
+                for (client, repo, tag), fetched in _ahead(meta, self._fetch_item, tags, META_WINDOW):
+                    target = f"docker://{self.host}/{repo}:{tag}"
+                    self._update(repo)
+                    try:
+                        self.entries.append(self._tag(client, repo, tag, target, fetched.result()))
+                    except StrongholdError as exc:
+                        self._failed(target, exc.message, int(exc.exit_code))
+                return self._reports()
+            finally:
+                for client in clients:
+                    client.close()
 
-    def _tag(self, client: RegistryClient, repo: str, tag: str, target: str) -> _Entry:
+    def _tags(
+        self, meta: ThreadPoolExecutor, repositories: list[str], clients: list[RegistryClient]
+    ) -> Iterator[tuple[RegistryClient, str, str]]:
+        """Every valid (client, repository, tag), in catalog order; a repository that fails is reported."""
+        for repo, opened in _ahead(meta, self._open_repository, repositories, META_WINDOW):
+            where = f"docker://{self.host}/{repo}"
+            try:
+                client, tags = opened.result()
+            except StrongholdError as exc:
+                self._failed(where, exc.message, int(exc.exit_code))
+                continue
+            clients.append(client)
+            for tag in tags:
+                self.tags += 1
+                if TAG.match(tag):
+                    yield client, repo, tag
+                else:
+                    self._failed(f"{where}:{ascii(tag)[1:-1][:80]}", "not a valid tag", 65)
+
+    def _open_repository(self, repo: str) -> tuple[RegistryClient, list[str]]:
+        client = self._client(repo)
+        try:
+            return client, self._pages(client, f"/v2/{repo}/tags/list", "tags", f"tag list of {repo}")
+        except BaseException:
+            client.close()
+            raise
+
+    def _fetch_item(self, item: tuple[RegistryClient, str, str]) -> _Fetched:
+        return self._fetch_tag(*item)
+
+    def _fetch_tag(self, client: RegistryClient, repo: str, tag: str) -> _Fetched:
+        """A tag's manifest, and (for an image not seen yet) its configs and platform manifests, on a thread."""
         from injector.audit.registry import _bounded_read
 
         response = client._get(
@@ -217,18 +252,47 @@ class RegistryWalk:
         )
         client._check(response, f"manifest {tag}")
         data = _bounded_read(response, MAX_JSON, "a manifest")
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        fetched = _Fetched(data, "sha256:" + hashlib.sha256(data).hexdigest())
+        if fetched.digest in self.by_manifest:
+            return fetched
+        try:  # only a head start: whatever fails here fails again, properly, in _tag
+            manifest = parse_json(data, "a manifest")
+            if "manifests" in manifest or manifest.get("mediaType") in INDEX_TYPES:
+                for entry in self._platforms(manifest, repo):
+                    digest = check_digest(entry.get("digest"), "a manifest entry")
+                    if digest in self.images:
+                        continue
+                    inner = client._small_blob(digest, f"manifest {digest}")
+                    fetched.blobs[digest] = inner
+                    self._prefetch_config(client, parse_json(inner, "a manifest"), fetched)
+            else:
+                self._prefetch_config(client, manifest, fetched)
+        except StrongholdError:
+            pass
+        return fetched
+
+    def _prefetch_config(self, client: RegistryClient, manifest: dict, fetched: _Fetched) -> None:
+        config = manifest.get("config")
+        digest = config.get("digest") if isinstance(config, dict) else None
+        if isinstance(digest, str):
+            fetched.blobs[digest] = client._small_blob(check_digest(digest, "the config"), "the image config")
+
+    def _tag(self, client: RegistryClient, repo: str, tag: str, target: str, fetched: _Fetched) -> _Entry:
+        digest = fetched.digest
         if digest in self.by_manifest:  # another tag of the same image: audited once, reported under each
             keys, multi = self.by_manifest[digest]
             return _Entry(target, keys, multi=multi)
-        manifest = parse_json(data, f"{self.host}/{repo}: manifest {tag}")
+        manifest = parse_json(fetched.data, f"{self.host}/{repo}: manifest {tag}")
         what = f"{self.host}/{repo}:{tag}"
         if "manifests" in manifest or manifest.get("mediaType") in INDEX_TYPES:
             entries = self._platforms(manifest, what)
-            keys = [self._image(client, repo, check_digest(e.get("digest"), what), None, _platform(e)) for e in entries]
+            keys = [
+                self._image(client, repo, check_digest(e.get("digest"), what), None, _platform(e), fetched)
+                for e in entries
+            ]
             multi = True
         else:
-            keys = [self._image(client, repo, digest, manifest, "")]
+            keys = [self._image(client, repo, digest, manifest, "", fetched)]
             multi = False
         self.by_manifest[digest] = (keys, multi)
         return _Entry(target, keys, multi=multi)
@@ -250,17 +314,22 @@ class RegistryWalk:
             raise BadImageError(f"{what}: an index of no image")
         return images
 
-    def _image(self, client: RegistryClient, repo: str, digest: str, manifest: dict | None, platform: str) -> str:
+    def _image(
+        self, client: RegistryClient, repo: str, digest: str, manifest: dict | None, platform: str, fetched: _Fetched
+    ) -> str:
         """The key of the image with this manifest digest, resolved and its layers submitted on first sight."""
         from injector.audit.scan import metadata_findings, safe_history_line
 
         if digest in self.images:
             return digest
+
+        def blob(wanted: str, what: str) -> bytes:
+            found = fetched.blobs.pop(wanted, None)  # verified against its digest when fetched
+            return found if found is not None else client._small_blob(wanted, what)
+
         if manifest is None:
-            manifest = parse_json(client._small_blob(digest, f"manifest {digest}"), f"manifest {digest}")
-        image = resolve_manifest(
-            manifest, client._small_blob, client._open_layer, self.platform or "", f"{self.host}/{repo}"
-        )
+            manifest = parse_json(blob(digest, f"manifest {digest}"), f"manifest {digest}")
+        image = resolve_manifest(manifest, blob, client._open_layer, self.platform or "", f"{self.host}/{repo}")
         _, lines = history_per_layer(image)
         safe = {layer: safe_history_line(line, self.detector) for layer, line in lines.items()}
         futures = [self.pool.submit(layer) for layer in image.layers]
@@ -337,6 +406,39 @@ class RegistryWalk:
             f"{self.pool.distinct} distinct layers ({self.pool.from_cache} from the cache), "
             f"{self.pool.bytes_read / 1e6:.1f} MB read; {findings} findings; {seconds:.1f} s"
         )
+
+
+def _ahead(
+    executor: ThreadPoolExecutor, work: Callable[[Item], T], items: Iterable[Item], window: int
+) -> Iterator[tuple[Item, Future[T]]]:
+    """Each item with the future of `work(item)`, in order, at most `window` started ahead of the consumer."""
+    pending: deque[tuple[Item, Future[T]]] = deque()
+    for item in items:
+        pending.append((item, executor.submit(work, item)))
+        if len(pending) >= window:
+            yield pending.popleft()
+    while pending:
+        yield pending.popleft()
+
+
+@functools.cache
+def _known_base(base: str) -> type[RegistryClient]:
+    """A client that pings the scheme the catalog's client found, instead of trying https first per repository."""
+    import requests
+
+    from injector.audit.registry import RegistryClient, _RetryableError
+
+    class KnownBase(RegistryClient):
+        def _pick_scheme(self) -> str:
+            try:
+                self._ping(base)
+            except _RetryableError as exc:
+                raise RegistryUnavailableError(f"{exc}; is the registry running?") from None
+            except requests.exceptions.SSLError:
+                raise RegistryUnavailableError(f"{self.host}: TLS failed") from None
+            return base
+
+    return KnownBase
 
 
 def _platform(descriptor: dict) -> str:
