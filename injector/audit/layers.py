@@ -194,10 +194,10 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:100]
 
 
-def read_windows(content: Readable, what: str) -> Iterator[bytes]:
-    """A text file's content in windows that end at a newline; nothing for a binary file."""
+def read_windows(content: Readable, what: str, *, always: bool = False) -> Iterator[bytes]:
+    """A text file's content in windows that end at a newline; nothing for a binary file, unless `always`."""
     head = content.read(SNIFF)
-    if b"\0" in head:
+    if b"\0" in head and not always:
         return
     carry = head
     while True:
@@ -217,8 +217,13 @@ def read_windows(content: Readable, what: str) -> Iterator[bytes]:
 
 
 def worth_reading(path: str) -> bool:
+    """Skip by path only (docs/audit.md): never a known credential file, wherever it is and whatever its suffix."""
+    from injector.audit.detect import is_known_credential_file
+
     lower = path.lower()
-    return not lower.endswith(SKIP_SUFFIXES) and not lower.lstrip("/").startswith(SKIP_DIRS)
+    if not lower.endswith(SKIP_SUFFIXES) and not lower.lstrip("/").startswith(SKIP_DIRS):
+        return True
+    return is_known_credential_file(path)
 
 
 class Whiteouts:

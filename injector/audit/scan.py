@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from injector.audit.detect import Detector
+from injector.audit.detect import Detector, is_known_credential_file
 from injector.audit.findings import Finding
 from injector.audit.image import Image, history_per_layer
 from injector.audit.layers import Whiteouts, open_layer_stream, read_windows, walk, worth_reading
@@ -148,7 +148,9 @@ def _layer_findings(image: Image, detector: Detector, progress: Progress | None)
                     continue
                 if progress is not None:
                     progress(f"layer {layer.index + 1}/{total} {member.path[:60]}")
-                for window in read_windows(content, what):
+                # A known credential file is read whatever it holds: a NUL (or a sparse hole) after the
+                # secret does not stop an app reading it, so it must not stop the audit.
+                for window in read_windows(content, what, always=is_known_credential_file(member.path)):
                     batch.append((member.path, window))
                     batched += len(window)
                     if batched >= TEXT_BATCH:
