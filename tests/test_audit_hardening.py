@@ -19,7 +19,7 @@ import pytest
 from test_audit import assert_no_value, audit, findings_of, fp
 
 from conftest import STRONGHOLD
-from testkit.audit_builder import TestImage, all_forms, docker_files, oci_files, write_dir
+from testkit.audit_builder import TestImage, all_forms, docker_files, oci_files, sha, write_dir, write_tar
 from testkit.hostile_tar import END, gnu_long, header, member, pax
 
 TOKEN = "ghp_" + "Zq8vLm3Nx7Rt2Wp5Ks9Hd4Fj6Gb1Cy0Ea3Ui"  # a GitHub token shape, made up
@@ -229,3 +229,45 @@ def test_an_outer_hardlink_to_a_missing_member_is_one_line(tmp_path: Path) -> No
     assert "nowhere.json" in line
     targets = json.loads(result.stdout)["targets"]
     assert [t["clean"] for t in targets] == [False, True]
+
+
+# -- 5. an image does not decide how long the audit runs --------------------------------------------
+
+
+def _docker_archive_with_layers(path: Path, layer: bytes, count: int) -> Path:
+    """A docker archive whose manifest lists one layer `count` times (the config's diff_ids agree)."""
+    diff = sha(layer)
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": [diff] * count}}
+    ).encode()
+    files = {
+        "layer.tar": layer,
+        "config.json": config,
+        "manifest.json": json.dumps([{"Config": "config.json", "Layers": ["layer.tar"] * count}]).encode(),
+    }
+    return write_tar(path, files, gz=True)
+
+
+def test_a_layer_listed_100000_times_is_refused_at_once(tmp_path: Path) -> None:
+    layer = tarfile_bytes({"a.txt": b"x" * 1024})
+    archive = _docker_archive_with_layers(tmp_path / "many.tar.gz", layer, 100_000)
+    assert archive.stat().st_size < 200_000
+    _one_line_error(audit(f"docker-archive:{archive}"), 65, "layers")
+
+
+def test_a_layer_read_again_and_again_exhausts_the_targets_budget(tmp_path: Path) -> None:
+    """200 references to one 4 MiB layer that compresses to a few KiB: 800 MiB of reading from ~10 KiB."""
+    layer = tarfile_bytes({"zeros.txt": b"z\n" * (2 * 1024 * 1024)})
+    archive = _docker_archive_with_layers(tmp_path / "again.tar.gz", layer, 200)
+    line = _one_line_error(audit(f"docker-archive:{archive}"), 65, "distinct input")
+    assert "refusing" in line
+
+
+def tarfile_bytes(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

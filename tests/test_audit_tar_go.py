@@ -162,8 +162,7 @@ def test_numbers_with_leading_nuls_are_read_as_go_reads_them(gotar: Path) -> Non
 )
 def test_sizes_go_refuses_are_refused(gotar: Path, size: bytes) -> None:
     data = header(b"app/.env", size=size) + pad(SECRET) + END
-    go, go_ok = go_list(gotar, data)
-    assert not go_ok
+    assert not go_list(gotar, data)[1]
     assert_same(gotar, data)
 
 
@@ -259,7 +258,8 @@ NAMES = st.sampled_from(
      b"../up", b"", b"GNUSparseFile.0/f"]
 )  # fmt: skip
 NUMBERS = st.one_of(
-    st.integers(-3, 3000).map(lambda n: b"%d" % n), st.sampled_from([b"", b"+5", b"-0", b"1_0", b" 7", b"0x10", b"9" * 30])
+    st.integers(-3, 3000).map(lambda n: b"%d" % n),
+    st.sampled_from([b"", b"+5", b"-0", b"1_0", b" 7", b"0x10", b"9" * 30]),
 )
 PAX_KEYS = st.sampled_from(
     [b"path", b"linkpath", b"size", b"uid", b"gid", b"mtime", b"uname", b"comment", b"GNU.sparse.hide",
@@ -286,7 +286,8 @@ def records(draw: st.DrawFn) -> bytes:
         content = draw(CONTENT)
         size: int | bytes = len(content)
         if draw(st.booleans()) and draw(st.booleans()):
-            size = draw(st.sampled_from([b"\0\0" + b"%o" % len(content), b"%o " % len(content), b"\x80" + len(content).to_bytes(11, "big")]))
+            forms = [b"\0\0" + b"%o" % len(content), b"%o " % len(content), b"\x80" + len(content).to_bytes(11, "big")]
+            size = draw(st.sampled_from(forms))
         prefix = draw(st.sampled_from([b"", b"", b"app", b"\xff"]))
         return header(draw(NAMES), draw(KINDS), size, magic=draw(MAGICS), prefix=prefix) + pad(content)
     if choice <= 13:

@@ -25,6 +25,7 @@ from typing import IO, Any, cast
 from injector.audit.errors import BadImageError, NoInputError
 from injector.audit.image import (
     MAX_JSON,
+    MAX_LAYERS,
     ByteStream,
     Image,
     Layer,
@@ -365,6 +366,10 @@ def read_docker_archive(archive: TarArchive) -> Iterator[Image]:
         layers = entry.get("Layers")
         if not isinstance(config_name, str) or not isinstance(layers, list):
             raise BadImageError(f"{archive.path}: {what} has no Config or Layers")
+        if len(layers) > MAX_LAYERS:
+            raise BadImageError(
+                f"{archive.path}: {what} has {len(layers)} layers; no engine runs more than {MAX_LAYERS}"
+            )
         config_bytes = archive.read_small(config_name, f"{what}'s config")
         config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
         stem = posixpath.basename(config_name).removesuffix(".json")

@@ -15,6 +15,7 @@ from injector.errors import StrongholdError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from injector.audit.detect import Detector  # imported for real only once the targets are valid
+    from injector.audit.layers import Budget
 
 FORMATS = ("text", "json", "sarif")
 
@@ -91,16 +92,25 @@ def _audit_target(
         from injector.audit.dockerfile import check_dockerfile
 
         return [TargetReport(target.given, None, check_dockerfile(target.path, detector))]
-    return [
-        _audit(target, image, detector, progress)
-        for image in _images(target, wanted_platform, tls_verify, options, progress)
-    ]
+    import os
+
+    from injector.audit.image import MAX_IMAGES
+    from injector.audit.layers import Budget
+
+    on_disk = target.kind in ("docker-archive", "oci-archive", "archive")
+    budget = Budget(os.stat(target.path).st_size if on_disk else None)  # one per target, for all its images
+    reports = []
+    for count, image in enumerate(_images(target, wanted_platform, tls_verify, options, progress)):
+        if count >= MAX_IMAGES:
+            raise BadImageError(f"{target.given}: more than {MAX_IMAGES} images in one target; refusing")
+        reports.append(_audit(target, image, detector, progress, budget))
+    return reports
 
 
-def _audit(target: Target, image: Image, detector: Detector, progress: Progress) -> TargetReport:
+def _audit(target: Target, image: Image, detector: Detector, progress: Progress, budget: Budget) -> TargetReport:
     from injector.audit.scan import audit_image, safe_history_line
 
-    findings = audit_image(image, detector, progress.update if progress.enabled else None)
+    findings = audit_image(image, detector, progress.update if progress.enabled else None, budget)
     _, lines = history_per_layer(image)
     safe = {layer: safe_history_line(line, detector) for layer, line in lines.items()}
     return TargetReport(target.given, image.config_digest, findings, safe, image.label)

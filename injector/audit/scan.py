@@ -6,9 +6,10 @@ import re
 from collections.abc import Callable
 
 from injector.audit.detect import Detector, is_known_credential_file
+from injector.audit.errors import BadImageError
 from injector.audit.findings import Finding
-from injector.audit.image import Image, history_per_layer
-from injector.audit.layers import Whiteouts, open_layer_stream, read_windows, walk, worth_reading
+from injector.audit.image import MAX_LAYERS, Image, history_per_layer
+from injector.audit.layers import Budget, Whiteouts, open_layer_stream, read_windows, walk, worth_reading
 
 # `|2 TOKEN=abc VERSION=1 /bin/sh -c ...`: how podman and docker record build args on a RUN line
 BUILD_ARGS = re.compile(r"^\|(\d+)\s+")
@@ -17,12 +18,21 @@ ENV_LINE = re.compile(r"^(?:/bin/sh -c )?(?:#\(nop\)\s*)?(ENV|LABEL)\s+(.*)$", r
 Progress = Callable[[str], None]
 
 
-def audit_image(image: Image, detector: Detector, progress: Progress | None = None) -> list[Finding]:
-    """-> findings; the history lines the report may quote are made safe by `safe_history_line`."""
+def audit_image(
+    image: Image, detector: Detector, progress: Progress | None = None, budget: Budget | None = None
+) -> list[Finding]:
+    """-> findings; the history lines the report may quote are made safe by `safe_history_line`.
+
+    `budget`: the target's (shared by every image of one archive), so repeats cannot multiply the work.
+    """
+    if len(image.layers) > MAX_LAYERS:
+        raise BadImageError(
+            f"{image.label or 'the image'}: {len(image.layers)} layers; no engine runs more than {MAX_LAYERS}"
+        )
     findings: list[Finding] = []
     findings += _config_findings(image, detector)
     findings += _history_findings(image, detector)
-    findings += _layer_findings(image, detector, progress)
+    findings += _layer_findings(image, detector, progress, budget if budget is not None else Budget())
     return _dedupe(findings)
 
 
@@ -132,7 +142,7 @@ def _fix(kind: str) -> str:
 TEXT_BATCH = 4 * 1024 * 1024  # text windows are searched for triggers this much at a time
 
 
-def _layer_findings(image: Image, detector: Detector, progress: Progress | None) -> list[Finding]:
+def _layer_findings(image: Image, detector: Detector, progress: Progress | None, budget: Budget) -> list[Finding]:
     whiteouts = Whiteouts()
     by_file: dict[tuple[str, int], list[Finding]] = {}
     total = len(image.layers)
@@ -140,7 +150,7 @@ def _layer_findings(image: Image, detector: Detector, progress: Progress | None)
         what = f"layer {layer.index} ({layer.name})"
         batch: list[tuple[str, bytes]] = []
         batched = 0
-        stream, close = open_layer_stream(layer, what)
+        stream, close = open_layer_stream(layer, what, budget)
         try:
             for member, content in walk(stream, what):
                 whiteouts.seen(member, layer.index)
