@@ -292,6 +292,9 @@ def _audit_parser(subparsers: Subparsers) -> None:
         "--creds", metavar="USER:PASSWORD", help="registry credentials (else REGISTRY_AUTH_FILE, ~/.docker/config.json)"
     )
     audit.add_argument("--strict", action="store_true", help="report placeholders (changeme, ${VAR}, xxx) too")
+    audit.add_argument(
+        "--registry-timeout", metavar="SECONDS", help="total time one docker:// target may take (default 1800)"
+    )
 
 
 def parse(argv: Sequence[str]) -> tuple[str, dict[str, object], list[str]]:

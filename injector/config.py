@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from urllib.parse import urlsplit
 
 from injector.errors import ConfigError
+from injector.netaddr import is_loopback  # the one copy (devproxy imports it from here too)
 from injector.options import (
     BY_DEST,
     DEFAULT_DIR,
@@ -317,17 +318,6 @@ def check_proxy_url(url: str, *, insecure_http: bool, what: str = "proxy URL") -
             "use https:// (or --insecure-http if you really mean it)"
         )
     return url.rstrip("/")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    import ipaddress  # (free: urllib.parse, which the start path needs anyway, has loaded it)
-
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # Never interpolated into an env file: `INNOCENT=${STRONGHOLD_BOOTSTRAP_TOKEN}`

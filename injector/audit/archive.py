@@ -403,7 +403,7 @@ def _json_list(data: bytes, path: str) -> list[dict]:
 
     try:
         value = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadImageError(f"{path}: manifest.json is not valid JSON") from None
     if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
         raise BadImageError(f"{path}: manifest.json is not a list of images")

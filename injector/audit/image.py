@@ -68,7 +68,7 @@ class Image:
 def parse_json(data: bytes, what: str) -> dict:
     try:
         value = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested too deep
         raise BadImageError(f"{what} is not valid JSON") from None
     if not isinstance(value, dict):
         raise BadImageError(f"{what} is not a JSON object")
@@ -151,13 +151,16 @@ def resolve_manifest(
             raise BadImageError(f"{what}: layer {index} is not a descriptor")
         digest = check_digest(layer.get("digest"), f"{what}: layer {index}")
         size = layer.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            # required by the OCI and Docker specs, and what bounds the download
+            raise BadImageError(f"{what}: layer {index} has no valid size")
         result.append(
             Layer(
                 index=index,
                 name=digest,
                 open=open_layer(digest),
                 blob_digest=digest,
-                size=size if isinstance(size, int) and size >= 0 else None,
+                size=size,
                 media_type=str(layer.get("mediaType", "")),
             )
         )

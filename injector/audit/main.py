@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from injector.audit.layers import Budget
 
 FORMATS = ("text", "json", "sarif")
+REGISTRY_TIMEOUT = 1800.0  # seconds one docker:// target may take in all: a dripping registry fails (69)
 
 
 def audit(options: dict[str, object]) -> int:
@@ -32,6 +33,7 @@ def audit(options: dict[str, object]) -> int:
     if fmt not in FORMATS:
         raise AuditUsageError(f"--format must be one of {', '.join(FORMATS)}")
     tls_verify = _tls_verify(options.get("tls_verify"))
+    _seconds(options.get("registry_timeout"))  # a usage error before anything is read
     wanted_platform = str(options.get("platform") or machine_platform())
     if wanted_platform.count("/") not in (1, 2):
         raise AuditUsageError(f"--platform {wanted_platform!r} is not OS/ARCH[/VARIANT]")
@@ -130,6 +132,7 @@ def _images(
             tls_verify=tls_verify,
             creds=str(options["creds"]) if options.get("creds") else None,
             progress=progress,
+            deadline=_seconds(options.get("registry_timeout")),
         )
         try:
             yield client.image(target.reference, wanted_platform)
@@ -169,3 +172,15 @@ def _tls_verify(value: object) -> bool:
     if text in ("false", "0", "no"):
         return False
     raise AuditUsageError(f"--tls-verify takes true or false, not {value!r}")
+
+
+def _seconds(value: object) -> float:
+    if value is None:
+        return REGISTRY_TIMEOUT
+    try:
+        seconds = float(str(value))
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 86400:
+        raise AuditUsageError(f"--registry-timeout takes seconds (0 < N <= 86400), not {str(value)[:20]!r}")
+    return seconds
