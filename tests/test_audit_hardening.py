@@ -271,3 +271,41 @@ def tarfile_bytes(files: dict[str, bytes]) -> bytes:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+# -- 12. strings from the image are shown, never obeyed ------------------------------------------------
+
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x9b2J\u2028\x7fclean"  # title, clear screen, C1 CSI, a line break, DEL
+
+
+def test_control_characters_from_the_image_are_escaped_in_every_format(tmp_path: Path) -> None:
+    image = TestImage(
+        layers=[{f"app/{HOSTILE}.env": ENV_FILE}],
+        history=[{"created_by": f"/bin/sh -c echo {HOSTILE} GITHUB_TOKEN={TOKEN}"}],
+    )
+    files = docker_files(image)
+    manifest = json.loads(files["manifest.json"])
+    manifest[0]["RepoTags"] = [f"evil:{HOSTILE}"]
+    files["manifest.json"] = json.dumps(manifest).encode()
+    target = f"docker-archive:{write_tar(tmp_path / 'evil.tar', files)}"
+    for fmt in ("text", "json", "sarif"):
+        result = audit("--format", fmt, target)
+        assert result.returncode == 1, result.stderr
+        for raw in ("\x1b", "\x07", "\x9b", "\u2028", "\x7f"):
+            assert raw not in result.stdout and raw not in result.stderr, (fmt, raw)
+        assert_no_value(result, TOKEN)
+        if fmt == "text":
+            assert "\\x1b]0;pwned\\x07" in result.stdout  # shown, escaped
+            assert not any(line.endswith("clean") for line in result.stdout.splitlines())
+        else:
+            json.loads(result.stdout)  # still valid JSON
+    paths = {f[2] for f in findings_of(audit("--format", "json", target))}
+    assert f"/app/{HOSTILE}.env" in paths  # JSON escapes decode to the very name
+
+
+def test_the_progress_line_escapes_paths(capsys: pytest.CaptureFixture[str]) -> None:
+    from injector.audit.progress import Progress
+
+    Progress(True).update(f"layer 1/1 /app/{HOSTILE}")
+    err = capsys.readouterr().err
+    assert "\x1b]0" not in err and "\x9b" not in err and "\\x1b]0;pwned" in err
