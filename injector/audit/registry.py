@@ -152,10 +152,13 @@ class RegistryClient:
             ) from None
 
     def _ping(self, base: str) -> None:
-        response = self._send("GET", f"{base}/v2/", allow_ssl_error=True)
+        # stream=True and closed unread: the body of /v2/ says nothing, and a hostile one is endless
+        response = self._send("GET", f"{base}/v2/", allow_ssl_error=True, stream=True)
+        response.close()
         if response.status_code == 401:
             self._authenticate(response, base)
-            response = self._send("GET", f"{base}/v2/")
+            response = self._send("GET", f"{base}/v2/", stream=True)
+            response.close()
             if response.status_code in (401, 403):
                 raise RegistryRefusedError(f"{self.host}: the registry refused the credentials")
         if response.status_code != 200:
@@ -178,7 +181,7 @@ class RegistryClient:
         if params.get("service"):
             query["service"] = params["service"]
         auth = self.basic if self.basic else None
-        answer = self._send("GET", realm, params=query, auth=auth, with_auth=False)
+        answer = self._send("GET", realm, params=query, auth=auth, with_auth=False, stream=True)  # bounded read
         if answer.status_code in (401, 403):
             raise RegistryRefusedError(f"{self.host}: the token service refused the credentials")
         if answer.status_code != 200:
@@ -352,7 +355,8 @@ class _ResponseStream:
     def read(self, n: int = -1) -> bytes:
         self.client._left()  # a registry that drips bytes runs into the target's deadline
         try:
-            return self.raw.read(n if n and n > 0 else 1024 * 1024, decode_content=True)
+            # read1: at most one receive, so the deadline is checked between them (read() waits for all n)
+            return self.raw.read1(n if n and n > 0 else 1024 * 1024, decode_content=True)
         except Exception as exc:  # urllib3's errors: the registry dropped the stream mid-layer
             raise RegistryUnavailableError(f"{self.host}: the layer download broke ({type(exc).__name__})") from None
 
@@ -375,10 +379,14 @@ def _bounded_read(response: requests.Response, limit: int, what: str, client: Re
 
 
 def _chunks(response: requests.Response, what: str) -> Any:
+    """The body a receive at a time (read1), so a dripping answer meets the deadline between them."""
     try:
-        yield from response.iter_content(65536)
-    except requests.exceptions.RequestException as exc:
+        while chunk := response.raw.read1(65536, decode_content=True):
+            yield chunk
+    except Exception as exc:  # urllib3's and requests' errors: the answer broke off
         raise RegistryUnavailableError(f"{what}: the answer broke off ({type(exc).__name__})") from None
+    finally:
+        response.close()
 
 
 def _bounded_json(response: requests.Response, what: str, client: RegistryClient | None = None) -> dict:
