@@ -312,6 +312,9 @@ def _audit_parser(subparsers: Subparsers) -> None:
     )
     audit.add_argument("--cache", metavar="DIR", help="keep each layer's result here; a rerun skips layers seen")
     audit.add_argument("--jobs", metavar="N", help="parallel layer downloads (default 4)")
+    audit.add_argument(
+        "--registry-timeout", metavar="SECONDS", help="total time one docker:// target may take (default 1800)"
+    )
 
 
 def _webhook_parser(subparsers: Subparsers) -> None:

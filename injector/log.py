@@ -32,8 +32,14 @@ REDACTED = "<redacted>"
 # the log and reveal the "secret" all the same.  Real tokens are far longer.
 MIN_REDACTED_LENGTH = 6
 WRITE_PATIENCE = 1.0  # seconds a line may wait for a full (non-blocking) stderr before it is dropped
-# C0 controls, DEL and the Unicode line breaks, shown escaped in text lines
-_VISIBLE = {c: repr(chr(c))[1:-1] for c in [*range(32), 127, 0x85, 0x2028, 0x2029]}
+# C0 and C1 controls, DEL and the Unicode line breaks, shown escaped in text lines (a C1 CSI, 0x9b, is an
+# escape sequence to many terminals); the audit's reports use the same table (visible()).
+_VISIBLE = {c: repr(chr(c))[1:-1] for c in [*range(32), *range(127, 160), 0x2028, 0x2029]}
+
+
+def visible(text: str) -> str:
+    """`text` with every control character and Unicode line break shown as an escape."""
+    return text.translate(_VISIBLE)
 
 
 def escaped_forms(secret: str) -> set[str]:

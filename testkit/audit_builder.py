@@ -50,7 +50,7 @@ def layer_tar(files: dict[str, Entry], tar_format: int = tarfile.PAX_FORMAT) -> 
 class TestImage:
     __test__ = False  # a builder, not a test class
 
-    layers: list[dict[str, Entry]]
+    layers: list[dict[str, Entry] | bytes]  # bytes: a layer tar as is (hostile forms, testkit/hostile_tar.py)
     env: list[str] = field(default_factory=lambda: ["PATH=/usr/bin:/bin"])
     labels: dict[str, str] = field(default_factory=dict)
     cmd: list[str] = field(default_factory=lambda: ["/bin/sh"])
@@ -62,7 +62,7 @@ class TestImage:
         """-> [(uncompressed tar, stored blob)]"""
         out = []
         for files in self.layers:
-            tar = layer_tar(files, self.tar_format)
+            tar = files if isinstance(files, bytes) else layer_tar(files, self.tar_format)
             if self.compress == "zstd":
                 import zstandard
 

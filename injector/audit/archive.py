@@ -1,8 +1,10 @@
 """Readers for images on disk: `docker save` archives, OCI archives and OCI layouts.
 
-An archive is read in place through `tarfile` (members are looked up by name,
-never extracted); a layout directory through a directory fd, one component at
-a time with O_NOFOLLOW, so a symlinked blob cannot make us read outside it.
+An archive is indexed in one streaming pass of the Go-compatible tar reader
+(members are looked up by name, never extracted, never held whole); a layout
+directory through a directory fd, one component at a time with O_NOFOLLOW
+(and O_NONBLOCK, so a FIFO cannot hang us), so a symlinked blob cannot make
+us read outside it.
 Every name a manifest gives is checked to stay inside the archive first.
 """
 
@@ -10,18 +12,20 @@ from __future__ import annotations
 
 import errno
 import functools
+import gzip
 import hashlib
 import os
 import posixpath
 import stat
-import tarfile
 import zlib
 from collections.abc import Callable, Iterator
-from typing import IO
+from dataclasses import dataclass
+from typing import IO, Any, cast
 
 from injector.audit.errors import BadImageError, NoInputError
 from injector.audit.image import (
     MAX_JSON,
+    MAX_LAYERS,
     ByteStream,
     Image,
     Layer,
@@ -29,8 +33,9 @@ from injector.audit.image import (
     parse_json,
     resolve_manifest,
 )
+from injector.audit.tarstream import TarStream
 
-TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError, ValueError)
+TAR_ERRORS = (EOFError, zlib.error, OSError, ValueError)  # what the decompressors raise
 
 
 def safe_member_name(name: str, what: str) -> str:
@@ -41,69 +46,196 @@ def safe_member_name(name: str, what: str) -> str:
     return normal
 
 
+MAX_OUTER_MEMBERS = 100_000  # a docker/OCI archive holds a few files per layer and blob
+MAX_OUTER_NAMES = 16 * 1024 * 1024  # bytes of member names kept in the index
+DUPLICATE = None  # the index's mark for a name that appears twice
+
+
+@dataclass
+class _Entry:
+    kind: bytes
+    offset: int  # of the content in the (uncompressed) archive
+    size: int
+    linkname: str
+
+
 class TarArchive:
-    """Random access to the members of a tar (or .tar.gz) image archive."""
+    """Random access to the members of a tar (or .tar.gz) image archive, indexed in one streaming pass.
+
+    Read with the same Go-compatible parser as layers (podman and skopeo read
+    these archives with Go's archive/tar), never held whole: the index keeps
+    each name with its offset, within MAX_OUTER_MEMBERS and MAX_OUTER_NAMES.
+    A name that appears twice is refused when asked for: podman loads the
+    first `manifest.json`, a dict the last, and the audit must vouch for the
+    image that runs.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.raw = _open_regular(path)
         try:
-            self.tar = tarfile.open(path, mode="r:*")  # noqa: SIM115 - closed by close()
-            members = self.tar.getmembers()
-        except FileNotFoundError:
-            raise NoInputError(f"{path}: no such file") from None
-        except PermissionError:
-            raise NoInputError(f"{path}: not readable") from None
-        except IsADirectoryError:
-            raise NoInputError(f"{path}: a directory, not an archive") from None
+            self.stream = _decompressed(self.raw, path)
+            self.members = self._index()
+        except BaseException:
+            self.raw.close()
+            raise
+
+    def _index(self) -> dict[str, _Entry | None]:
+        members: dict[str, _Entry | None] = {}
+        names = 0
+        try:
+            for count, (member, _) in enumerate(TarStream(self.stream, self.path).members()):
+                if count >= MAX_OUTER_MEMBERS:
+                    raise BadImageError(f"{self.path}: more than {MAX_OUTER_MEMBERS} members; not an image archive")
+                if member.name.startswith("/"):
+                    raise BadImageError(f"{self.path}: a member names {member.name!r}, outside the archive")
+                name = member.path.lstrip("/") or "."
+                names += len(name) + len(member.linkname)
+                if names > MAX_OUTER_NAMES:
+                    raise BadImageError(f"{self.path}: its member names exceed {MAX_OUTER_NAMES} bytes")
+                if member.type == b"2" and member.linkname.startswith("/"):
+                    raise BadImageError(f"{self.path}: member {name!r} is an absolute symlink")
+                if member.sparse:
+                    raise BadImageError(f"{self.path}: member {name!r} is a sparse file; not an image archive")
+                if member.isdir():
+                    continue  # never read; a directory named twice is normal
+                entry = _Entry(member.type, member.data_offset, member.size, member.linkname)
+                members[name] = DUPLICATE if name in members else entry
         except TAR_ERRORS as exc:
-            raise BadImageError(f"{path}: not a readable tar archive ({_reason(exc)})") from None
-        self.members: dict[str, tarfile.TarInfo] = {}
-        for member in members:
-            name = safe_member_name(member.name, f"{path}: a member")
-            if member.issym() and member.linkname.startswith("/"):
-                raise BadImageError(f"{path}: member {name!r} is an absolute symlink")
-            self.members[name] = member
+            raise BadImageError(f"{self.path}: not a readable tar archive ({_reason(exc)})") from None
+        if not members:
+            raise BadImageError(f"{self.path}: not a tar archive (no members)")
+        return members
 
     def close(self) -> None:
-        self.tar.close()
+        self.raw.close()
 
     def has(self, name: str) -> bool:
         return name in self.members
 
-    def _resolve(self, name: str, what: str) -> tarfile.TarInfo:
+    def _resolve(self, name: str, what: str) -> _Entry:
         name = safe_member_name(name, what)
         for _ in range(8):
-            member = self.members.get(name)
-            if member is None:
+            if name not in self.members:
                 raise BadImageError(f"{self.path}: {what} names {name!r}, which the archive does not hold")
-            if not member.issym():
-                if not (member.isfile() or member.islnk()):
-                    raise BadImageError(f"{self.path}: {name!r} is not a regular file")
+            member = self.members[name]
+            if member is DUPLICATE:
+                raise BadImageError(
+                    f"{self.path}: {name!r} appears more than once; refusing an archive whose readers disagree"
+                )
+            if member.kind == b"2":
+                name = safe_member_name(posixpath.join(posixpath.dirname(name), member.linkname), what)
+            elif member.kind == b"1":
+                name = safe_member_name(member.linkname, what)  # a hard link names a member of the archive
+            elif member.kind in (b"0", b"7"):
                 return member
-            name = safe_member_name(posixpath.join(posixpath.dirname(name), member.linkname), what)
-        raise BadImageError(f"{self.path}: too many symlinks at {name!r}")
+            else:
+                raise BadImageError(f"{self.path}: {name!r} is not a regular file")
+        raise BadImageError(f"{self.path}: too many links at {name!r}")
 
     def open(self, name: str, what: str) -> IO[bytes]:
         member = self._resolve(name, what)
-        try:
-            stream = self.tar.extractfile(member)
-        except TAR_ERRORS as exc:
-            raise BadImageError(f"{self.path}: cannot read {name!r} ({_reason(exc)})") from None
-        if stream is None:
-            raise BadImageError(f"{self.path}: {name!r} is not a regular file")
-        return stream
+        return cast("IO[bytes]", _MemberFile(self, member, name))
 
     def read_small(self, name: str, what: str) -> bytes:
         member = self._resolve(name, what)
         if member.size > MAX_JSON:
             raise BadImageError(f"{self.path}: {what} is implausibly large ({member.size} bytes)")
-        try:
-            data = self.open(name, what).read()
-        except TAR_ERRORS as exc:
-            raise BadImageError(f"{self.path}: cannot read {what} ({_reason(exc)})") from None
+        data = _MemberFile(self, member, name).read()
         if len(data) != member.size:
             raise BadImageError(f"{self.path}: {what} is truncated")
         return data
+
+    def pread(self, offset: int, count: int) -> bytes:
+        try:
+            if isinstance(self.stream, _PlainFile):
+                return os.pread(self.raw.fileno(), count, offset)
+            if self.stream.tell() != offset:
+                self.stream.seek(offset)  # forward: decompress on; backward: from the start (layers come in order)
+            return self.stream.read(count)
+        except TAR_ERRORS as exc:
+            raise BadImageError(f"{self.path}: cannot read the archive ({_reason(exc)})") from None
+
+
+class _MemberFile:
+    """One member's content, read where the index says it is."""
+
+    def __init__(self, archive: TarArchive, member: _Entry, name: str) -> None:
+        self.archive = archive
+        self.position = member.offset
+        self.left = member.size
+        self.name = name
+
+    def read(self, n: int = -1) -> bytes:
+        count = self.left if n is None or n < 0 else min(n, self.left)
+        if count <= 0:
+            return b""
+        data = self.archive.pread(self.position, min(count, 4 * 1024 * 1024))
+        if not data:
+            raise BadImageError(f"{self.archive.path}: {self.name!r} is truncated")
+        self.position += len(data)
+        self.left -= len(data)
+        return data
+
+    def close(self) -> None:
+        pass  # the archive's one handle stays open until the archive is closed
+
+
+class _PlainFile:
+    """An uncompressed archive: read in order, skipped over by seeking, checked against its size."""
+
+    def __init__(self, handle: IO[bytes], path: str) -> None:
+        self.handle = handle
+        self.path = path
+        self.size = os.fstat(handle.fileno()).st_size
+        self.position = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.handle.read(n)
+        self.position += len(data)
+        return data
+
+    def skip_forward(self, count: int) -> None:
+        if self.position + count > self.size:
+            raise BadImageError(f"{self.path}: corrupt tar (truncated member)")
+        self.position += count
+        self.handle.seek(self.position)
+
+
+def _open_regular(path: str) -> IO[bytes]:
+    """The target opened without blocking on a FIFO, and only if it is a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NoInputError(f"{path}: no such file") from None
+    except PermissionError:
+        raise NoInputError(f"{path}: not readable") from None
+    except OSError as exc:
+        raise NoInputError(f"{path}: cannot open ({exc.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise NoInputError(f"{path}: a directory, not an archive")
+        raise NoInputError(f"{path}: not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb", buffering=1024 * 1024)
+
+
+def _decompressed(raw: IO[bytes], path: str) -> Any:
+    """The archive's tar stream: gzip, bzip2 and xz told by their magic bytes, as `tarfile` did."""
+    head = os.pread(raw.fileno(), 6, 0)
+    if head[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if head[:3] == b"BZh":
+        import bz2
+
+        return bz2.BZ2File(raw)
+    if head == b"\xfd7zXZ\0":
+        import lzma
+
+        return lzma.LZMAFile(raw)
+    return _PlainFile(raw, path)
 
 
 class LayoutDir:
@@ -136,7 +268,8 @@ class LayoutDir:
         try:
             for index, part in enumerate(parts):
                 last = index == len(parts) - 1
-                flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (0 if last else os.O_DIRECTORY)
+                # O_NONBLOCK: opening a FIFO (no writer) must not block; the fd is checked S_ISREG below
+                flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | (0 if last else os.O_DIRECTORY)
                 try:
                     next_fd = os.open(part, flags, dir_fd=fd)
                 except OSError as exc:
@@ -151,6 +284,7 @@ class LayoutDir:
                 fd = next_fd
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise BadImageError(f"{self.path}: {name!r} is not a regular file")
+            os.set_blocking(fd, True)
             handle = os.fdopen(fd, "rb", buffering=1024 * 1024)
             fd = -1
             return handle
@@ -232,6 +366,10 @@ def read_docker_archive(archive: TarArchive) -> Iterator[Image]:
         layers = entry.get("Layers")
         if not isinstance(config_name, str) or not isinstance(layers, list):
             raise BadImageError(f"{archive.path}: {what} has no Config or Layers")
+        if len(layers) > MAX_LAYERS:
+            raise BadImageError(
+                f"{archive.path}: {what} has {len(layers)} layers; no engine runs more than {MAX_LAYERS}"
+            )
         config_bytes = archive.read_small(config_name, f"{what}'s config")
         config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
         stem = posixpath.basename(config_name).removesuffix(".json")
@@ -265,7 +403,7 @@ def _json_list(data: bytes, path: str) -> list[dict]:
 
     try:
         value = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadImageError(f"{path}: manifest.json is not valid JSON") from None
     if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
         raise BadImageError(f"{path}: manifest.json is not a list of images")

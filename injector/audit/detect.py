@@ -18,8 +18,11 @@ import bisect
 import json
 import math
 import re
+import time
 from collections.abc import Iterator
 from functools import cached_property
+
+from injector.audit.errors import BadImageError
 
 Hit = tuple[str, str | None, str]  # (rule, key, exact value)
 
@@ -130,35 +133,71 @@ def unquote(value: str) -> str:
     return value
 
 
-# Cheap pre-filter over raw bytes: a line can only hold something a plugin finds
-# if it contains one of these triggers.  Python's `re` scans for a pattern with
-# a literal prefix at memory speed but tries an alternation of different first
-# characters byte by byte (~30x slower), so the triggers are grouped by their
-# first characters, one pass per group, and only the lines around hits reach
-# detect-secrets.  KEYWORD_TRIGGERS are searched in the lower-cased text;
-# FORMAT_TRIGGERS as they are, each with a confirming pattern for its line.
-KEYWORD_TRIGGERS = (
-    rb"p(?:ass|wd|riv)", rb"secret", rb"key", rb"auth", rb"token", rb"bearer", rb"contrase",
-)  # fmt: skip
-TOKEN_RUN = rb"[A-Za-z0-9_-]{8}"
-BASIC_AUTH_URL = rb"://[^\s/@:]{1,64}:[^\s/@]{1,128}@"
-FORMAT_TRIGGERS = (  # (trigger, what its line must also hold)
-    (rb"A(?:KIA|SIA|BIA|CCA|3T|ccountKey=)", TOKEN_RUN),  # AWS, Azure storage
-    (rb"://", BASIC_AUTH_URL),  # most URL lines hold no credential: only user:password@ goes on
-    (rb"g(?:h[pousr]_|ithub_pat_|l(?:pat|dt|ft|soat|rt|cbt|imt|ptt|agent|oas)-)", TOKEN_RUN),  # GitHub, GitLab
-    (rb"GR1348941", TOKEN_RUN),  # GitLab runner registration
-    (rb"eyJ", TOKEN_RUN),  # JWT
-    (rb"npm_", TOKEN_RUN),
-    (rb"T3BlbkFJ", TOKEN_RUN),  # OpenAI
-    (rb"pypi-", TOKEN_RUN),
-    (rb"SG\.", TOKEN_RUN),  # SendGrid
-    (rb"sq0csp-", TOKEN_RUN),  # Square
-    (rb"k_live_", TOKEN_RUN),  # Stripe sk_/rk_
-    (rb"xox", TOKEN_RUN),  # Slack tokens
-    (rb"hooks\.slack", TOKEN_RUN),  # Slack webhooks
-)
-_KEYWORD_RES = [re.compile(t) for t in KEYWORD_TRIGGERS]
-_FORMAT_RES = [(re.compile(t), re.compile(confirm.decode())) for t, confirm in FORMAT_TRIGGERS]
+# THE table of trigger literals (the only one): for each detect-secrets plugin we use, and for our own
+# rules, literals of which every one of its patterns holds at least one, as (literal, case-insensitive?).
+# It does two jobs, so they cannot disagree: in a file, only the lines holding one of these literals are
+# looked at at all (the pre-filter below searches the joined text for exactly these); on a line, a plugin
+# none of whose literals is there is not run.  A plugin missing here (Discord: its pattern has no literal)
+# runs on every line that reaches `scan_line` (every config and history line, and file lines another
+# trigger picked).  tests/test_audit_detect_gates.py checks every literal against the plugins' patterns.
+TRIGGERS: dict[str, tuple[tuple[str, bool], ...]] = {
+    "AWSKeyDetector": (("A3T", False), ("ABIA", False), ("ACCA", False), ("AKIA", False), ("ASIA", False),
+                       ("aws", True)),
+    "AzureStorageKeyDetector": (("AccountKey=", False),),
+    "BasicAuthDetector": (("://", False),),
+    "GitHubTokenDetector": (("ghp_", False), ("gho_", False), ("ghu_", False), ("ghs_", False), ("ghr_", False)),
+    "GitLabTokenDetector": (("glpat-", False), ("gldt-", False), ("glft-", False), ("glsoat-", False),
+                            ("glrt-", False), ("glcbt-", False), ("glimt-", False), ("glptt-", False),
+                            ("glagent-", False), ("gloas-", False), ("GR1348941", False)),
+    "JwtTokenDetector": (("eyJ", False),),
+    "MailchimpDetector": (("-us", False),),
+    "NpmDetector": (("_authToken", False),),
+    "OpenAIDetector": (("T3BlbkFJ", False),),
+    "PypiTokenDetector": (("pypi-", False),),
+    "SendGridDetector": (("SG.", False),),
+    "SlackDetector": (("xox", True), ("hooks.slack.com", True)),
+    "SquareOAuthDetector": (("sq0csp-", False),),
+    "StripeDetector": (("k_live_", False),),
+    "TwilioKeyDetector": (("AC", False), ("SK", False)),
+    # KeywordDetector's words (its DENYLIST, checked below) and our own rules on a line
+    "KeywordDetector": (("key", True), ("pass", True), ("pwd", True), ("secret", True), ("contrase", True)),
+    "authorization-header": (("authorization", True),),
+}  # fmt: skip
+# What a trigger line must also hold before detect-secrets sees it (cheap, and a superset of the plugin's
+# own match); None: a keyword line, which must look like an assignment (KEYWORD_LINE).
+TOKEN_RUN = r"[A-Za-z0-9_-]{8}"
+CONFIRM: dict[str, str | None] = {
+    "BasicAuthDetector": r"://[^\s/@:]{1,64}:[^\s/@]{1,128}@",  # most URL lines hold no credential
+    "MailchimpDetector": r"[0-9a-z]{32}-us[0-9]",
+    "TwilioKeyDetector": r"(?:AC|SK)[a-z0-9]{32}",  # "AC" and "SK" are in every other word
+    "KeywordDetector": None,
+    "authorization-header": None,
+}
+OUR_RULES = ("authorization-header",)
+
+
+def _trigger_patterns(folded: bool) -> list[tuple[re.Pattern[bytes], re.Pattern[str] | None]]:
+    """The pre-filter: one pattern per (first byte, confirmation) of the table's literals.
+
+    Python's `re` scans for a pattern with a literal prefix at memory speed but tries an
+    alternation of different first characters byte by byte (~30x slower); literals sharing a first
+    byte share a prefix, which `re` factors out.
+    """
+    groups: dict[tuple[bytes, str | None], set[bytes]] = {}
+    for rule, literals in TRIGGERS.items():
+        confirm = CONFIRM.get(rule, TOKEN_RUN)
+        for literal, insensitive in literals:
+            if insensitive == folded:
+                text = literal.lower().encode() if folded else literal.encode()
+                groups.setdefault((text[:1], confirm), set()).add(text)
+    return [
+        (re.compile(b"|".join(re.escape(t) for t in sorted(texts))), re.compile(confirm) if confirm else None)
+        for (_, confirm), texts in sorted(groups.items(), key=lambda item: item[0][0])
+    ]
+
+
+_FOLDED_RES = _trigger_patterns(folded=True)  # searched in the lower-cased text
+_EXACT_RES = _trigger_patterns(folded=False)
 # A keyword line is worth detect-secrets only if the keyword is followed by an assignment of something.
 KEYWORD_LINE = re.compile(
     r"""(?i)(?:pass|pwd|secret|key|auth|priv|token|bearer|contrase)[^\n]{0,60}?"""
@@ -176,9 +215,11 @@ def is_vendor_path(path: str) -> bool:
     return path.startswith(VENDOR_DIRS) or "/node_modules/" in path or "/site-packages/" in path
 
 
-PEM_BLOCK = re.compile(
-    r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY(?: BLOCK)?-----.*?-----END \1PRIVATE KEY(?: BLOCK)?-----", re.DOTALL
-)
+# PEM blocks are matched in two linear passes (every BEGIN, every END, then paired in order), not with
+# `BEGIN.*?END\1`: that backtracks quadratically over a window of BEGIN lines (issue #20).
+PEM_BEGIN = re.compile(r"-----BEGIN ((?:[A-Z0-9]{1,20} ){0,6})PRIVATE KEY(?: BLOCK)?-----")
+PEM_END = re.compile(r"-----END ((?:[A-Z0-9]{1,20} ){0,6})PRIVATE KEY(?: BLOCK)?-----")
+WINDOW_SECONDS = 60.0  # one window (4 MiB) of one file may take this long to scan; then the target is refused
 AUTH_HEADER = re.compile(r"(?i)authorization:\s*(?:bearer|token|basic)\s+([A-Za-z0-9._~+/=-]{12,})")
 WORDLIKE = re.compile(r"^[A-Za-z_]{1,15}$")
 ASSIGNMENT_KEY = re.compile(r"""([A-Za-z_][A-Za-z0-9_.\-]*)["'\]]*\s*(?::=|=>|==|[:=]|\s)\s*["'`]?\s*$""")
@@ -203,48 +244,32 @@ PLUGINS = (  # the detect-secrets plugins used; the rest guess from entropy alon
 )
 
 
-# Per plugin, literals of which every one of its patterns (detect-secrets 1.5) holds at least one:
-# a line with none of them cannot match, and the plugin's regexes are not run on it.  (literal,
-# case-insensitive?)  Plugins not listed always run.
-PLUGIN_NEEDS: dict[str, tuple[tuple[str, bool], ...]] = {
-    "AWSKeyDetector": (("A3T", False), ("ABIA", False), ("ACCA", False), ("AKIA", False), ("ASIA", False),
-                       ("aws", True)),
-    "AzureStorageKeyDetector": (("AccountKey=", False),),
-    "BasicAuthDetector": (("://", False),),
-    "GitHubTokenDetector": (("ghp_", False), ("gho_", False), ("ghu_", False), ("ghs_", False), ("ghr_", False)),
-    "GitLabTokenDetector": (("gl", False), ("GR1348941", False)),  # every gl...- prefix, present and future
-    "JwtTokenDetector": (("eyJ", False),),
-    "MailchimpDetector": (("-us", False),),
-    "NpmDetector": (("_authToken", False),),
-    "OpenAIDetector": (("T3BlbkFJ", False),),
-    "PypiTokenDetector": (("pypi-", False),),
-    "SendGridDetector": (("SG.", False),),
-    "SlackDetector": (("xox", True), ("hooks.slack.com", True)),
-    "SquareOAuthDetector": (("sq0csp-", False),),
-    "StripeDetector": (("k_live_", False),),
-    "TwilioKeyDetector": (("AC", False), ("SK", False)),
-}  # fmt: skip
 # KeywordDetector's word list (its DENYLIST) and the literals each of its words holds.
 KEYWORD_DENYLIST = (
     "api_?key", "auth_?key", "service_?key", "account_?key", "db_?key", "database_?key", "priv_?key",
     "private_?key", "client_?key", "db_?pass", "database_?pass", "key_?pass", "password", "passwd", "pwd",
     "secret", "contraseña", "contrasena",
 )  # fmt: skip
-KEYWORD_NEEDS = (("key", True), ("pass", True), ("pwd", True), ("secret", True), ("contrase", True))
+# A pattern's group 1 is the secret (AWS's keyword form, the password of basic auth, the npm token);
+# every other plugin's secret is its whole match (GitHub's and GitLab's groups are only the prefix).
+SECRET_IS_GROUP = {"AWSKeyDetector", "BasicAuthDetector", "NpmDetector"}
+JWT_TAIL = re.compile(r"[A-Za-z0-9_.+/=-]*")
+NOT_TOKEN = re.compile(r"""[\s'"`]""")
 
 
 def _may_match(plugin: str, line: str, lower: str, keyword_gate: bool) -> bool:
-    needs = PLUGIN_NEEDS.get(plugin, ())
-    if plugin == "KeywordDetector" and keyword_gate:
-        needs = KEYWORD_NEEDS
+    if plugin == "KeywordDetector" and not keyword_gate:
+        return True  # its word list is not the one TRIGGERS was read from: no gate
+    needs = TRIGGERS.get(plugin, ())
     return not needs or any(literal in (lower if folded else line) for literal, folded in needs)
 
 
 class Detector:
     """The one entry point to detection.  `strict` makes placeholders findings."""
 
-    def __init__(self, *, strict: bool = False) -> None:
+    def __init__(self, *, strict: bool = False, window_seconds: float = WINDOW_SECONDS) -> None:
         self.strict = strict
+        self.window_seconds = window_seconds
 
     @cached_property
     def _plugins(self) -> list[tuple[str, object]]:
@@ -303,15 +328,7 @@ class Detector:
         for name, plugin in self._plugins:
             if not _may_match(name, line, lower, self._keyword_gate):
                 continue  # a literal every one of the plugin's patterns needs is absent: skip its regexes
-            if name == "KeywordDetector":
-                module = self._keyword_regexes
-                regexes = module.REGEX_BY_FILETYPE.get(
-                    module.determine_file_type(filename or "x.txt"), module.QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP
-                )
-                values = plugin.analyze_string(line, regexes)  # type: ignore[attr-defined]
-            else:
-                values = plugin.analyze_string(line)  # type: ignore[attr-defined]
-            for raw in values:
+            for raw in self._plugin_values(name, plugin, line, filename):
                 value = unquote(raw)
                 if value in seen or not self._plugin_hit_counts(name, value, line, in_file):
                     continue
@@ -320,6 +337,33 @@ class Detector:
                     continue
                 seen.add(value)
                 yield f"detect-secrets/{name}", key, value
+
+    def _plugin_values(self, name: str, plugin: object, line: str, filename: str) -> Iterator[str]:
+        """What the plugin matches on the line: the whole secret, never just the prefix its group captures."""
+        if name == "KeywordDetector":
+            module = self._keyword_regexes
+            regexes = module.REGEX_BY_FILETYPE.get(
+                module.determine_file_type(filename or "x.txt"), module.QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP
+            )
+            yield from plugin.analyze_string(line, regexes)  # type: ignore[attr-defined]
+            return
+        for regex in plugin.denylist:  # type: ignore[attr-defined]
+            for match in regex.finditer(line):
+                value = match.group(1) if regex.groups and name in SECRET_IS_GROUP else match.group(0)
+                if name == "AzureStorageKeyDetector":
+                    value = value.removeprefix("AccountKey=")  # the key, not the name of its field
+                if name == "NpmDetector":
+                    value = NOT_TOKEN.split(value.strip(), 1)[0]  # its `npm_.+` runs to the end of the line
+                if not value:
+                    continue
+                if name == "JwtTokenDetector":
+                    # its pattern ends in a lazy `[...]*?`, so its match stops before the signature: take it all
+                    whole = line[match.start() : JWT_TAIL.match(line, match.end()).end()]  # type: ignore[union-attr]
+                    valid = plugin.is_formally_valid  # type: ignore[attr-defined]
+                    value = whole if valid(whole) else value
+                    if not valid(value):
+                        continue
+                yield value
 
     def _plugin_hit_counts(self, plugin: str, value: str, line: str, in_file: bool) -> bool:
         if not self._counts(value):
@@ -399,15 +443,21 @@ class Detector:
                 seen.add(bare[2])
                 yield bare
         if b"PRIVATE KEY" in data:
-            for match in PEM_BLOCK.finditer(data.decode("utf-8", "replace")):
-                block = match.group(0)
+            for block in pem_blocks(data.decode("utf-8", "replace")):
                 body = block.split("-----")[2] if block.count("-----") >= 4 else ""
                 if block not in seen and (self.strict or len(body.strip()) >= 64):
                     seen.add(block)
                     yield "private-key", None, block
         if starts is None:
             starts = _line_starts(data, keywords=not is_vendor_path(path))
+        deadline = time.monotonic() + self.window_seconds
         for line in _candidate_lines(data, starts, keywords=not is_vendor_path(path)):
+            if time.monotonic() > deadline:
+                # Not scanned is not clean: the whole target is refused rather than vouched for.
+                raise BadImageError(
+                    f"{path}: scanning one {len(data)}-byte window took over {self.window_seconds:.0f} s; "
+                    "refusing to call it clean"
+                )
             for rule, key, value in self.scan_line(line, filename=name, in_file=True):
                 if value not in seen and not any(value in block for block in seen if block.startswith("-----")):
                     seen.add(value)
@@ -589,11 +639,11 @@ def _mark_lines(
 def _line_starts(data: bytes, *, keywords: bool) -> dict[int, list[re.Pattern[str]] | None]:
     """line start -> None (only a keyword there) or the confirming patterns of its format triggers."""
     starts: dict[int, list[re.Pattern[str]] | None] = {}
-    if keywords:
-        lower = data.lower()
-        for pattern in _KEYWORD_RES:
-            _mark_lines(pattern, lower, starts, None)
-    for pattern, confirm in _FORMAT_RES:
+    lower = data.lower()
+    for pattern, confirm in _FOLDED_RES:
+        if confirm is not None or keywords:
+            _mark_lines(pattern, lower, starts, confirm)
+    for pattern, confirm in _EXACT_RES:
         _mark_lines(pattern, data, starts, confirm)
     return starts
 
@@ -614,3 +664,26 @@ def _candidate_lines(data: bytes, starts: dict[int, list[re.Pattern[str]] | None
                 yield line
         elif any(confirm.search(line) for confirm in confirms) or (keywords and KEYWORD_LINE.search(line)):
             yield line
+
+
+def pem_blocks(text: str) -> Iterator[str]:
+    """Each `-----BEGIN X PRIVATE KEY-----` ... `-----END X PRIVATE KEY-----` block, as the non-greedy
+    `BEGIN (X)...END \\1` would find them left to right, in linear time."""
+    ends: dict[str, list[int]] = {}  # label ("RSA ", "" ...) -> where each END with it starts
+    for match in PEM_END.finditer(text):
+        ends.setdefault(match.group(1), []).append(match.start())
+    if not ends:
+        return
+    end_of_last = 0
+    for begin in PEM_BEGIN.finditer(text):
+        if begin.start() < end_of_last:
+            continue
+        label = begin.group(1)
+        candidates = ends.get(label, [])
+        at = bisect.bisect_left(candidates, begin.end())
+        if at == len(candidates):
+            continue
+        end = PEM_END.match(text, candidates[at])
+        assert end is not None
+        end_of_last = end.end()
+        yield text[begin.start() : end.end()]

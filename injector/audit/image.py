@@ -19,6 +19,8 @@ from injector.audit.errors import BadImageError
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 MAX_JSON = 8 * 1024 * 1024  # a manifest, index or config is a few KiB; refuse to buffer more
+MAX_LAYERS = 256  # docker stops at 125, overlayfs near 500 lower dirs with podman's short names: generous
+MAX_IMAGES = 1024  # images one target (an archive, an index) may hold
 
 INDEX_TYPES = {
     "application/vnd.oci.image.index.v1+json",
@@ -67,7 +69,7 @@ class Image:
 def parse_json(data: bytes, what: str) -> dict:
     try:
         value = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested too deep
         raise BadImageError(f"{what} is not valid JSON") from None
     if not isinstance(value, dict):
         raise BadImageError(f"{what} is not a JSON object")
@@ -140,6 +142,8 @@ def resolve_manifest(
     layers = manifest.get("layers")
     if not isinstance(config_descriptor, dict) or not isinstance(layers, list):
         raise BadImageError(f"{what}: a manifest without config or layers")
+    if len(layers) > MAX_LAYERS:
+        raise BadImageError(f"{what}: {len(layers)} layers; no engine runs more than {MAX_LAYERS}")
     config_digest = check_digest(config_descriptor.get("digest"), f"{what}: the config")
     config = parse_json(fetch_blob(config_digest, "the image config"), "the image config")
     result: list[Layer] = []
@@ -148,13 +152,16 @@ def resolve_manifest(
             raise BadImageError(f"{what}: layer {index} is not a descriptor")
         digest = check_digest(layer.get("digest"), f"{what}: layer {index}")
         size = layer.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            # required by the OCI and Docker specs, and what bounds the download
+            raise BadImageError(f"{what}: layer {index} has no valid size")
         result.append(
             Layer(
                 index=index,
                 name=digest,
                 open=open_layer(digest),
                 blob_digest=digest,
-                size=size if isinstance(size, int) and size >= 0 else None,
+                size=size,
                 media_type=str(layer.get("mediaType", "")),
             )
         )

@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from injector.audit.cache import LayerCache
 from injector.audit.detect import Detector
 from injector.audit.image import Layer
+from injector.audit.layers import Budget
 from injector.audit.layerscan import LayerResult, scan_layer
 
 Progress = Callable[[str], None]
@@ -45,18 +46,26 @@ class LayerPool:
         return len(self.futures)
 
     def submit(
-        self, layer: Layer, *, parallel: bool = True, progress: Progress | None = None, label: str = ""
+        self,
+        layer: Layer,
+        *,
+        parallel: bool = True,
+        progress: Progress | None = None,
+        label: str = "",
+        budget: Budget | None = None,
     ) -> Future[LayerResult]:
+        """The layer's result, scanned once per distinct digest; `budget`: the target's (layers.Budget), which
+        the first image to submit a layer charges for reading it."""
         key = layer.blob_digest or layer.diff_id
         if key is not None and key in self.futures:
             return self.futures[key]
         if parallel and self.executor is not None:
             shown = self._locked(progress) if progress is not None else None
-            future = self.executor.submit(self._run, layer, key, shown, label)
+            future = self.executor.submit(self._run, layer, key, shown, label, budget)
         else:
             future = Future()
             try:
-                future.set_result(self._run(layer, key, progress, label))
+                future.set_result(self._run(layer, key, progress, label, budget))
             except BaseException as exc:  # kept for every image that holds this layer, like a thread's
                 future.set_exception(exc)
         if key is not None:
@@ -70,14 +79,16 @@ class LayerPool:
 
         return show
 
-    def _run(self, layer: Layer, key: str | None, progress: Progress | None, label: str) -> LayerResult:
+    def _run(
+        self, layer: Layer, key: str | None, progress: Progress | None, label: str, budget: Budget | None
+    ) -> LayerResult:
         if self.cache is not None and key is not None:
             cached = self.cache.get(key)
             if cached is not None:
                 with self.lock:
                     self.from_cache += 1
                 return cached
-        result = scan_layer(layer, self.detector, progress, label)
+        result = scan_layer(layer, self.detector, progress, label, budget)
         with self.lock:
             self.bytes_read += result.raw_bytes
             self.scanned += 1

@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import posixpath
 import tarfile
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from typing import IO, cast
@@ -38,14 +39,56 @@ SKIP_SUFFIXES = (
 SKIP_DIRS = ("usr/share/zoneinfo/", "usr/share/locale/", "usr/share/man/", "usr/share/i18n/", "usr/lib/locale/")
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
+MAX_TARGET_BYTES = 1024**4  # inflated bytes one target may make us read, whatever its size
+
+
+class Budget:
+    """What one target may make the audit read: in proportion to its distinct input, as for one layer.
+
+    A layer listed again and again (or shared by many images of one archive) is read each time, but
+    its raw bytes count once (and an archive file counts as its size on disk), so an archive of 30 kB
+    cannot buy hours of CPU: inflated bytes (layer tars, a sparse file's holes) stay under
+    BOMB_FLOOR + MAX_EXPANSION x the distinct input.
+    """
+
+    def __init__(self, input_bytes: int | None = None) -> None:
+        """`input_bytes`: the target's own size when it is one file (an archive, maybe compressed)."""
+        self._lock = threading.Lock()  # the layer pool's threads charge one target's budget together
+        self.inflated = 0
+        self.raw = input_bytes or 0
+        self.fixed = input_bytes is not None
+        self._raw_by_layer: dict[str, int] = {}
+
+    def saw_raw(self, layer: str, count: int) -> None:
+        if self.fixed:
+            return
+        with self._lock:
+            before = self._raw_by_layer.get(layer, 0)
+            if count > before:
+                self._raw_by_layer[layer] = count
+                self.raw += count - before
+
+    def charge(self, count: int, what: str) -> None:
+        with self._lock:
+            self.inflated += count
+            over = self.inflated > min(MAX_TARGET_BYTES, BOMB_FLOOR + MAX_EXPANSION * self.raw)
+        if over:
+            raise BadImageError(
+                f"{what}: the target has made the audit read {self.inflated} bytes from {self.raw} bytes of "
+                "distinct input (layers repeated, or inflating); refusing"
+            )
 
 
 class CountingReader:
     """Reads a raw blob, counting and hashing it; checks size and digest at the end."""
 
-    def __init__(self, raw: ByteStream, what: str, digest: str | None, size: int | None) -> None:
+    def __init__(
+        self, raw: ByteStream, what: str, digest: str | None, size: int | None, budget: Budget, key: str
+    ) -> None:
         self.raw = raw
         self.what = what
+        self.budget = budget
+        self.key = key
         self.digest = digest
         self.size = size
         self.count = 0
@@ -59,6 +102,7 @@ class CountingReader:
             raise BadImageError(f"{self.what}: read failed ({exc.__class__.__name__})") from None
         if data:
             self.count += len(data)
+            self.budget.saw_raw(self.key, self.count)
             if self.size is not None and self.count > self.size:
                 raise BadImageError(f"{self.what}: longer than the {self.size} bytes its manifest says")
             if self.hash:
@@ -92,8 +136,10 @@ class BoundedReader:
         diff_id: str | None,
         compressed: bool,
         errors: tuple[type[BaseException], ...],
+        budget: Budget,
     ) -> None:
         self.inner = inner
+        self.budget = budget
         self.raw = raw
         self.what = what
         self.diff_id = diff_id
@@ -111,6 +157,7 @@ class BoundedReader:
             raise BadImageError(f"{self.what}: corrupt compressed data ({_first_line(exc)})") from None
         if data:
             self.count += len(data)
+            self.budget.charge(len(data), self.what)
             if self.count > MAX_LAYER_BYTES or (
                 self.compressed and self.count > BOMB_FLOOR and self.count > MAX_EXPANSION * max(self.raw.count, 1)
             ):
@@ -130,10 +177,14 @@ class BoundedReader:
         self.raw.drain()
 
 
-def open_layer_stream(layer: Layer, what: str) -> tuple[BoundedReader, Callable[[], None]]:
+def open_layer_stream(
+    layer: Layer, what: str, budget: Budget | None = None
+) -> tuple[BoundedReader, Callable[[], None]]:
     """-> (uncompressed stream, close).  Compression is told by magic bytes, not by media type."""
     raw_handle = layer.open()
-    raw = CountingReader(raw_handle, what, layer.blob_digest, layer.size)
+    budget = budget if budget is not None else Budget()
+    key = layer.blob_digest or layer.diff_id or layer.name
+    raw = CountingReader(raw_handle, what, layer.blob_digest, layer.size, budget, key)
     head = raw.read(4)
     prefixed = _Prefixed(head, raw)
     errors: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error)  # what the decompressor raises
@@ -149,7 +200,7 @@ def open_layer_stream(layer: Layer, what: str) -> tuple[BoundedReader, Callable[
     else:
         inner = prefixed
         compressed = False
-    return BoundedReader(inner, raw, what, layer.diff_id, compressed, errors), raw_handle.close
+    return BoundedReader(inner, raw, what, layer.diff_id, compressed, errors, budget), raw_handle.close
 
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -183,21 +234,19 @@ class _Prefixed:
         return self.rest.read(n)
 
 
-def walk(
-    stream: BoundedReader, what: str, charge: Callable[[int], None] | None = None
-) -> Iterator[tuple[Member, Readable | None]]:
+def walk(stream: BoundedReader, what: str) -> Iterator[tuple[Member, Readable | None]]:
     """Each member with a reader of its content (files only); must be consumed in order."""
-    yield from TarStream(stream, what, charge).members()
+    yield from TarStream(stream, what, lambda count: stream.budget.charge(count, what)).members()
 
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:100]
 
 
-def read_windows(content: Readable, what: str) -> Iterator[bytes]:
-    """A text file's content in windows that end at a newline; nothing for a binary file."""
+def read_windows(content: Readable, what: str, *, always: bool = False) -> Iterator[bytes]:
+    """A text file's content in windows that end at a newline; nothing for a binary file, unless `always`."""
     head = content.read(SNIFF)
-    if b"\0" in head:
+    if b"\0" in head and not always:
         return
     carry = head
     while True:
@@ -217,8 +266,13 @@ def read_windows(content: Readable, what: str) -> Iterator[bytes]:
 
 
 def worth_reading(path: str) -> bool:
+    """Skip by path only (docs/audit.md): never a known credential file, wherever it is and whatever its suffix."""
+    from injector.audit.detect import is_known_credential_file
+
     lower = path.lower()
-    return not lower.endswith(SKIP_SUFFIXES) and not lower.lstrip("/").startswith(SKIP_DIRS)
+    if not lower.endswith(SKIP_SUFFIXES) and not lower.lstrip("/").startswith(SKIP_DIRS):
+        return True
+    return is_known_credential_file(path)
 
 
 class Whiteouts:

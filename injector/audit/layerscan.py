@@ -21,10 +21,10 @@ import posixpath
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from injector.audit.detect import Detector
+from injector.audit.detect import Detector, is_known_credential_file
 from injector.audit.findings import Finding
 from injector.audit.image import Layer
-from injector.audit.layers import OPAQUE, WHITEOUT, open_layer_stream, read_windows, walk, worth_reading
+from injector.audit.layers import OPAQUE, WHITEOUT, Budget, open_layer_stream, read_windows, walk, worth_reading
 
 TEXT_BATCH = 4 * 1024 * 1024  # text windows are searched for triggers this much at a time
 Progress = Callable[[str], None]
@@ -78,7 +78,9 @@ def pack(hashes: Iterable[bytes]) -> bytes:
     return b"".join(sorted(set(hashes)))
 
 
-def scan_layer(layer: Layer, detector: Detector, progress: Progress | None = None, label: str = "") -> LayerResult:
+def scan_layer(
+    layer: Layer, detector: Detector, progress: Progress | None = None, label: str = "", budget: Budget | None = None
+) -> LayerResult:
     """Download (or read) one layer, check its digests, scan its files: raises BadImageError on any mismatch."""
     what = f"layer {layer.index} ({layer.name})"
     findings: list[Finding] = []
@@ -86,7 +88,7 @@ def scan_layer(layer: Layer, detector: Detector, progress: Progress | None = Non
     opaque: list[bytes] = []
     batch: list[tuple[str, bytes]] = []
     batched = 0
-    stream, close = open_layer_stream(layer, what)
+    stream, close = open_layer_stream(layer, what, budget)
     try:
         for member, content in walk(stream, what):
             directory, name = posixpath.split(member.path)
@@ -100,7 +102,9 @@ def scan_layer(layer: Layer, detector: Detector, progress: Progress | None = Non
                 continue
             if progress is not None:
                 progress(f"{label}{member.path[:60]}")
-            for window in read_windows(content, what):
+            # A known credential file is read whatever it holds: a NUL (or a sparse hole) after the
+            # secret does not stop an app reading it, so it must not stop the audit.
+            for window in read_windows(content, what, always=is_known_credential_file(member.path)):
                 batch.append((member.path, window))
                 batched += len(window)
                 if batched >= TEXT_BATCH:

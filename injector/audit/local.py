@@ -26,7 +26,7 @@ from injector.audit.image import MAX_JSON, ByteStream, Image, Layer, check_diges
 from injector.audit.layerpool import LayerPool
 from injector.audit.layerscan import LayerResult, scan_layer
 from injector.audit.progress import Progress
-from injector.audit.tarstream import MemberReader, TarStream
+from injector.audit.tarstream import Readable, TarStream
 
 PROBE_TIMEOUT = 60  # seconds for `podman image exists` / `docker image inspect`
 MAX_KEPT = 64 * 1024 * 1024  # all the small JSON members of one saved archive together
@@ -100,7 +100,7 @@ class _Pipe:
 class _Member:
     """One member of the saved archive as a layer's raw stream, hashed on the way."""
 
-    def __init__(self, head: bytes, reader: MemberReader) -> None:
+    def __init__(self, head: bytes, reader: Readable) -> None:
         self.head = head
         self.reader = reader
         self.hash = hashlib.sha256(head)

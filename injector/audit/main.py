@@ -16,8 +16,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from injector.audit.detect import Detector  # imported for real only once the targets are valid
     from injector.audit.layerpool import LayerPool
+    from injector.audit.layers import Budget
 
 FORMATS = ("text", "json", "sarif")
+REGISTRY_TIMEOUT = 1800.0  # seconds one docker:// target may take in all: a dripping registry fails (69)
 
 
 def audit(options: dict[str, object]) -> int:
@@ -32,6 +34,7 @@ def audit(options: dict[str, object]) -> int:
     if fmt not in FORMATS:
         raise AuditUsageError(f"--format must be one of {', '.join(FORMATS)}")
     tls_verify = _tls_verify(options.get("tls_verify"))
+    _seconds(options.get("registry_timeout"))  # a usage error before anything is read
     wanted_platform = str(options.get("platform") or machine_platform())
     if wanted_platform.count("/") not in (1, 2):
         raise AuditUsageError(f"--platform {wanted_platform!r} is not OS/ARCH[/VARIANT]")
@@ -165,20 +168,31 @@ def _audit_target(
         from injector.audit.dockerfile import check_dockerfile
 
         return [TargetReport(target.given, None, check_dockerfile(target.path, detector))]
-    return [
-        _audit(target, image, detector, progress, pool)
-        for image in _images(target, wanted_platform, tls_verify, options, progress, pool)
-    ]
+    import os
+
+    from injector.audit.image import MAX_IMAGES
+    from injector.audit.layers import Budget
+
+    on_disk = target.kind in ("docker-archive", "oci-archive", "archive")
+    budget = Budget(os.stat(target.path).st_size if on_disk else None)  # one per target, for all its images
+    reports = []
+    for count, image in enumerate(_images(target, wanted_platform, tls_verify, options, progress, pool)):
+        if count >= MAX_IMAGES:
+            raise BadImageError(f"{target.given}: more than {MAX_IMAGES} images in one target; refusing")
+        reports.append(_audit(target, image, detector, progress, pool, budget))
+    return reports
 
 
-def _audit(target: Target, image: Image, detector: Detector, progress: Progress, pool: LayerPool) -> TargetReport:
+def _audit(
+    target: Target, image: Image, detector: Detector, progress: Progress, pool: LayerPool, budget: Budget
+) -> TargetReport:
     from injector.audit.scan import audit_image, safe_history_line
 
     # Layers on threads only from a registry, where they wait on the network: from a local disk the
     # work is Python's, and two layers scanned on threads ran slower than one after the other
     # (docs/benchmarks.md: the GIL, not the disk, is the limit).
     image.parallel = target.kind == "docker"
-    findings = audit_image(image, detector, progress.update if progress.enabled else None, pool)
+    findings = audit_image(image, detector, progress.update if progress.enabled else None, pool, budget)
     _, lines = history_per_layer(image)
     safe = {layer: safe_history_line(line, detector) for layer, line in lines.items()}
     return TargetReport(target.given, image.config_digest, findings, safe, image.label)
@@ -208,6 +222,7 @@ def _images(
             tls_verify=tls_verify,
             creds=str(options["creds"]) if options.get("creds") else None,
             progress=progress,
+            deadline=_seconds(options.get("registry_timeout")),
         )
         try:
             yield client.image(target.reference, wanted_platform)
@@ -247,3 +262,15 @@ def _tls_verify(value: object) -> bool:
     if text in ("false", "0", "no"):
         return False
     raise AuditUsageError(f"--tls-verify takes true or false, not {value!r}")
+
+
+def _seconds(value: object) -> float:
+    if value is None:
+        return REGISTRY_TIMEOUT
+    try:
+        seconds = float(str(value))
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 86400:
+        raise AuditUsageError(f"--registry-timeout takes seconds (0 < N <= 86400), not {str(value)[:20]!r}")
+    return seconds

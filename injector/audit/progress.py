@@ -28,7 +28,9 @@ class Progress:
         if now - self._last < 0.1:
             return
         self._last = now
-        sys.stderr.write("\r\x1b[2Kaudit: " + text[:110])
+        from injector.log import visible  # a path from the image: its control characters are shown, not obeyed
+
+        sys.stderr.write("\r\x1b[2Kaudit: " + visible(text[:110]))
         sys.stderr.flush()
         self._shown = True
 

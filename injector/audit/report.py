@@ -1,7 +1,10 @@
 """Report writers: text grouped by layer, JSON as docs/audit.md, SARIF 2.1.0.
 
 They receive `Finding`s, which hold a redacted prefix and a fingerprint and
-never a value: no writer can print a secret.
+never a value: no writer can print a secret.  File names, history lines, tags
+and platforms come from the image: every control character and Unicode line
+break in them is printed escaped (text), or as a JSON escape (JSON, SARIF), so
+an image cannot clear the screen, set a title or forge a "clean" line.
 """
 
 from __future__ import annotations
@@ -11,6 +14,15 @@ from dataclasses import dataclass, field
 
 from injector import __version__
 from injector.audit.findings import Finding
+from injector.log import visible
+
+# What json.dumps(ensure_ascii=False) leaves raw though a terminal acts on it; only ever inside strings.
+_JSON_ESCAPES = {c: f"\\u{c:04x}" for c in [127, *range(0x80, 0xA0), 0x2028, 0x2029]}
+
+
+def _json_text(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2).translate(_JSON_ESCAPES)
+
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://github.com/stronghold-init/stronghold-init#image-audit"
@@ -42,11 +54,7 @@ def render(reports: list[TargetReport], fmt: str) -> str:
 
 
 def json_report(reports: list[TargetReport]) -> str:
-    return json.dumps(
-        {"targets": [_json_target(r) for r in reports]},
-        ensure_ascii=False,
-        indent=2,
-    )
+    return _json_text({"targets": [_json_target(r) for r in reports]})
 
 
 def _json_target(report: TargetReport) -> dict[str, object]:
@@ -104,7 +112,7 @@ def text_report(reports: list[TargetReport]) -> str:
                     f"    {_location(finding)}: {finding.redacted} [{finding.rule}] {finding.fingerprint[:19]}… "
                     f"fix: {finding.fix}"
                 )
-    return "\n".join(lines)
+    return "\n".join(visible(line) for line in lines)  # each line is ours; any control character, the image's
 
 
 def _short(line: str, limit: int = 100) -> str:
@@ -179,7 +187,7 @@ def sarif_report(reports: list[TargetReport]) -> str:
             }
         ],
     }
-    return json.dumps(sarif, ensure_ascii=False, indent=2)
+    return _json_text(sarif)
 
 
 def _sarif_invocation(reports: list[TargetReport]) -> dict[str, object]:

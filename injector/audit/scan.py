@@ -6,9 +6,11 @@ import re
 from collections.abc import Callable
 
 from injector.audit.detect import Detector
+from injector.audit.errors import BadImageError
 from injector.audit.findings import Finding, fix_for
-from injector.audit.image import Image, history_per_layer
+from injector.audit.image import MAX_LAYERS, Image, history_per_layer
 from injector.audit.layerpool import LayerPool
+from injector.audit.layers import Budget
 
 # `|2 TOKEN=abc VERSION=1 /bin/sh -c ...`: how podman and docker record build args on a RUN line
 BUILD_ARGS = re.compile(r"^\|(\d+)\s+")
@@ -18,11 +20,22 @@ Progress = Callable[[str], None]
 
 
 def audit_image(
-    image: Image, detector: Detector, progress: Progress | None = None, pool: LayerPool | None = None
+    image: Image,
+    detector: Detector,
+    progress: Progress | None = None,
+    pool: LayerPool | None = None,
+    budget: Budget | None = None,
 ) -> list[Finding]:
-    """-> findings; the history lines the report may quote are made safe by `safe_history_line`."""
+    """-> findings; the history lines the report may quote are made safe by `safe_history_line`.
+
+    `budget`: the target's (shared by every image of one archive), so repeats cannot multiply the work.
+    """
+    if len(image.layers) > MAX_LAYERS:
+        raise BadImageError(
+            f"{image.label or 'the image'}: {len(image.layers)} layers; no engine runs more than {MAX_LAYERS}"
+        )
     findings = metadata_findings(image, detector)
-    findings += _layer_findings(image, detector, progress, pool)
+    findings += _layer_findings(image, detector, progress, pool, budget if budget is not None else Budget())
     return _dedupe(findings)
 
 
@@ -127,7 +140,7 @@ def _pairs(text: str) -> list[tuple[str, str]]:
 
 
 def _layer_findings(
-    image: Image, detector: Detector, progress: Progress | None, pool: LayerPool | None
+    image: Image, detector: Detector, progress: Progress | None, pool: LayerPool | None, budget: Budget
 ) -> list[Finding]:
     """Each layer scanned into a position-free result (layerscan.py), then placed: which later layer deleted what."""
     from injector.audit.layerscan import image_findings
@@ -137,7 +150,13 @@ def _layer_findings(
     try:
         total = len(image.layers)
         futures = [
-            pool.submit(layer, parallel=image.parallel, progress=progress, label=f"layer {layer.index + 1}/{total} ")
+            pool.submit(
+                layer,
+                parallel=image.parallel,
+                progress=progress,
+                label=f"layer {layer.index + 1}/{total} ",
+                budget=budget,
+            )
             for layer in image.layers
         ]
         return image_findings([future.result() for future in futures])

@@ -60,6 +60,7 @@ class Member:
     data_offset: int = -1  # where the physical content starts in the stream (the outer archive's index)
     physical: int = 0  # bytes of content stored (less than `size` for a sparse file)
     sparse: bool = False
+    name: str = ""  # the name as the archive gives it (before normalising)
 
     def isdir(self) -> bool:
         return self.type == DIRTYPE
@@ -304,6 +305,11 @@ class TarStream:
             return
         missing = count - available
         self.buf, self.pos = b"", 0
+        seek = getattr(self.stream, "skip_forward", None)
+        if seek is not None:  # a plain file: no need to read what nobody looks at
+            seek(missing)
+            self.consumed += missing
+            return
         while missing > 0:
             chunk = self._read(min(missing, CHUNK * 4))
             if not chunk:
@@ -381,6 +387,7 @@ class TarStream:
             data_offset=start,
             physical=content.left,
             sparse=fragments is not None,
+            name=name,
         )
         reader: Readable | None = None
         if kind in REGULAR_TYPES and member.size > 0:
