@@ -56,7 +56,7 @@ exit codes: the command's own (or 128+N if killed by signal N); 64 usage;
 """
 
 
-class Interrupted(BaseException):  # noqa: N818 - a signal, not an error
+class Interrupted(BaseException):
     """A stopping signal arrived during start-up (before the command ran).
 
     A BaseException, as KeyboardInterrupt is: the logger and every other

@@ -24,7 +24,6 @@ from injector.options import (
 )
 from injector.process.signal_names import parse_signal, signal_name
 
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not loaded on the start path: annotations only
     from typing import TypeVar

@@ -37,7 +37,7 @@ REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not All
 class _Pending:
     """A connection whose request has not arrived whole yet."""
 
-    __slots__ = ("deadline", "data")
+    __slots__ = ("data", "deadline")
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
@@ -120,7 +120,9 @@ class HealthServer:
             pending[sock] = _Pending(time.monotonic() + HEALTH_REQUEST_DEADLINE)
             selector.register(sock, selectors.EVENT_READ)
 
-    def _read(self, selector: selectors.BaseSelector, pending: dict[socket.socket, _Pending], sock: socket.socket) -> None:
+    def _read(
+        self, selector: selectors.BaseSelector, pending: dict[socket.socket, _Pending], sock: socket.socket
+    ) -> None:
         state = pending[sock]
         try:
             chunk = sock.recv(4096)

@@ -161,7 +161,12 @@ OPTIONS = (
         group=DELIVERY,
     ),
     Option(
-        "--allow-disk", "allow_disk", "STRONGHOLD_ALLOW_DISK", "allow a --dir that is not on tmpfs or ramfs", kind="switch", group=DELIVERY
+        "--allow-disk",
+        "allow_disk",
+        "STRONGHOLD_ALLOW_DISK",
+        "allow a --dir that is not on tmpfs or ramfs",
+        kind="switch",
+        group=DELIVERY,
     ),
     Option(
         "--file-group",

@@ -139,16 +139,16 @@ class _OutputMasking:
         self.stdio = (self.output.stdout_fd, self.output.stderr_fd)
 
     def add(self, credential: Credential) -> None:
-        if not self.masker.add(credential.value, credential.name, credential.expires_at):
-            if credential.name not in self._warned:  # once per variable, not at every refresh
-                self._warned.add(credential.name)
-                from injector.masking import MIN_MASKED_LENGTH
+        masked = self.masker.add(credential.value, credential.name, credential.expires_at)
+        if not masked and credential.name not in self._warned:  # once per variable, not at every refresh
+            self._warned.add(credential.name)
+            from injector.masking import MIN_MASKED_LENGTH
 
-                log.warning(
-                    f"--mask-output: the value of {credential.name} is shorter than {MIN_MASKED_LENGTH} characters "
-                    "and is not masked (masking every such character would reveal it)",
-                    name=credential.name,
-                )
+            log.warning(
+                f"--mask-output: the value of {credential.name} is shorter than {MIN_MASKED_LENGTH} characters "
+                "and is not masked (masking every such character would reveal it)",
+                name=credential.name,
+            )
 
 
 def _refresher(plan: Plan, session: Session, supervisor: Supervisor, masking: _OutputMasking | None) -> Refresher:

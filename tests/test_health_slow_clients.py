@@ -16,8 +16,9 @@ import time
 import urllib.request
 from collections.abc import Callable
 
-from conftest import TestProxy, base_env, start, wait_for
 from test_sidecar import get_health, health_url
+
+from conftest import TestProxy, base_env, start, wait_for
 
 REFS = {"A_FILE": "stronghold://stripe/live"}
 

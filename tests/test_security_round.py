@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, ScriptedHandler, TestProxy, base_env, read_line, run, start, tell, wait_for
+from conftest import PYTHON, ScriptedHandler, TestProxy, base_env, nobody_command, read_line, run, start, tell, wait_for
 from conftest import STRONGHOLD as STRONGHOLD_BIN
-from conftest import nobody_command
 from injector.devproxy import Answer, make_server, server_url
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
