@@ -89,6 +89,8 @@ class Refresher:
         A refresh that outlives `timeout` (a server stalling past the budget)
         records its leases too late to be revoked; they expire on their own.
         """
+        if self._stop.is_set():
+            return  # stopped already (the lock below is held for good)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -148,11 +150,17 @@ class Refresher:
         try:
             credentials = self._source.issue(references)
             self.ledger.record_leases(credentials)  # first: revoked at exit, even if stopping now
-            with self._delivering:
+            # Stopping: the command is gone and the files are about to be removed; the lock is
+            # stop()'s for good then (never waited on here, so this thread cannot hang on it).
+            if self._stop.is_set() or not self._delivering.acquire(blocking=False):
+                return
+            try:
                 if self._stop.is_set():
-                    return  # stopping: the command is gone, and the files are about to be removed
+                    return
                 for reference, credential in zip(references, credentials, strict=True):
                     self._deliver(reference, credential)
+            finally:
+                self._delivering.release()
         except StrongholdError as exc:
             self._refresh_failed(names, now, exc)
             return
