@@ -253,7 +253,7 @@ def make_server(proxy: DevProxy, listen: str = "127.0.0.1:0", handler: type[Hand
         if family != _Server.address_family:
 
             class _Server6(_Server):
-                address_family = family  # type: ignore[assignment]
+                address_family = family
 
             server_class = _Server6
         return server_class(address, handler or Handler)

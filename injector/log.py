@@ -19,6 +19,7 @@ refresher thread) carries on.
 
 from __future__ import annotations
 
+import _thread  # (loaded at interpreter start: threading would be a new import for --help)
 import io
 import json
 import os
@@ -59,7 +60,10 @@ class Logger:
         self.level = LEVELS["info"]
         self.format = "text"
         self._protected: set[str] = set()
-        self._ordered: list[str] | None = []  # longest first; rebuilt on first use after an add
+        # Longest first; replaced whole by protect() under the lock, only read by redact(): a
+        # lazily sorted list could be replaced by a redacting thread with one that lacks the newest secret.
+        self._ordered: tuple[str, ...] = ()
+        self._lock = _thread.allocate_lock()
 
     def configure(self, *, level: str | None = None, fmt: str | None = None) -> None:
         if level is not None:
@@ -69,16 +73,17 @@ class Logger:
 
     def protect(self, secret: str) -> None:
         """Never let `secret` (or an escaped form of it) appear in a log line from now on."""
-        if len(secret) >= MIN_REDACTED_LENGTH and secret not in self._protected:
+        if len(secret) < MIN_REDACTED_LENGTH:
+            return
+        with self._lock:
+            if secret in self._protected:
+                return
             self._protected.update(escaped_forms(secret))
-            self._ordered = None
+            # Longest first, so a secret that contains another is removed whole.
+            self._ordered = tuple(sorted(self._protected, key=len, reverse=True))
 
     def redact(self, text: str) -> str:
-        ordered = self._ordered
-        if ordered is None:
-            # Longest first, so a secret that contains another is removed whole.
-            ordered = self._ordered = sorted(self._protected, key=len, reverse=True)
-        for secret in ordered:
+        for secret in self._ordered:  # one read of the attribute: a whole, current list
             if secret in text:
                 text = text.replace(secret, REDACTED)
         return text

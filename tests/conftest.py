@@ -210,6 +210,61 @@ def run(args: list[str], env: dict[str, str], timeout: float = 60, **kwargs: obj
 
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]  # a prefix: run as nobody
+_NOBODY_BINARY: list[str] = []
+
+
+def nobody_command() -> list[str]:
+    """The binary under test as `nobody` runs it: [*NOBODY, a copy of it that nobody can reach].
+
+    A checkout inside a directory other users cannot enter (root's home is
+    0700, so is any `mktemp -d`) hides the venv, its binary and the package
+    from nobody.  Then what runs is copied, once per session, into a
+    world-readable temporary directory: the bundle directory, or the
+    `injector` package and its start-path dependencies behind a launcher on
+    the system interpreter.
+    """
+    if not _NOBODY_BINARY:
+        _NOBODY_BINARY.append(_reachable_by_nobody())
+    return [*NOBODY, *_NOBODY_BINARY]
+
+
+def _reachable_by_nobody() -> str:
+    assert STRONGHOLD
+    probe = subprocess.run([*NOBODY, STRONGHOLD, "--version"], capture_output=True, timeout=60)
+    if probe.returncode == 0:
+        return STRONGHOLD  # nothing to copy: the checkout is reachable
+    import atexit
+    import importlib
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="stronghold-nobody-"))
+    atexit.register(shutil.rmtree, root, True)
+    if BUNDLE_BIN:
+        shutil.copytree(Path(STRONGHOLD).parent, root / "bundle", symlinks=True)
+        binary = root / "bundle" / Path(STRONGHOLD).name
+    else:
+        lib = root / "lib"
+        for name in ("injector", "dotenv", "tenacity", "shtab"):
+            module = importlib.import_module(name)
+            source = Path(module.__file__ or "")
+            if source.name == "__init__.py":
+                shutil.copytree(source.parent, lib / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                lib.mkdir(exist_ok=True)
+                shutil.copy2(source, lib / source.name)
+        binary = root / "stronghold-init"
+        python = os.path.realpath(sys.executable)  # the system interpreter the venv links to
+        binary.write_text(
+            f"#!{python} -I\nimport sys\nsys.path.insert(0, {str(lib)!r})\n"
+            "from injector.cli import main\nmain()\n"
+        )
+    for directory, _, files in os.walk(root):
+        os.chmod(directory, 0o755)
+        for file in files:
+            path = os.path.join(directory, file)
+            if not os.path.islink(path):
+                os.chmod(path, 0o755 if os.access(path, os.X_OK) or path == str(binary) else 0o644)
+    return str(binary)
 
 
 def start(
@@ -219,8 +274,9 @@ def start(
 
     stdout and stderr are pipes; pass stdin=subprocess.PIPE to talk to the command (see `tell`).
     """
+    command = nobody_command() if prefix is NOBODY else [*(prefix or []), STRONGHOLD]
     return subprocess.Popen(
-        [*(prefix or []), STRONGHOLD, *args],
+        [*command, *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -349,3 +349,14 @@ def test_a_rotation_found_after_stop_is_not_acted_on() -> None:
     refresher.tick(clock.now)
     assert ledger.current("A").value == "A-2", "the new token is current (and its lease revoked at exit)"
     assert events["rotated"] == []
+def test_a_refresh_answered_after_stop_records_its_lease_and_delivers_nothing() -> None:
+    """stop() may not wait for ever: a refresh answered after it is recorded (revoked at exit), never delivered."""
+    clock = Clock()
+    refresher, source, ledger, events = make(clock, ttl=10.0)
+    refresher.stop()
+    refresher.stop()  # a second stop returns at once (no deadlock on the delivery lock)
+    clock.now += 9.0
+    refresher.tick(clock())
+    assert source.calls == [["A"]], "the refresh was asked for"
+    assert events["delivered"] == [], "nothing delivered once stopped"
+    assert f"lease-A-{source.counter}" in ledger.live_lease_ids(clock()), "its lease is still revoked at exit"

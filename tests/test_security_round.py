@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, ScriptedHandler, TestProxy, base_env, read_line, run, start, tell, wait_for
+from conftest import PYTHON, ScriptedHandler, TestProxy, base_env, nobody_command, read_line, run, start, tell, wait_for
 from conftest import STRONGHOLD as STRONGHOLD_BIN
 from injector.devproxy import Answer, make_server, server_url
 
@@ -107,7 +107,7 @@ def test_finding1_exchange_race_at_creation_cannot_make_root_chown_a_file(proxy:
         victim.chmod(0o600)
         inode = victim.stat().st_ino
         attacker = subprocess.Popen(
-            [*NOBODY_PREFIX, PYTHON, "-c", EXCHANGING_ATTACKER, str(shm_dir)],
+            [*NOBODY_PREFIX, os.path.realpath(PYTHON), "-c", EXCHANGING_ATTACKER, str(shm_dir)],  # reachable by nobody
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -505,7 +505,7 @@ def test_issue14_unusable_default_chain_names_every_candidate_and_the_squatter(
     nobody_fallback_dir.mkdir(mode=0o700)
     os.chown(nobody_fallback_dir, 12345, 12345)  # another user got there first
     done = subprocess.run(
-        [*NOBODY_PREFIX, STRONGHOLD_BIN, "--", "true"], env=_nobody_env(proxy), capture_output=True, text=True
+        [*nobody_command(), "--", "true"], env=_nobody_env(proxy), capture_output=True, text=True
     )
     assert done.returncode == 78, done.stderr
     assert "/run/stronghold" in done.stderr and str(nobody_fallback_dir) in done.stderr
@@ -517,7 +517,7 @@ def test_issue14_unusable_default_chain_names_every_candidate_and_the_squatter(
 def test_issue11_fallback_to_dev_shm_is_logged_with_the_reason(proxy: TestProxy, nobody_fallback_dir: Path) -> None:
     child = 'test "$K_FILE" = ' + f"{nobody_fallback_dir}/K"
     done = subprocess.run(
-        [*NOBODY_PREFIX, STRONGHOLD_BIN, "--", "sh", "-c", child],
+        [*nobody_command(), "--", "sh", "-c", child],
         env=_nobody_env(proxy),
         capture_output=True,
         text=True,
@@ -532,7 +532,7 @@ def test_issue11_fallback_to_dev_shm_is_logged_with_the_reason(proxy: TestProxy,
 def test_issue11_as_pid_1_never_falls_back_to_dev_shm(proxy: TestProxy, nobody_fallback_dir: Path) -> None:
     """In a container /dev/shm may be the host's (--ipc=host): exit 78 naming the --tmpfs that fixes it."""
     done = subprocess.run(
-        ["unshare", "--pid", "--fork", *NOBODY_PREFIX, STRONGHOLD_BIN, "--", "true"],
+        ["unshare", "--pid", "--fork", *nobody_command(), "--", "true"],
         env=_nobody_env(proxy),
         capture_output=True,
         text=True,

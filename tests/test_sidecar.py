@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from conftest import TestProxy, base_env, run, start, wait_for
+from conftest import TestProxy, base_env, run, start, wait_for, wait_for_log
 
 REFS = {"A_FILE": "stronghold://stripe/live", "B_FILE": "stronghold://postgres/app"}
 
@@ -174,3 +174,16 @@ def test_bad_health_listen_is_78(proxy: TestProxy, shm_dir) -> None:
     assert result.code == 78 and "--health-listen" in result.stderr
     assert not shm_dir.exists()
     assert proxy.requests == [], "checked before any credential is asked for"
+
+
+def test_an_outside_sigrtmin_does_not_stop_the_sidecar(proxy: TestProxy, shm_dir, processes) -> None:
+    """SIGRTMIN is the internal wake-up; the sidecar took any sender's as "stop", the supervisor checks it."""
+    process = start(["sidecar", "--log-level", "debug", "--dir", str(shm_dir)], base_env(proxy, **REFS))
+    processes.append(process)
+    wait_for_log(process, "sidecar ready")
+    process.send_signal(signal.SIGRTMIN)
+    wait_for_log(process, "ignoring a SIGRTMIN from another process")  # taken, and not as a stop
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+    stopping = [line for line in process.stderr.read().splitlines() if "stopping" in line]
+    assert stopping == ["stronghold-init: info: stopping signal=SIGTERM"], stopping

@@ -212,7 +212,9 @@ def _fill(pipe_write_end: int) -> None:
 
 
 def _catches(pid: int, signum: int) -> bool:
-    for line in open(f"/proc/{pid}/status").read().splitlines():
+    with open(f"/proc/{pid}/status") as status:
+        lines = status.read().splitlines()
+    for line in lines:
         if line.startswith("SigCgt:"):
             return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
     return False

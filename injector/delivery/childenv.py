@@ -1,5 +1,4 @@
-"""The child's environment: tokens for env references, our own settings scrubbed, the locale as it was.
-"""
+"""The child's environment: tokens for env references, our own settings scrubbed, the locale as it was."""
 
 from __future__ import annotations
 

@@ -120,7 +120,9 @@ class HealthServer:
             pending[sock] = _Pending(time.monotonic() + HEALTH_REQUEST_DEADLINE)
             selector.register(sock, selectors.EVENT_READ)
 
-    def _read(self, selector: selectors.BaseSelector, pending: dict[socket.socket, _Pending], sock: socket.socket) -> None:
+    def _read(
+        self, selector: selectors.BaseSelector, pending: dict[socket.socket, _Pending], sock: socket.socket
+    ) -> None:
         state = pending[sock]
         try:
             chunk = sock.recv(4096)

@@ -90,7 +90,7 @@ def sidecar(plan: Plan) -> int:
                     health.serve(session.ledger)
                 refresher.start()
                 log.info("sidecar ready", dir=directory.path, count=len(session.credentials) + len(plan.templates))
-                received = signal.sigwaitinfo({*STOP_SIGNALS, WAKE})
+                received = _wait_for_stop(expired_exit)
                 log.info("stopping", signal=signal.Signals(received.si_signo).name)
             finally:
                 refresher.stop()
@@ -98,6 +98,21 @@ def sidecar(plan: Plan) -> int:
         if health is not None:
             health.close()
     return ExitCode.UNAVAILABLE if expired_exit.is_set() else 0
+
+
+def _wait_for_stop(expired_exit: threading.Event) -> signal.struct_siginfo:
+    """The stop signal, or our own wake-up after an expiry; an outside WAKE (SIGRTMIN) is not a stop.
+
+    As the supervisor does, the sender is checked: only this process sends
+    WAKE with its own pid (a sender outside our PID namespace shows as 0).
+    """
+    import os
+
+    while True:
+        received = signal.sigwaitinfo({*STOP_SIGNALS, WAKE})
+        if received.si_signo != WAKE or (received.si_pid == os.getpid() and expired_exit.is_set()):
+            return received
+        log.debug("ignoring a SIGRTMIN from another process", pid=received.si_pid)
 
 
 def _directory(directory: TokenDirectory | None) -> TokenDirectory:

@@ -91,6 +91,8 @@ class Refresher:
         records its leases too late to be revoked; they expire on their own.  A render of
         the templates already under way is waited for (it is local work, bounded in size).
         """
+        if self._stop.is_set():
+            return  # stopped already (the lock below is held for good)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -150,11 +152,17 @@ class Refresher:
         try:
             credentials = self._source.issue(references)
             self.ledger.record_leases(credentials)  # first: revoked at exit, even if stopping now
-            with self._delivering:
+            # Stopping: the command is gone and the files are about to be removed; the lock is
+            # stop()'s for good then (never waited on here, so this thread cannot hang on it).
+            if self._stop.is_set() or not self._delivering.acquire(blocking=False):
+                return
+            try:
                 if self._stop.is_set():
-                    return  # stopping: the command is gone, and the files are about to be removed
+                    return
                 for reference, credential in zip(references, credentials, strict=True):
                     self._deliver(reference, credential)
+            finally:
+                self._delivering.release()
         except StrongholdError as exc:
             self._refresh_failed(names, now, exc)
             return

@@ -56,5 +56,6 @@ class Combined:
 
     def revoke(self, lease_ids: Sequence[str]) -> int:
         return sum(
-            source.revoke([lease for lease in lease_ids if self._owner.get(lease) is source]) for source in self._sources
+            source.revoke([lease for lease in lease_ids if self._owner.get(lease) is source])
+            for source in self._sources
         )

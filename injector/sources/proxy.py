@@ -61,8 +61,7 @@ class ProxySource:
                     "vault://secret/data/app#STRIPE_KEY (README: OpenBao and Vault)"
                 )
             raise RefusedError(
-                f"login refused by the proxy ({answer.status}{answer.error_detail()}): "
-                f"check {self._credential}"
+                f"login refused by the proxy ({answer.status}{answer.error_detail()}): check {self._credential}"
             )
         self._take_session(_check_status(answer, "login", ()), sent_at)
         log.debug("logged in", ttl=self.session_ttl)

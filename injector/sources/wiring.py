@@ -138,7 +138,7 @@ def open_proxy_source(settings: Settings) -> ProxySource:
 
 
 def login_credential(settings: Settings) -> str:
-    """What a proxy login sends and where it came from: `the bootstrap token from STRONGHOLD_BOOTSTRAP_TOKEN_FILE /p`."""
+    """What a proxy login sends and where it came from, for a refusal's message (never the value)."""
     if settings.auth == "kubernetes":
         return f"the service-account token from {settings.origin('k8s_token_file', 'the default path')} " + (
             settings.k8s_token_file
