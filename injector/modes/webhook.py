@@ -250,8 +250,8 @@ class Server:
         """An AdmissionReview in, one out (SPEC 14).  Raises BadRequest for what is not one."""
         try:
             review = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("the body is not JSON") from None
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the C parser goes
+            raise BadRequest("the body is not JSON (or nested too deep)") from None
         if not (
             isinstance(review, dict)
             and review.get("apiVersion") == "admission.k8s.io/v1"
@@ -308,7 +308,8 @@ def _check_size(pod: dict) -> None:
     spec = pod.get("spec")
     if not isinstance(spec, dict):
         raise BadRequest("the Pod has no spec")
-    count = sum(len(spec[k]) for k in ("containers", "initContainers") if isinstance(spec.get(k), list))
+    # ephemeral containers too: --audit looks at their images (pod_mutation.images_of)
+    count = sum(len(spec[k]) for k in pod_mutation.CONTAINER_LISTS if isinstance(spec.get(k), list))
     if count > pod_mutation.MAX_CONTAINERS:
         raise BadRequest(f"the Pod has {count} containers; at most {pod_mutation.MAX_CONTAINERS} are reviewed")
 
@@ -341,7 +342,8 @@ def _read_body(tls: ssl.SSLSocket, headers: dict[str, str], buffer: bytes) -> tu
     if "transfer-encoding" in headers:
         raise BadRequest("send the body with Content-Length, not Transfer-Encoding")
     length_text = headers.get("content-length", "0")
-    if not length_text.isdigit():
+    # isdigit() alone takes "²" (which int() refuses) and int() refuses more than 4300 digits
+    if not (length_text.isascii() and length_text.isdigit() and len(length_text) <= 12):
         raise BadRequest("Content-Length is not a number")
     length = int(length_text)
     if length > MAX_BODY:
