@@ -67,7 +67,9 @@ def test_json_nested_past_the_parsers_recursion_limit_is_a_400(webhook: WebhookP
     _still_up(webhook, ca)
 
 
-@pytest.mark.parametrize("length", ["\u00b2", "1" * 5000, "+12", " 1 2"], ids=["superscript", "5000 digits", "+", "spaced"])
+@pytest.mark.parametrize(
+    "length", ["\u00b2", "1" * 5000, "+12", " 1 2"], ids=["superscript", "5000 digits", "+", "spaced"]
+)
 def test_a_content_length_that_is_not_plain_ascii_digits_is_a_400(
     webhook: WebhookProcess, ca: object, length: str
 ) -> None:
@@ -76,9 +78,7 @@ def test_a_content_length_that_is_not_plain_ascii_digits_is_a_400(
     _still_up(webhook, ca)
 
 
-def test_a_pod_with_fifty_thousand_ephemeral_containers_is_refused_at_once(
-    webhook: WebhookProcess, ca: object
-) -> None:
+def test_a_pod_with_fifty_thousand_ephemeral_containers_is_refused_at_once(webhook: WebhookProcess, ca: object) -> None:
     """Every image of the pod is audited, ephemeral containers' too: they count against the cap."""
     pod = json.loads(json.dumps(SHOP_POD))
     pod["spec"]["ephemeralContainers"] = [{"name": f"e{i}", "image": f"127.0.0.1:1/e{i}"} for i in range(50_000)]
@@ -87,3 +87,50 @@ def test_a_pod_with_fifty_thousand_ephemeral_containers_is_refused_at_once(
     assert status == 400 and b"50002 containers" in body, body[:300]
     assert time.monotonic() - began < 8  # was over 30 s of one core, the GIL held against every other review
     _still_up(webhook, ca)
+
+
+def test_a_handshake_sent_a_byte_at_a_time_is_cut_off_at_the_deadline(webhook: WebhookProcess, ca: object) -> None:
+    """Each byte well within the 5 s read timeout, a real 8 KB ClientHello: the handshake as a whole has
+    a deadline (ssl's own, the socket timeout, and the reaper's REQUEST_SECONDS behind it)."""
+    from injector.modes.webhook import REQUEST_SECONDS
+
+    slow = socket.create_connection((webhook.host, webhook.port), timeout=60)
+    began = time.monotonic()
+    record = _client_hello()
+    assert len(record) > 8000
+    cut = False
+    try:
+        for byte in record:
+            try:
+                slow.sendall(bytes([byte]))
+            except OSError:
+                cut = True
+                break
+            slow.settimeout(2)  # the pace: under the server's 5 s read timeout, and it is the wait for a close
+            try:
+                if slow.recv(1) == b"":
+                    cut = True
+                    break
+            except TimeoutError:
+                pass
+            except OSError:
+                cut = True
+                break
+            if time.monotonic() - began > REQUEST_SECONDS + 20:
+                break
+    finally:
+        slow.close()
+    assert cut and time.monotonic() - began < REQUEST_SECONDS + 20, time.monotonic() - began
+
+
+def _client_hello() -> bytes:
+    """A real ClientHello, made long by its ALPN list (the server must read it whole to answer)."""
+    context = ssl.create_default_context()
+    context.set_alpn_protocols([f"p{i:03d}".ljust(200, "x") for i in range(40)])
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    try:
+        client.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
