@@ -191,3 +191,21 @@ def test_a_registry_that_never_answers_costs_one_budget(blackhole: str, start, c
     # a pod with no command there cannot be admitted at all: the command is never guessed
     response, _ = ask(webhook, ca, shop(f"{blackhole}/app/slow:1"))
     assert response["allowed"] is False and "budget" in response["status"]["message"]
+
+
+def test_a_registry_that_never_answers_holds_none_of_the_lookups_for_other_registries(
+    blackhole: str, start, ca: object
+) -> None:
+    """Five images at a registry that never answers (each lookup would hold a thread for minutes)
+    must not leave a lookup at another registry waiting past the budget behind them."""
+    webhook = start("--registry-budget", "4")
+    pod = shop(f"{blackhole}/app/slow0:1")
+    template = pod["spec"]["containers"][0]
+    pod["spec"]["containers"] = [{**template, "name": f"c{i}", "image": f"{blackhole}/app/slow{i}:1"} for i in range(5)]
+    response, _ = ask(webhook, ca, pod)
+    assert response["allowed"] is False
+    # nothing listens on port 1: an answer of its own ("unreachable") within the budget, not a wait in a queue
+    response, _ = ask(webhook, ca, shop("127.0.0.1:1/app/other:1"))
+    assert response["allowed"] is False
+    message = response["status"]["message"]
+    assert "unreachable" in message and "budget" not in message, message
