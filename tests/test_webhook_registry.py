@@ -209,3 +209,85 @@ def test_a_registry_that_never_answers_holds_none_of_the_lookups_for_other_regis
     assert response["allowed"] is False
     message = response["status"]["message"]
     assert "unreachable" in message and "budget" not in message, message
+
+
+class DrippingMirror:
+    """A registry on loopback that relays the real one's manifests and configs but drips every layer
+    blob a byte a second, for ever: a hostile registry an opted-in pod can name."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+        import threading
+        import urllib.request
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+            def _relay(self, head: bool) -> None:
+                request = urllib.request.Request(f"http://{upstream}{self.path}", method="HEAD" if head else "GET")
+                request.add_header("Accept", self.headers.get("Accept", "*/*"))
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as answer:
+                        body, status, headers = answer.read(), answer.status, answer.headers
+                except urllib.error.HTTPError as error:
+                    body, status, headers = error.read(), error.code, error.headers
+                self.send_response(status)
+                for name in ("Content-Type", "Docker-Content-Digest"):
+                    if headers.get(name):
+                        self.send_header(name, headers[name])
+                self.send_header("Content-Length", headers.get("Content-Length") or str(len(body)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+
+            def do_HEAD(self) -> None:
+                self._relay(head=True)
+
+            def do_GET(self) -> None:
+                if "/blobs/" in self.path and not mirror.config_read:
+                    mirror.config_read = True  # the first blob is the image config: relayed whole
+                    self._relay(head=False)
+                    return
+                if "/blobs/" not in self.path:
+                    self._relay(head=False)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(10**9))
+                self.end_headers()
+                while not mirror.stopping.wait(1.0):  # the drip's pace, not a synchronisation
+                    try:
+                        self.wfile.write(b"\x1f")
+                        self.wfile.flush()
+                    except OSError:
+                        return
+
+        mirror = self
+        self.config_read = False
+        self.stopping = threading.Event()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_audit_stuck_on_a_dripping_layer_does_not_hold_up_another_images_audit(
+    registry: dict, start, ca: object
+) -> None:
+    mirror = DrippingMirror(registry["address"])
+    try:
+        webhook = start("--audit", "enforce", "--registry-budget", "4")
+        response, _ = ask(webhook, ca, shop(f"{mirror.address}/app/dirty:1", ["/app/run"]))
+        assert response["allowed"] is False and "not audited within 4s" in response["status"]["message"]
+        assert mirror.config_read  # its audit is under way, reading the dripping layer
+        clean, _ = ask(webhook, ca, shop(f"{registry['address']}/app/clean:1", ["/app/run"]))
+        assert clean["allowed"] is True, clean
+    finally:
+        mirror.stop()
