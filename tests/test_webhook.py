@@ -283,6 +283,21 @@ def test_an_unloadable_certificate_at_start_is_one_line_and_78(tmp_path: Path) -
     assert done.stderr.count("\n") == 1 and "--tls-cert" in done.stderr and done.stdout == ""
 
 
+def test_malformed_creds_are_a_usage_error_at_start_not_a_refusal_of_every_pod(tmp_path: Path) -> None:
+    import subprocess
+
+    cert, key = write_certificate(trustme.CA(), tmp_path)
+    planted = "no-colon-PLANTED-7f3a"
+    done = subprocess.run(
+        [str(STRONGHOLD), "webhook", "--listen", "127.0.0.1:0", "--tls-cert", str(cert), "--tls-key", str(key),
+         "--init-image", "x", "--creds", planted],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 64, (done.returncode, done.stdout, done.stderr)
+    assert done.stderr.count("\n") == 1 and "--creds" in done.stderr and done.stdout == ""
+    assert "PLANTED" not in done.stderr
+
+
 def test_a_kept_alive_connection_outlives_one_read_timeout(webhook: WebhookProcess, ca: object) -> None:
     """The API server keeps idle connections and does not retry a POST on one the server dropped."""
     connection = webhook.client(ca_pem(ca))

@@ -104,6 +104,10 @@ class _Audited:
 
 class ImageLookup:
     def __init__(self, *, tls_verify: bool, creds: str | None, audit: str, budget: float) -> None:
+        if creds:
+            from injector.audit.credentials import parse_creds
+
+            parse_creds(creds)  # malformed: a usage error at start (64), not a refusal of every pod later
         self.tls_verify = tls_verify
         self.creds = creds
         self.audit = audit
