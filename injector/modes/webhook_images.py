@@ -23,6 +23,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 from dataclasses import dataclass, field
@@ -218,44 +219,42 @@ class ImageLookup:
             raise StrongholdError(f"the registry gave no digest for {ref.repo}:{ref.reference}")
         return str(digest)
 
-    def _command(self, image: str) -> ImageCommand:
+    def _by_digest(self, image: str, cache: _Cache, read: Callable[[Any, str], Any]) -> Any:
+        """`read(client, digest)` for the digest the image names now, once per digest."""
         ref = parse_image(image)
         client = self._client(ref)
         try:
             digest = self._digest(client, ref)
-            cached = self._configs.get(digest)
+            cached = cache.get(digest)
             if cached is not None:
                 return cached
-            config = client.image(digest, self.platform).config
+            result = read(client, digest)
         finally:
             client.close()
+        cache.put(digest, result)
+        return result
+
+    def _command(self, image: str) -> ImageCommand:
+        return self._by_digest(image, self._configs, self._read_command)
+
+    def _audit(self, image: str) -> _Audited:
+        return self._by_digest(image, self._audits, self._read_audit)
+
+    def _read_command(self, client: Any, digest: str) -> ImageCommand:
+        config = client.image(digest, self.platform).config
         inner = config.get("config") if isinstance(config.get("config"), dict) else {}
         entrypoint, cmd = inner.get("Entrypoint"), inner.get("Cmd")
-        found = ImageCommand(
+        return ImageCommand(
             tuple(str(a) for a in entrypoint) if isinstance(entrypoint, list) else (),
             tuple(str(a) for a in cmd) if isinstance(cmd, list) else (),
             digest,
         )
-        self._configs.put(digest, found)
-        return found
 
-    def _audit(self, image: str) -> _Audited:
-        ref = parse_image(image)
-        client = self._client(ref)
-        try:
-            digest = self._digest(client, ref)
-            cached = self._audits.get(digest)
-            if cached is not None:
-                return cached
-            found = client.image(digest, self.platform)
-            from injector.audit.scan import audit_image
+    def _read_audit(self, client: Any, digest: str) -> _Audited:
+        from injector.audit.scan import audit_image
 
-            findings = audit_image(found, self._shared_detector())  # not under a lock: it reads the registry
-        finally:
-            client.close()
-        result = _Audited(len(findings))
-        self._audits.put(digest, result)
-        return result
+        findings = audit_image(client.image(digest, self.platform), self._shared_detector())  # no lock: it reads
+        return _Audited(len(findings))
 
     def _shared_detector(self) -> Any:
         with self._detector_lock:
