@@ -283,6 +283,26 @@ def test_an_unloadable_certificate_at_start_is_one_line_and_78(tmp_path: Path) -
     assert done.stderr.count("\n") == 1 and "--tls-cert" in done.stderr and done.stdout == ""
 
 
+def test_an_encrypted_key_is_one_line_and_78_never_a_pass_phrase_prompt(ca: object, tmp_path: Path) -> None:
+    """OpenSSL's default would ask "Enter PEM pass phrase:" on the terminal (and wait there, in a pod
+    with a tty, holding the lock every new connection takes); the webhook has no pass phrase to give."""
+    import subprocess
+
+    from cryptography.hazmat.primitives import serialization
+
+    cert, key = write_certificate(ca, tmp_path)
+    loaded = serialization.load_pem_private_key(key.read_bytes(), None)
+    encryption = serialization.BestAvailableEncryption(b"pass-phrase")
+    key.write_bytes(loaded.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
+    done = subprocess.run(
+        [str(STRONGHOLD), "webhook", "--listen", "127.0.0.1:0", "--tls-cert", str(cert), "--tls-key", str(key),
+         "--init-image", "x"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 78, done.stderr
+    assert done.stderr.count("\n") == 1 and "--tls-key" in done.stderr and "pass phrase" not in done.stderr
+
+
 def test_malformed_creds_are_a_usage_error_at_start_not_a_refusal_of_every_pod(tmp_path: Path) -> None:
     import subprocess
 

@@ -101,9 +101,14 @@ class Certificates:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         try:
-            context.load_cert_chain(self.cert, self.key)
-        except (OSError, ssl.SSLError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            # No pass phrase: without one OpenSSL would prompt on the terminal, and wait there holding the lock
+            context.load_cert_chain(self.cert, self.key, password=lambda: b"")
+        except (OSError, ssl.SSLError) as exc:  # SSLError first: it is an OSError whose strerror says little
+            if isinstance(exc, ssl.SSLError):
+                reason = (exc.reason or "not a PEM chain and the unencrypted key that matches it").lower()
+                reason = reason.replace("_", " ")
+            else:
+                reason = exc.strerror or type(exc).__name__
             raise ConfigError(f"--tls-cert {self.cert} / --tls-key {self.key}: cannot load them ({reason})") from None
         return context
 
