@@ -343,15 +343,18 @@ def test_a_client_that_never_handshakes_is_cut_off_at_the_deadline(webhook: Webh
 def test_a_flood_of_idle_and_silent_connections_past_the_cap_does_not_keep_a_review_out(
     webhook: WebhookProcess, ca: object
 ) -> None:
-    """Handshaken-and-idle connections and ones that never handshake, MAX_CONNECTIONS of each, all
-    held open: a real review on a new connection is still answered, the flood's oldest evicted."""
+    """Handshaken connections (idle, or a slowloris's request half sent) and ones that never handshake,
+    MAX_CONNECTIONS of each, all held open: a real review on a new connection is still answered, the
+    flood's oldest evicted."""
     from injector.modes.webhook import MAX_CONNECTIONS
 
     context = ssl.create_default_context(cadata=ca_pem(ca).decode())
     held = []
-    for _ in range(MAX_CONNECTIONS):
+    for index in range(MAX_CONNECTIONS):
         raw = socket.create_connection((webhook.host, webhook.port), timeout=60)
         held.append(context.wrap_socket(raw, server_hostname="127.0.0.1"))
+        if index % 2:
+            held[-1].sendall(b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
     held += [socket.create_connection((webhook.host, webhook.port), timeout=60) for _ in range(MAX_CONNECTIONS)]
     try:
         began = time.monotonic()
