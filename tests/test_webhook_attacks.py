@@ -134,3 +134,63 @@ def _client_hello() -> bytes:
     except ssl.SSLWantReadError:
         pass
     return outgoing.read()
+
+
+def test_a_registry_error_as_long_as_the_registry_likes_is_cut_short_in_the_answer_and_the_log(
+    ca: object, tmp_path: Path
+) -> None:
+    """An index offering 20,000 made-up platforms makes the registry client's error list them all:
+    the refusal, the warning and the log line carry a bounded text, not 400 KB of the registry's."""
+    import hashlib
+    import http.server
+    import threading
+
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "0" * 64,
+                 "size": 1, "platform": {"os": f"os{i:05d}", "architecture": "x"}}
+                for i in range(20_000)
+            ],
+        }
+    ).encode()  # fmt: skip
+    digest = "sha256:" + hashlib.sha256(index).hexdigest()
+
+    class Registry(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = index if "/manifests/" in self.path else b"{}"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.oci.image.index.v1+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cert, key = write_certificate(ca, tmp_path)
+    webhook = WebhookProcess(
+        str(STRONGHOLD), cert, key, "--tls-verify=false", "--audit", "warn", "--registry-budget", "30"
+    )
+    try:
+        pod = json.loads(json.dumps(SHOP_POD))
+        del pod["spec"]["containers"][0]["command"]
+        pod["spec"]["containers"][0]["image"] = f"127.0.0.1:{server.server_address[1]}/app@{digest}"
+        status, body = post(webhook.client(ca_pem(ca), timeout=120), review(pod))
+        assert status == 200, body[:300]
+        response = json.loads(body)["response"]
+        assert response["allowed"] is False and "os00000" in response["status"]["message"]
+        assert len(response["status"]["message"]) < 1024, len(response["status"]["message"])
+        assert all(len(w) <= 256 for w in response["warnings"]), [len(w) for w in response["warnings"]]
+    finally:
+        assert webhook.stop() == 0
+        server.shutdown()
+        server.server_close()
+    assert max(len(line) for line in webhook.lines) < 2048

@@ -73,7 +73,11 @@ class Decision:
     message: str = ""  # why it was refused
 
     def warn(self, text: str) -> None:
-        self.warnings.append(text if len(text) <= MAX_WARNING else text[: MAX_WARNING - 1] + "…")
+        self.warnings.append(short_warning(text))
+
+
+def short_warning(text: str) -> str:
+    return text if len(text) <= MAX_WARNING else text[: MAX_WARNING - 1] + "…"
 
 
 def is_reference(value: object) -> bool:

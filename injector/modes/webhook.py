@@ -324,7 +324,7 @@ class Server:
             pod_mutation.commands_needed(pod), pod_mutation.images_of(pod) if self.options.audit != "off" else []
         )
         decision = pod_mutation.mutate(pod, self.settings, lookup.commands)
-        warnings = [*lookup.warnings, *decision.warnings]
+        warnings = [*map(pod_mutation.short_warning, lookup.warnings), *decision.warnings]
         if decision.allowed and lookup.refusal:
             decision = pod_mutation.Decision(allowed=False, message=lookup.refusal)
         out: dict = {}

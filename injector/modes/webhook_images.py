@@ -36,6 +36,7 @@ CACHE_ENTRIES = 2048  # digests; an entry is a few hundred bytes
 WORKERS = 8
 PER_REGISTRY = 2  # of the WORKERS, what one registry may hold (a slow or hostile one starves no other)
 MAX_PENDING = 256  # lookups queued or running: past this a review does not wait for a new one (pods name any image)
+MAX_REASON = 160  # of a registry's error, in a refusal or warning (the API server may cut warnings at 256)
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -275,8 +276,11 @@ def _failed(error: BaseException) -> Future[Any]:
 
 
 def _why(error: BaseException) -> str:
+    """One short line: it goes into the answer and the log, and a registry's text is as long as it likes."""
     if isinstance(error, StrongholdError):
-        return error.message
-    if isinstance(error, ValueError):
-        return str(error)
-    return f"the registry lookup failed ({type(error).__name__})"
+        text = error.message
+    elif isinstance(error, ValueError):
+        text = str(error)
+    else:
+        return f"the registry lookup failed ({type(error).__name__})"
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
