@@ -291,3 +291,16 @@ def test_an_audit_stuck_on_a_dripping_layer_does_not_hold_up_another_images_audi
         assert clean["allowed"] is True, clean
     finally:
         mirror.stop()
+
+
+def test_a_budget_past_the_request_deadline_is_waited_out_not_cut_off(blackhole: str, start, ca: object) -> None:
+    """The reaper's 10 s deadline is for slow clients: a review waiting on a registry for a longer
+    --registry-budget is answered at the budget (it was cut off at 10 s, the connection shut down)."""
+    from injector.modes.webhook import REQUEST_SECONDS
+
+    budget = REQUEST_SECONDS + 2
+    webhook = start("--registry-budget", f"{budget:g}")
+    began = time.monotonic()
+    response, _ = ask(webhook, ca, shop(f"{blackhole}/app/slow:1"))
+    assert response["allowed"] is False and f"{budget:g}s budget" in response["status"]["message"]
+    assert time.monotonic() - began >= budget

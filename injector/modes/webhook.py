@@ -15,7 +15,7 @@ attacker's own oldest connection goes first, a real request is read in
 milliseconds.  Only when every slot is answering a review is a connection
 closed at once (the API server retries; a queue would only hide the overload).
 On SIGTERM the listener closes, idle connections are closed, and reviews under
-way are answered (within REQUEST_SECONDS) before the process ends: a rolling
+way are answered (within their deadline) before the process ends: a rolling
 update must not fail the pod creations it was reviewing.
 
 TLS is the standard library's ssl, 1.2 or later.  Before each accepted
@@ -50,7 +50,7 @@ MAX_BODY = 3 * 1024 * 1024  # SPEC 14: a bigger AdmissionReview is bad input
 MAX_HEAD = 16 * 1024
 MAX_CONNECTIONS = 64
 IDLE_SECONDS = 30.0  # a kept-alive connection may wait this long for its next request (the client reconnects)
-REQUEST_SECONDS = 10.0  # the handshake, or one request from its first byte to the answer (the API server's cap)
+REQUEST_SECONDS = 10.0  # the handshake, or reading one request (the API server's cap); its answer gets the budget more
 READ_TIMEOUT = 5.0  # one read; the deadline above bounds the total
 REAP_EVERY = 0.5
 EVICT_SECONDS = 2.0  # for an evicted handler to wake and free its slot (a loaded machine is slow to schedule it)
@@ -205,7 +205,7 @@ class Server:
 
     def _drain(self) -> None:
         """At a stop: close what waits, answer what is under way (each within its deadline)."""
-        deadline = time.monotonic() + REQUEST_SECONDS
+        deadline = time.monotonic() + self.options.budget + REQUEST_SECONDS  # as an answer's own deadline
         with self._live_lock:
             while self._live and time.monotonic() < deadline:
                 for connection in self._live:
@@ -267,6 +267,8 @@ class Server:
                 method, path, headers, buffer = _read_head(tls, buffer)
                 body, buffer = _read_body(tls, headers, buffer)
                 connection.answering = True
+                # the deadline is for slow clients: the answer itself may wait out the registry budget
+                connection.deadline = time.monotonic() + self.options.budget + REQUEST_SECONDS
                 status, payload, ctype = self._route(method, path, body)
             except BadRequest as bad:
                 log.warning("bad request", reason=str(bad))
