@@ -62,3 +62,29 @@ def test_a_symlinked_target_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         install(str(tmp_path / "link"), source=str(source))
     assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "case", ["temporary is a symlink", "lib is a symlink", "a directory for a file", "a file for lib"]
+)
+def test_whatever_is_in_the_way_in_dir_is_one_clear_error_and_nothing_outside_is_touched(
+    tmp_path: Path, case: str
+) -> None:
+    """DIR is a shared volume: what another container left there is refused as configuration (78),
+    naming the entry, never followed (it was an OSError, reported as an internal error, 70)."""
+    source = _bundle(tmp_path)
+    target, victim = tmp_path / "target", tmp_path / "victim"
+    target.mkdir()
+    victim.mkdir()
+    if case == "temporary is a symlink":
+        (target / ".stronghold-init.tmp").symlink_to(victim / "owned")
+    elif case == "lib is a symlink":
+        (target / "lib").symlink_to(victim)
+    elif case == "a directory for a file":
+        (target / "stronghold-init").mkdir()
+    else:
+        (target / "lib").write_text("in the way")
+    with pytest.raises(ConfigError) as raised:
+        install(str(target), source=str(source))
+    assert str(target) in raised.value.message and raised.value.message.count("\n") == 0
+    assert list(victim.iterdir()) == []

@@ -289,3 +289,29 @@ def test_the_mutation_is_pure_and_the_registry_client_stays_in_the_audit_and_the
             assert relative.startswith("audit/") or relative == "modes/webhook_images.py", relative
         if "injector.modes.webhook" in text:
             assert relative in ("cli.py", "modes/webhook.py"), relative
+
+
+def test_names_with_slash_and_tilde_never_reach_a_patch_path() -> None:
+    """JSON pointers (RFC 6901) need `/` and `~` escaped: the patch addresses containers by index and
+    escapes the one key it writes, so names the API server validates only after us cannot break it."""
+    original = pod(
+        app("a/b", **REF),
+        app("c~1d", command=["x"], **REF),
+        annotations={"stronghold.dev/command.a/b": '["run"]', "x~/y": "kept"},
+    )
+    decision = mutate(original, SETTINGS)
+    assert decision.allowed, decision.message
+    result = jsonpatch.apply_patch(copy.deepcopy(original), decision.patch)
+    assert container(result, "a/b")["args"] == ["run"] and container(result, "c~1d")["args"] == ["x"]
+    assert result["metadata"]["annotations"] == {
+        **original["metadata"]["annotations"],
+        "stronghold.dev/status": "injected",
+    }
+
+
+@pytest.mark.parametrize("name", ["stronghold-bin", "stronghold-run"])
+def test_a_pod_that_already_has_a_volume_by_our_names_is_refused(name: str) -> None:
+    original = pod(app(command=["x"], **REF))
+    original["spec"]["volumes"] = [{"name": name, "emptyDir": {}}]
+    decision = mutate(original, SETTINGS)
+    assert not decision.allowed and "rename" in decision.message and decision.patch == []

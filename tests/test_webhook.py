@@ -16,6 +16,7 @@ import base64
 import copy
 import json
 import os
+import signal
 import socket
 import ssl
 import time
@@ -282,6 +283,41 @@ def test_an_unloadable_certificate_at_start_is_one_line_and_78(tmp_path: Path) -
     assert done.stderr.count("\n") == 1 and "--tls-cert" in done.stderr and done.stdout == ""
 
 
+def test_an_encrypted_key_is_one_line_and_78_never_a_pass_phrase_prompt(ca: object, tmp_path: Path) -> None:
+    """OpenSSL's default would ask "Enter PEM pass phrase:" on the terminal (and wait there, in a pod
+    with a tty, holding the lock every new connection takes); the webhook has no pass phrase to give."""
+    import subprocess
+
+    from cryptography.hazmat.primitives import serialization
+
+    cert, key = write_certificate(ca, tmp_path)
+    loaded = serialization.load_pem_private_key(key.read_bytes(), None)
+    encryption = serialization.BestAvailableEncryption(b"pass-phrase")
+    key.write_bytes(loaded.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
+    done = subprocess.run(
+        [str(STRONGHOLD), "webhook", "--listen", "127.0.0.1:0", "--tls-cert", str(cert), "--tls-key", str(key),
+         "--init-image", "x"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 78, done.stderr
+    assert done.stderr.count("\n") == 1 and "--tls-key" in done.stderr and "pass phrase" not in done.stderr
+
+
+def test_malformed_creds_are_a_usage_error_at_start_not_a_refusal_of_every_pod(tmp_path: Path) -> None:
+    import subprocess
+
+    cert, key = write_certificate(trustme.CA(), tmp_path)
+    planted = "no-colon-PLANTED-7f3a"
+    done = subprocess.run(
+        [str(STRONGHOLD), "webhook", "--listen", "127.0.0.1:0", "--tls-cert", str(cert), "--tls-key", str(key),
+         "--init-image", "x", "--creds", planted],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 64, (done.returncode, done.stdout, done.stderr)
+    assert done.stderr.count("\n") == 1 and "--creds" in done.stderr and done.stdout == ""
+    assert "PLANTED" not in done.stderr
+
+
 def test_a_kept_alive_connection_outlives_one_read_timeout(webhook: WebhookProcess, ca: object) -> None:
     """The API server keeps idle connections and does not retry a POST on one the server dropped."""
     connection = webhook.client(ca_pem(ca))
@@ -304,35 +340,72 @@ def test_a_client_that_never_handshakes_is_cut_off_at_the_deadline(webhook: Webh
     assert time.monotonic() - started < 40
 
 
-def test_connections_past_the_cap_are_closed_at_once_and_service_comes_back(
+def test_a_flood_of_idle_and_silent_connections_past_the_cap_does_not_keep_a_review_out(
     webhook: WebhookProcess, ca: object
 ) -> None:
+    """Handshaken connections (idle, or a slowloris's request half sent) and ones that never handshake,
+    MAX_CONNECTIONS of each, all held open: a real review on a new connection is still answered, the
+    flood's oldest evicted."""
     from injector.modes.webhook import MAX_CONNECTIONS
 
     context = ssl.create_default_context(cadata=ca_pem(ca).decode())
-    held = []  # handshaken and idle: each holds its slot for the 30 s idle limit
-    for _ in range(MAX_CONNECTIONS):
+    held = []
+    for index in range(MAX_CONNECTIONS):
         raw = socket.create_connection((webhook.host, webhook.port), timeout=60)
         held.append(context.wrap_socket(raw, server_hostname="127.0.0.1"))
+        if index % 2:
+            held[-1].sendall(b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    held += [socket.create_connection((webhook.host, webhook.port), timeout=60) for _ in range(MAX_CONNECTIONS)]
     try:
-
-        def refused() -> bool:
-            extra = socket.create_connection((webhook.host, webhook.port), timeout=60)
-            extra.settimeout(2.5)  # below the 5 s handshake read timeout: only a closed-at-once socket is quick
-            try:
-                return extra.recv(1) == b""
-            except TimeoutError:
-                return False  # it was taken in: a slot was free
-            except OSError:
-                return True
-            finally:
-                extra.close()
-
-        wait_for(refused, timeout=60, interval=0.2, what="a connection past the cap closed")
+        began = time.monotonic()
+        document = review(SHOP_POD)
+        response = answer(*post(webhook.client(ca_pem(ca)), document), document["request"]["uid"])
+        assert response["allowed"] is True and response["patchType"] == "JSONPatch"
+        assert time.monotonic() - began < 8  # not after the flood's 10 s deadlines ran out
+        held[0].settimeout(30)
+        assert held[0].recv(1) == b""  # the oldest idle one made room
     finally:
         for raw in held:
             raw.close()
-    wait_for(lambda: _healthz_ok(webhook, ca), timeout=60, interval=0.2, what="service after the flood")
+    _still_up(webhook, ca)
+
+
+def test_sigterm_answers_the_review_under_way_before_the_process_ends(ca: object, tmp_path: Path) -> None:
+    """A rolling update stops a replica while the API server waits on it: that review is answered."""
+    import threading
+
+    registry = socket.socket()  # a registry that takes the connection and never says a word
+    registry.bind(("127.0.0.1", 0))
+    registry.listen(8)
+    cert, key = write_certificate(ca, tmp_path)
+    webhook = WebhookProcess(str(STRONGHOLD), cert, key, "--registry-budget", "3")
+    pod = copy.deepcopy(SHOP_POD)
+    del pod["spec"]["containers"][0]["command"]
+    pod["spec"]["containers"][0]["image"] = f"127.0.0.1:{registry.getsockname()[1]}/shop-api:1"
+    document = review(pod)
+    result: list[object] = []
+
+    def ask() -> None:
+        try:
+            result.append(post(webhook.client(ca_pem(ca), timeout=60), document))
+        except OSError as exc:
+            result.append(exc)
+
+    asking = threading.Thread(target=ask)
+    try:
+        asking.start()
+        registry.settimeout(60)
+        dialled, _ = registry.accept()  # the review is under way: it waits on this registry
+        webhook.process.send_signal(signal.SIGTERM)
+        asking.join(timeout=60)
+        assert result and isinstance(result[0], tuple), result
+        response = answer(*result[0], document["request"]["uid"])
+        assert response["allowed"] is False and "budget" in response["status"]["message"]
+        assert webhook.process.wait(timeout=60) == 0
+        dialled.close()
+    finally:
+        webhook.stop()
+        registry.close()
 
 
 def _healthz_ok(webhook: WebhookProcess, ca: object) -> bool:

@@ -191,3 +191,116 @@ def test_a_registry_that_never_answers_costs_one_budget(blackhole: str, start, c
     # a pod with no command there cannot be admitted at all: the command is never guessed
     response, _ = ask(webhook, ca, shop(f"{blackhole}/app/slow:1"))
     assert response["allowed"] is False and "budget" in response["status"]["message"]
+
+
+def test_a_registry_that_never_answers_holds_none_of_the_lookups_for_other_registries(
+    blackhole: str, start, ca: object
+) -> None:
+    """Five images at a registry that never answers (each lookup would hold a thread for minutes)
+    must not leave a lookup at another registry waiting past the budget behind them."""
+    webhook = start("--registry-budget", "4")
+    pod = shop(f"{blackhole}/app/slow0:1")
+    template = pod["spec"]["containers"][0]
+    pod["spec"]["containers"] = [{**template, "name": f"c{i}", "image": f"{blackhole}/app/slow{i}:1"} for i in range(5)]
+    response, _ = ask(webhook, ca, pod)
+    assert response["allowed"] is False
+    # nothing listens on port 1: an answer of its own ("unreachable") within the budget, not a wait in a queue
+    response, _ = ask(webhook, ca, shop("127.0.0.1:1/app/other:1"))
+    assert response["allowed"] is False
+    message = response["status"]["message"]
+    assert "unreachable" in message and "budget" not in message, message
+
+
+class DrippingMirror:
+    """A registry on loopback that relays the real one's manifests and configs but drips every layer
+    blob a byte a second, for ever: a hostile registry an opted-in pod can name."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+        import threading
+        import urllib.request
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+            def _relay(self, head: bool) -> None:
+                request = urllib.request.Request(f"http://{upstream}{self.path}", method="HEAD" if head else "GET")
+                request.add_header("Accept", self.headers.get("Accept", "*/*"))
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as answer:
+                        body, status, headers = answer.read(), answer.status, answer.headers
+                except urllib.error.HTTPError as error:
+                    body, status, headers = error.read(), error.code, error.headers
+                self.send_response(status)
+                for name in ("Content-Type", "Docker-Content-Digest"):
+                    if headers.get(name):
+                        self.send_header(name, headers[name])
+                self.send_header("Content-Length", headers.get("Content-Length") or str(len(body)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+
+            def do_HEAD(self) -> None:
+                self._relay(head=True)
+
+            def do_GET(self) -> None:
+                if "/blobs/" in self.path and not mirror.config_read:
+                    mirror.config_read = True  # the first blob is the image config: relayed whole
+                    self._relay(head=False)
+                    return
+                if "/blobs/" not in self.path:
+                    self._relay(head=False)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(10**9))
+                self.end_headers()
+                while not mirror.stopping.wait(1.0):  # the drip's pace, not a synchronisation
+                    try:
+                        self.wfile.write(b"\x1f")
+                        self.wfile.flush()
+                    except OSError:
+                        return
+
+        mirror = self
+        self.config_read = False
+        self.stopping = threading.Event()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_audit_stuck_on_a_dripping_layer_does_not_hold_up_another_images_audit(
+    registry: dict, start, ca: object
+) -> None:
+    mirror = DrippingMirror(registry["address"])
+    try:
+        webhook = start("--audit", "enforce", "--registry-budget", "4")
+        response, _ = ask(webhook, ca, shop(f"{mirror.address}/app/dirty:1", ["/app/run"]))
+        assert response["allowed"] is False and "not audited within 4s" in response["status"]["message"]
+        assert mirror.config_read  # its audit is under way, reading the dripping layer
+        clean, _ = ask(webhook, ca, shop(f"{registry['address']}/app/clean:1", ["/app/run"]))
+        assert clean["allowed"] is True, clean
+    finally:
+        mirror.stop()
+
+
+def test_a_budget_past_the_request_deadline_is_waited_out_not_cut_off(blackhole: str, start, ca: object) -> None:
+    """The reaper's 10 s deadline is for slow clients: a review waiting on a registry for a longer
+    --registry-budget is answered at the budget (it was cut off at 10 s, the connection shut down)."""
+    from injector.modes.webhook import REQUEST_SECONDS
+
+    budget = REQUEST_SECONDS + 2
+    webhook = start("--registry-budget", f"{budget:g}")
+    began = time.monotonic()
+    response, _ = ask(webhook, ca, shop(f"{blackhole}/app/slow:1"))
+    assert response["allowed"] is False and f"{budget:g}s budget" in response["status"]["message"]
+    assert time.monotonic() - began >= budget

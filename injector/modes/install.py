@@ -58,6 +58,9 @@ def install(target: str, source: str | None = None) -> int:
         raise ConfigError(f"install {target}: {exc.strerror}") from None
     try:
         count = _copy_tree(source, top)
+    except OSError as exc:  # something in the way in DIR (a shared volume): never followed, say what
+        where = f"{exc.filename}: " if isinstance(exc.filename, str) else ""
+        raise ConfigError(f"install {target}: {where}{exc.strerror}; empty the directory and retry") from None
     finally:
         os.close(top)
     print(f"installed {count} files into {target}", flush=True)

@@ -42,7 +42,8 @@ IMAGE_BINARY = "/opt/stronghold/stronghold-init"
 TOKEN_DIR = RUN_DIR + "/tokens"
 INSTALL, SIDECAR, FETCH = "stronghold-install", "stronghold", "stronghold-fetch"
 REFERENCE_SCHEMES = ("stronghold://", "vault://", "vault-token://", "aws-sm://", "aws-ssm://", "aws-sts://")
-MAX_CONTAINERS = 100  # containers + init containers: far above any real pod, bounds the work per review
+MAX_CONTAINERS = 100  # of all three lists: far above any real pod, bounds the work per review
+CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 MAX_WARNING = 256  # the API server may cut longer warnings
 
 
@@ -72,7 +73,11 @@ class Decision:
     message: str = ""  # why it was refused
 
     def warn(self, text: str) -> None:
-        self.warnings.append(text if len(text) <= MAX_WARNING else text[: MAX_WARNING - 1] + "…")
+        self.warnings.append(short_warning(text))
+
+
+def short_warning(text: str) -> str:
+    return text if len(text) <= MAX_WARNING else text[: MAX_WARNING - 1] + "…"
 
 
 def is_reference(value: object) -> bool:
@@ -163,13 +168,13 @@ def commands_needed(pod: Mapping[str, object]) -> list[str]:
 def images_of(pod: Mapping[str, object]) -> list[str]:
     """Every image the pod runs (init containers first), each once: what `--audit` looks at."""
     spec = _dict(pod.get("spec"))
-    images: list[str] = []
-    for key in ("initContainers", "containers", "ephemeralContainers"):
+    images: dict[str, None] = {}  # ordered, and a set's lookup: a list's would be quadratic
+    for key in CONTAINER_LISTS:
         for container in _list(spec.get(key)):
             image = _dict(container).get("image")
-            if isinstance(image, str) and image and image not in images:
-                images.append(image)
-    return images
+            if isinstance(image, str) and image:
+                images[image] = None
+    return list(images)
 
 
 def mutate(

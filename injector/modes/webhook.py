@@ -1,13 +1,22 @@
 """`stronghold-init webhook`: SPEC 14's mutating admission webhook over HTTPS (docs/kubernetes.md).
 
 One accept loop; each connection gets its own handler thread, at most
-MAX_CONNECTIONS at once (one more is closed at once rather than queued: the API
-server retries, and a queue would only hide the overload).  Every phase of a
-connection has a deadline that a reaper thread enforces by shutting the socket
-down, so a slowloris client (a byte every few seconds, in the handshake, the
-head or the body) holds a thread for REQUEST_SECONDS at most, whatever the
-per-read timeout.  HTTP/1.1 keep-alive, because the API server keeps its
-connections and a TLS handshake per review would dominate the latency.
+MAX_CONNECTIONS at once.  Every phase of a connection has a deadline that a
+reaper thread enforces by shutting the socket down, so a slowloris client (a
+byte every few seconds, in the handshake, the head or the body) holds a thread
+for REQUEST_SECONDS at most, whatever the per-read timeout.  HTTP/1.1
+keep-alive, because the API server keeps its connections and a TLS handshake
+per review would dominate the latency.
+
+A connection past the cap evicts the one that has waited longest for its
+handshake or its next request (or, a slowloris, sent its request slowest), so
+a flood of idle or slow connections cannot keep a real review out: the
+attacker's own oldest connection goes first, a real request is read in
+milliseconds.  Only when every slot is answering a review is a connection
+closed at once (the API server retries; a queue would only hide the overload).
+On SIGTERM the listener closes, idle connections are closed, and reviews under
+way are answered (within their deadline) before the process ends: a rolling
+update must not fail the pod creations it was reviewing.
 
 TLS is the standard library's ssl, 1.2 or later.  Before each accepted
 connection is wrapped, the certificate's and key's inode, mtime and size are
@@ -41,9 +50,10 @@ MAX_BODY = 3 * 1024 * 1024  # SPEC 14: a bigger AdmissionReview is bad input
 MAX_HEAD = 16 * 1024
 MAX_CONNECTIONS = 64
 IDLE_SECONDS = 30.0  # a kept-alive connection may wait this long for its next request (the client reconnects)
-REQUEST_SECONDS = 10.0  # the handshake, or one request from its first byte to the answer (the API server's cap)
+REQUEST_SECONDS = 10.0  # the handshake, or reading one request (the API server's cap); its answer gets the budget more
 READ_TIMEOUT = 5.0  # one read; the deadline above bounds the total
 REAP_EVERY = 0.5
+EVICT_SECONDS = 2.0  # for an evicted handler to wake and free its slot (a loaded machine is slow to schedule it)
 
 
 @dataclass(frozen=True)
@@ -91,9 +101,14 @@ class Certificates:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         try:
-            context.load_cert_chain(self.cert, self.key)
-        except (OSError, ssl.SSLError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            # No pass phrase: without one OpenSSL would prompt on the terminal, and wait there holding the lock
+            context.load_cert_chain(self.cert, self.key, password=lambda: b"")
+        except (OSError, ssl.SSLError) as exc:  # SSLError first: it is an OSError whose strerror says little
+            if isinstance(exc, ssl.SSLError):
+                reason = (exc.reason or "not a PEM chain and the unencrypted key that matches it").lower()
+                reason = reason.replace("_", " ")
+            else:
+                reason = exc.strerror or type(exc).__name__
             raise ConfigError(f"--tls-cert {self.cert} / --tls-key {self.key}: cannot load them ({reason})") from None
         return context
 
@@ -116,6 +131,8 @@ class _Connection:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.deadline = time.monotonic() + REQUEST_SECONDS
+        self.since = time.monotonic()  # when it began what it is waiting for (handshake, next request, its bytes)
+        self.answering = False  # a whole request read, its answer under way: never evicted, waited for at a stop
 
     def reap(self) -> None:
         try:
@@ -141,7 +158,7 @@ class Server:
         self.stopping = threading.Event()
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._live: set[_Connection] = set()
-        self._live_lock = threading.Lock()
+        self._live_lock = threading.Condition()  # notified when a connection ends (the drain at a stop waits)
         family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
         self.listener = socket.socket(family, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -167,14 +184,34 @@ class Server:
                 if self.stopping.is_set():
                     break
                 continue
-            if not self._slots.acquire(blocking=False):
-                sock.close()  # full: refuse now rather than queue (the API server retries)
+            if not self._slots.acquire(blocking=False) and not self._evict():
+                sock.close()  # every slot is answering a review: refuse now rather than queue (the API server retries)
                 continue
             connection = _Connection(sock)
             with self._live_lock:
                 self._live.add(connection)
             threading.Thread(target=self._handle, args=(connection,), daemon=True).start()
         self.listener.close()
+        self._drain()
+
+    def _evict(self) -> bool:
+        """Close the connection that has waited longest without a whole request; True once its slot is free."""
+        with self._live_lock:
+            waiting = [c for c in self._live if not c.answering]
+        if not waiting:
+            return False
+        min(waiting, key=lambda c: c.since).reap()
+        return self._slots.acquire(timeout=EVICT_SECONDS)  # its handler wakes from the read and releases at once
+
+    def _drain(self) -> None:
+        """At a stop: close what waits, answer what is under way (each within its deadline)."""
+        deadline = time.monotonic() + self.options.budget + REQUEST_SECONDS  # as an answer's own deadline
+        with self._live_lock:
+            while self._live and time.monotonic() < deadline:
+                for connection in self._live:
+                    if not connection.answering:
+                        connection.reap()
+                self._live_lock.wait(REAP_EVERY)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -191,8 +228,11 @@ class Server:
         sock = connection.sock
         try:
             sock.settimeout(READ_TIMEOUT)
-            tls = self.certificates.current().wrap_socket(sock, server_side=True)
+            # The wrap detaches `sock`: the reaper and an eviction must see the TLS socket before the
+            # handshake starts, or their shutdown hits a dead descriptor and the handshake runs on.
+            tls = self.certificates.current().wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
             connection.sock = tls
+            tls.do_handshake()
             self._requests(connection, tls)
         except (OSError, ssl.SSLError, ValueError):
             pass  # a client that went away, a failed handshake, a reaped slowloris: nothing to answer
@@ -203,12 +243,15 @@ class Server:
                 pass
             with self._live_lock:
                 self._live.discard(connection)
+                self._live_lock.notify_all()
             self._slots.release()
 
     def _requests(self, connection: _Connection, tls: ssl.SSLSocket) -> None:
         buffer = b""
         while not self.stopping.is_set():
-            connection.deadline = time.monotonic() + IDLE_SECONDS
+            connection.answering = False
+            connection.since = time.monotonic()
+            connection.deadline = connection.since + IDLE_SECONDS
             if not buffer:
                 tls.settimeout(IDLE_SECONDS)  # waiting for the next request is not a slow read
                 try:
@@ -218,10 +261,14 @@ class Server:
                 if not first:
                     return
                 buffer = first
-            connection.deadline = time.monotonic() + REQUEST_SECONDS
+            connection.since = time.monotonic()
+            connection.deadline = connection.since + REQUEST_SECONDS
             try:
                 method, path, headers, buffer = _read_head(tls, buffer)
                 body, buffer = _read_body(tls, headers, buffer)
+                connection.answering = True
+                # the deadline is for slow clients: the answer itself may wait out the registry budget
+                connection.deadline = time.monotonic() + self.options.budget + REQUEST_SECONDS
                 status, payload, ctype = self._route(method, path, body)
             except BadRequest as bad:
                 log.warning("bad request", reason=str(bad))
@@ -250,8 +297,8 @@ class Server:
         """An AdmissionReview in, one out (SPEC 14).  Raises BadRequest for what is not one."""
         try:
             review = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("the body is not JSON") from None
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the C parser goes
+            raise BadRequest("the body is not JSON (or nested too deep)") from None
         if not (
             isinstance(review, dict)
             and review.get("apiVersion") == "admission.k8s.io/v1"
@@ -279,7 +326,7 @@ class Server:
             pod_mutation.commands_needed(pod), pod_mutation.images_of(pod) if self.options.audit != "off" else []
         )
         decision = pod_mutation.mutate(pod, self.settings, lookup.commands)
-        warnings = [*lookup.warnings, *decision.warnings]
+        warnings = [*map(pod_mutation.short_warning, lookup.warnings), *decision.warnings]
         if decision.allowed and lookup.refusal:
             decision = pod_mutation.Decision(allowed=False, message=lookup.refusal)
         out: dict = {}
@@ -308,7 +355,8 @@ def _check_size(pod: dict) -> None:
     spec = pod.get("spec")
     if not isinstance(spec, dict):
         raise BadRequest("the Pod has no spec")
-    count = sum(len(spec[k]) for k in ("containers", "initContainers") if isinstance(spec.get(k), list))
+    # ephemeral containers too: --audit looks at their images (pod_mutation.images_of)
+    count = sum(len(spec[k]) for k in pod_mutation.CONTAINER_LISTS if isinstance(spec.get(k), list))
     if count > pod_mutation.MAX_CONTAINERS:
         raise BadRequest(f"the Pod has {count} containers; at most {pod_mutation.MAX_CONTAINERS} are reviewed")
 
@@ -341,7 +389,8 @@ def _read_body(tls: ssl.SSLSocket, headers: dict[str, str], buffer: bytes) -> tu
     if "transfer-encoding" in headers:
         raise BadRequest("send the body with Content-Length, not Transfer-Encoding")
     length_text = headers.get("content-length", "0")
-    if not length_text.isdigit():
+    # isdigit() alone takes "²" (which int() refuses) and int() refuses more than 4300 digits
+    if not (length_text.isascii() and length_text.isdigit() and len(length_text) <= 12):
         raise BadRequest("Content-Length is not a number")
     length = int(length_text)
     if length > MAX_BODY:

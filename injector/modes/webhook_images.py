@@ -9,7 +9,12 @@ audit's registry client (injector/audit/registry.py) does the reading; it and
 Each review waits at most `budget` seconds for all of it: the API server's own
 timeout is at most 10 s and every pod creation in the cluster waits on us.  A
 lookup that is still running then goes on in the background (a small pool,
-one task per image at a time) and its result serves the next review.
+one task per image at a time) and its result serves the next review.  A
+registry that never answers holds a lookup for minutes (the client's own
+timeouts and retries), so each registry may hold PER_REGISTRY of the pool's
+threads at most; past that its lookups fail at once, and other registries'
+lookups still find a free thread.  Audits run side by side: the detector is
+built once, before any thread shares it, as the audit's own layer pool does.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 from dataclasses import dataclass, field
@@ -27,8 +33,10 @@ from injector.errors import StrongholdError
 from injector.modes.pod_mutation import ImageCommand
 
 CACHE_ENTRIES = 2048  # digests; an entry is a few hundred bytes
-WORKERS = 4
+WORKERS = 8
+PER_REGISTRY = 2  # of the WORKERS, what one registry may hold (a slow or hostile one starves no other)
 MAX_PENDING = 256  # lookups queued or running: past this a review does not wait for a new one (pods name any image)
+MAX_REASON = 160  # of a registry's error, in a refusal or warning (the API server may cut warnings at 256)
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -98,6 +106,10 @@ class _Audited:
 
 class ImageLookup:
     def __init__(self, *, tls_verify: bool, creds: str | None, audit: str, budget: float) -> None:
+        if creds:
+            from injector.audit.credentials import parse_creds
+
+            parse_creds(creds)  # malformed: a usage error at start (64), not a refusal of every pod later
         self.tls_verify = tls_verify
         self.creds = creds
         self.audit = audit
@@ -106,6 +118,7 @@ class ImageLookup:
         self._configs = _Cache()
         self._audits = _Cache()
         self._running: dict[tuple[str, str], Future[Any]] = {}
+        self._per_registry: dict[str, int] = {}
         self._running_lock = threading.Lock()
         self._detector_lock = threading.Lock()
         self._detector: Any = None
@@ -155,21 +168,29 @@ class ImageLookup:
 
     def _submit(self, kind: str, image: str) -> Future[Any]:
         key = (kind, image)
+        try:
+            host = parse_image(image).host
+        except ValueError as exc:
+            return _failed(exc)
         with self._running_lock:
             running = self._running.get(key)
             if running is not None:
                 return running  # one task per image: a slow registry does not pile up work
             if len(self._running) >= MAX_PENDING:
-                busy: Future[Any] = Future()
-                busy.set_exception(StrongholdError(f"{MAX_PENDING} registry lookups are already under way"))
-                return busy
+                return _failed(StrongholdError(f"{MAX_PENDING} registry lookups are already under way"))
+            if self._per_registry.get(host, 0) >= PER_REGISTRY:
+                return _failed(StrongholdError(f"{PER_REGISTRY} lookups at {host} are still under way"))
             future = self._pool.submit(self._command if kind == "command" else self._audit, image)
             self._running[key] = future
+            self._per_registry[host] = self._per_registry.get(host, 0) + 1
 
         def done(_: Future[Any]) -> None:
             with self._running_lock:
                 if self._running.get(key) is future:
                     del self._running[key]
+                    left = self._per_registry.pop(host) - 1
+                    if left:
+                        self._per_registry[host] = left
 
         future.add_done_callback(done)
         return future
@@ -199,54 +220,67 @@ class ImageLookup:
             raise StrongholdError(f"the registry gave no digest for {ref.repo}:{ref.reference}")
         return str(digest)
 
-    def _command(self, image: str) -> ImageCommand:
+    def _by_digest(self, image: str, cache: _Cache, read: Callable[[Any, str], Any]) -> Any:
+        """`read(client, digest)` for the digest the image names now, once per digest."""
         ref = parse_image(image)
         client = self._client(ref)
         try:
             digest = self._digest(client, ref)
-            cached = self._configs.get(digest)
+            cached = cache.get(digest)
             if cached is not None:
                 return cached
-            config = client.image(digest, self.platform).config
+            result = read(client, digest)
         finally:
             client.close()
+        cache.put(digest, result)
+        return result
+
+    def _command(self, image: str) -> ImageCommand:
+        return self._by_digest(image, self._configs, self._read_command)
+
+    def _audit(self, image: str) -> _Audited:
+        return self._by_digest(image, self._audits, self._read_audit)
+
+    def _read_command(self, client: Any, digest: str) -> ImageCommand:
+        config = client.image(digest, self.platform).config
         inner = config.get("config") if isinstance(config.get("config"), dict) else {}
         entrypoint, cmd = inner.get("Entrypoint"), inner.get("Cmd")
-        found = ImageCommand(
+        return ImageCommand(
             tuple(str(a) for a in entrypoint) if isinstance(entrypoint, list) else (),
             tuple(str(a) for a in cmd) if isinstance(cmd, list) else (),
             digest,
         )
-        self._configs.put(digest, found)
-        return found
 
-    def _audit(self, image: str) -> _Audited:
-        ref = parse_image(image)
-        client = self._client(ref)
-        try:
-            digest = self._digest(client, ref)
-            cached = self._audits.get(digest)
-            if cached is not None:
-                return cached
-            found = client.image(digest, self.platform)
-            from injector.audit.scan import audit_image
+    def _read_audit(self, client: Any, digest: str) -> _Audited:
+        from injector.audit.scan import audit_image
 
-            with self._detector_lock:  # one audit at a time: the detector's state is not shared-safe
-                if self._detector is None:
-                    from injector.audit.detect import Detector
+        findings = audit_image(client.image(digest, self.platform), self._shared_detector())  # no lock: it reads
+        return _Audited(len(findings))
 
-                    self._detector = Detector(strict=False)
-                findings = audit_image(found, self._detector)
-        finally:
-            client.close()
-        result = _Audited(len(findings))
-        self._audits.put(digest, result)
-        return result
+    def _shared_detector(self) -> Any:
+        with self._detector_lock:
+            if self._detector is None:
+                from injector.audit.detect import Detector
+                from injector.audit.layerpool import _warm
+
+                detector = Detector(strict=False)
+                _warm(detector)  # its lazy parts built here, once: a cached_property is not a lock
+                self._detector = detector
+            return self._detector
+
+
+def _failed(error: BaseException) -> Future[Any]:
+    future: Future[Any] = Future()
+    future.set_exception(error)
+    return future
 
 
 def _why(error: BaseException) -> str:
+    """One short line: it goes into the answer and the log, and a registry's text is as long as it likes."""
     if isinstance(error, StrongholdError):
-        return error.message
-    if isinstance(error, ValueError):
-        return str(error)
-    return f"the registry lookup failed ({type(error).__name__})"
+        text = error.message
+    elif isinstance(error, ValueError):
+        text = str(error)
+    else:
+        return f"the registry lookup failed ({type(error).__name__})"
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
