@@ -465,10 +465,11 @@ def dispatch(mode: str, options: dict[str, object], command: list[str]) -> int:
 
 def _webhook(options: dict[str, object]) -> int:
     from injector.audit.main import _tls_verify
-    from injector.modes.webhook import WebhookOptions, parse_listen, serve
+    from injector.modes.webhook import WebhookOptions, serve
+    from injector.serving import parse_listen
 
     log.configure(level=_text(options, "log_level"), fmt=_text(options, "log_format"))
-    host, port = parse_listen(str(options["listen"]))
+    host, port = parse_listen(str(options["listen"]), "--listen")  # the one HOST:PORT parser, as dev-proxy's
     budget = options.get("registry_budget")
     return serve(
         WebhookOptions(

@@ -23,7 +23,8 @@ def test_both_listeners_refuse_the_same_addresses_with_the_same_words(
     secrets.write_text("stripe/live=sk_test_x\n")
     dev = refusal(["dev-proxy", "--secrets", str(secrets), "--listen", listen], base_env())
     sidecar = refusal(
-        ["sidecar", "--dir", str(shm_dir), "--health-listen", listen], base_env(proxy, A_FILE="stronghold://stripe/live")
+        ["sidecar", "--dir", str(shm_dir), "--health-listen", listen],
+        base_env(proxy, A_FILE="stronghold://stripe/live"),
     )
     assert dev == sidecar and "is not HOST:PORT" in dev, (dev, sidecar)
     assert proxy.requests == [], "checked before any credential is asked for"
@@ -34,3 +35,32 @@ def test_the_parser_takes_ipv6_in_brackets_and_port_0() -> None:
 
     assert parse_listen("[::1]:0", "--listen") == ("::1", 0)
     assert parse_listen("127.0.0.1:8787", "--listen") == ("127.0.0.1", 8787)
+
+
+def test_the_webhook_takes_and_refuses_the_same_listen_spellings(tmp_path) -> None:
+    """`webhook --listen` goes through serving.parse_listen too: a bad address is the same one line (78)."""
+    import subprocess
+
+    from conftest import STRONGHOLD
+
+    cert = tmp_path / "c.pem"
+    cert.write_text("")
+    done = subprocess.run(
+        [
+            str(STRONGHOLD),
+            "webhook",
+            "--listen",
+            "::1:8443",
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(cert),
+            "--init-image",
+            "x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 78, done.stderr
+    assert "--listen '::1:8443' is not HOST:PORT (an IPv6 address in brackets: [::1]:8080)" in done.stderr

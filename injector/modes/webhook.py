@@ -42,7 +42,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from injector.errors import ConfigError, UsageError
+from injector.errors import ConfigError
 from injector.log import log
 from injector.modes import pod_mutation
 
@@ -67,14 +67,6 @@ class WebhookOptions:
     tls_verify: bool = True
     creds: str | None = None
     budget: float = 5.0
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise UsageError(f"--listen {text!r} is not HOST:PORT")
-    return host, int(port)
 
 
 class Certificates:
