@@ -3,9 +3,11 @@ the same spellings are taken, the same mistakes refused with the same words."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
-from conftest import TestProxy, base_env, run
+from conftest import TestProxy, base_env, one_error, run
 
 
 def refusal(args: list[str], env: dict[str, str]) -> str:
@@ -23,7 +25,8 @@ def test_both_listeners_refuse_the_same_addresses_with_the_same_words(
     secrets.write_text("stripe/live=sk_test_x\n")
     dev = refusal(["dev-proxy", "--secrets", str(secrets), "--listen", listen], base_env())
     sidecar = refusal(
-        ["sidecar", "--dir", str(shm_dir), "--health-listen", listen], base_env(proxy, A_FILE="stronghold://stripe/live")
+        ["sidecar", "--dir", str(shm_dir), "--health-listen", listen],
+        base_env(proxy, A_FILE="stronghold://stripe/live"),
     )
     assert dev == sidecar and "is not HOST:PORT" in dev, (dev, sidecar)
     assert proxy.requests == [], "checked before any credential is asked for"
@@ -34,3 +37,16 @@ def test_the_parser_takes_ipv6_in_brackets_and_port_0() -> None:
 
     assert parse_listen("[::1]:0", "--listen") == ("::1", 0)
     assert parse_listen("127.0.0.1:8787", "--listen") == ("127.0.0.1", 8787)
+
+
+def test_health_listen_port_in_use_is_78_naming_the_address(proxy: TestProxy, shm_dir) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        env = base_env(proxy, KEY_FILE="stronghold://stripe/live")
+        result = run(["sidecar", "--dir", str(shm_dir), "--health-listen", address], env)
+    assert result.code == 78
+    line = one_error(result)
+    assert address in line and "in use" in line
+    assert proxy.paths() == [], "bound before any credential is issued"
