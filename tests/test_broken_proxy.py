@@ -3,6 +3,8 @@
 Each broken answer is served once and then the proxy behaves: the run must
 succeed with a good token, and the broken value must never reach the child.
 Served for ever, the same answer must end in exit 69 with nothing started.
+A hostile proxy's huge ttls are capped, a lone surrogate is never delivered,
+and an answer dripped a byte at a time cannot outlast the request's timeout.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Every exit code of SPEC section 7, from the real binary.
 
 A failed start never runs the command and leaves no file behind; stderr holds
-one error line naming what was wrong.
+one error line naming what was wrong: a forgotten `--` shows the corrected
+command line, an unknown flag a suggestion; off Linux it is a clear 78.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 16 clients that each send one byte every 1.5 s held every /healthz slot: the
 2 s timeout was per read, not per request, and each slot was a thread.  Now a
 request must arrive whole within its deadline or be dropped, and a probe gets
-through while slow clients are connected.  Real sidecar, real sockets.
+through while slow clients are connected.  150 idle connections under a low
+file limit neither starve the refresher (EMFILE) nor hang /healthz.  Real
+sidecar, real sockets.
 """
 
 from __future__ import annotations

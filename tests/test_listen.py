@@ -1,5 +1,6 @@
 """One HOST:PORT parser for `dev-proxy --listen` and `sidecar --health-listen` (injector/serving.py):
-the same spellings are taken, the same mistakes refused with the same words."""
+the same spellings are taken, the same mistakes refused with the same words; an address in use
+is 78 naming it, before any credential is issued."""
 
 from __future__ import annotations
 

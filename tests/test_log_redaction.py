@@ -1,5 +1,6 @@
-"""The log redactor under threads (issue 19, found by review): a secret protected while another
-thread redacts is redacted from then on.
+"""The log redactor: escaped forms of a secret (repr, JSON, bytes) are redacted too; a server's
+message is redacted before it is cut and a log line before it is formatted; and under threads
+(issue 19, found by review) a secret protected while another thread redacts is redacted from then on.
 
 The lazily sorted list of old was rebuilt by whichever thread redacted first
 after a protect(): a redacting thread that had sorted the set just before

@@ -4,6 +4,8 @@
 - A refused bootstrap token names the file or variable it came from.
 - As PID 1 (a container's entrypoint) an unreachable loopback proxy URL gets the hint that
   127.0.0.1 is the container itself.
+- A proxy that is down, hung, not speaking TLS or that lacks a secret: one line naming the URL,
+  where the setting came from (variable, flag, env file), and how long it waited.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 The page's tables are generated from it by scripts/gen-config-docs; these tests
 check the page is current and documents every option with its twin and default.
+--log-level is taken before or after the subcommand.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Unit tests for reference and duration parsing (SPEC section 2): pure logic."""
+"""Reference and duration parsing (SPEC section 2): pure logic, then the real binary's one
+line for a value that is almost a reference (a look-alike scheme, a vault:// without its
+field), while ordinary URLs and prose pass through unchanged."""
 
 from __future__ import annotations
 
