@@ -209,6 +209,27 @@ def run(args: list[str], env: dict[str, str], timeout: float = 60, **kwargs: obj
     return Result(done.returncode, done.stdout, done.stderr)
 
 
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ": error: " in line]
+
+
+def one_error(result: Result) -> str:
+    """The one error line of a failed run, which must not be an internal error."""
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1, result.stderr
+    assert "internal error" not in errors[0] and "Traceback" not in result.stderr
+    return errors[0]
+
+
+def issues(proxy: TestProxy) -> int:
+    """How many credential requests the proxy has answered."""
+    return proxy.paths().count("/v1/credentials")
+
+
+# The real cli.main with sys.platform faked: how a non-Linux machine runs it.
+NON_LINUX = "import sys; sys.platform = 'darwin'; from injector.cli import main; main(sys.argv[1:])"
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]  # a prefix: run as nobody
 _NOBODY_BINARY: list[str] = []
 
@@ -255,8 +276,7 @@ def _reachable_by_nobody() -> str:
         binary = root / "stronghold-init"
         python = os.path.realpath(sys.executable)  # the system interpreter the venv links to
         binary.write_text(
-            f"#!{python} -I\nimport sys\nsys.path.insert(0, {str(lib)!r})\n"
-            "from injector.cli import main\nmain()\n"
+            f"#!{python} -I\nimport sys\nsys.path.insert(0, {str(lib)!r})\nfrom injector.cli import main\nmain()\n"
         )
     for directory, _, files in os.walk(root):
         os.chmod(directory, 0o755)

@@ -3,14 +3,18 @@
 Each broken answer is served once and then the proxy behaves: the run must
 succeed with a good token, and the broken value must never reach the child.
 Served for ever, the same answer must end in exit 69 with nothing started.
+A hostile proxy's huge ttls are capped, a lone surrogate is never delivered,
+and an answer dripped a byte at a time cannot outlast the request's timeout.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from conftest import RESET, TestProxy, base_env, report_command, run
-from injector.devproxy import Answer
+from conftest import RESET, ScriptedHandler, TestProxy, base_env, report_command, run
+from injector.devproxy import Answer, make_server, server_url
 
 POISON = "POISONED-VALUE"
 
@@ -117,3 +121,103 @@ def test_broken_login_answer_is_transient(proxy: TestProxy) -> None:
     result = run(["--", "true"], base_env(proxy, A="stronghold://stripe/live"))
     assert result.code == 0, result.stderr
     assert proxy.paths().count("/v1/auth/login") == 2
+
+
+HUGE = 10**400
+
+
+def revoked_leases(proxy: TestProxy) -> list[str]:
+    return [lease for body in proxy.bodies("/v1/leases/revoke") for lease in body["lease_ids"]]  # type: ignore[index]
+
+
+def test_a_huge_credential_ttl_is_capped_and_the_lease_revoked(proxy: TestProxy) -> None:
+    answer = {"credentials": [{"name": "K", "value": "v-HUGETTL-SECRET", "ttl": HUGE, "lease_id": "lease-huge"}]}
+    proxy.script("/v1/credentials", Answer(200, answer))
+    result = run(["--", "sh", "-c", 'test "$K" = v-HUGETTL-SECRET'], base_env(proxy, K="stronghold://stripe/live"))
+    assert result.code == 0, result.stderr
+    assert "lease-huge" in revoked_leases(proxy)
+
+
+def test_a_huge_session_ttl_is_capped(proxy: TestProxy) -> None:
+    import time
+
+    with proxy.lock:
+        proxy.sessions["s.fixed-session-HUGE"] = time.monotonic() + 3600
+    proxy.script("/v1/auth/login", Answer(200, {"session_token": "s.fixed-session-HUGE", "ttl": HUGE}))
+    result = run(["--", "true"], base_env(proxy, K="stronghold://stripe/live"))
+    assert result.code == 0, result.stderr
+    assert revoked_leases(proxy) == proxy.leases_issued
+
+
+def test_a_lone_surrogate_value_is_never_delivered(proxy: TestProxy, shm_dir: Path) -> None:
+    bad = {"credentials": [{"name": "K", "value": "bad\ud800value", "ttl": 60, "lease_id": "lease-bad"}]}
+    proxy.script("/v1/credentials", Answer(200, bad))
+    env = base_env(proxy, K="stronghold://stripe/live")
+    result = run(["--mask-output", "--", "sh", "-c", 'echo "$K"'], env)
+    assert result.code == 0, result.stderr
+    assert "broken" in result.stderr or "surrogate" in result.stderr
+    assert set(proxy.leases_issued) <= set(revoked_leases(proxy))
+
+
+DRIP = "drip"  # a scripted answer: a status line, then one header byte every 0.2 s, for ever
+
+
+class DripHandler(ScriptedHandler):
+    def _send(self, answer) -> None:  # type: ignore[override]
+        if answer != DRIP:
+            super()._send(answer)
+            return
+        self.close_connection = True
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+            while not self.server.stopping.is_set():  # type: ignore[attr-defined]
+                self.wfile.write(b"a")
+                self.wfile.flush()
+                self.server.stopping.wait(0.2)  # type: ignore[attr-defined]  # the attacker's pace, not a sync
+        except OSError:
+            pass  # the client gave up: what the test wants
+
+
+@pytest.fixture
+def drip_proxy():
+    import threading
+
+    proxy = TestProxy()
+    server = make_server(proxy, "127.0.0.1:0", handler=DripHandler)
+    server.stopping = threading.Event()  # type: ignore[attr-defined]
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    proxy.url = server_url(server)
+    yield proxy
+    server.stopping.set()  # type: ignore[attr-defined]
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_dripping_proxy_cannot_stretch_startup_past_its_timeout(drip_proxy: TestProxy) -> None:
+    """One byte every 0.2 s used to keep each read alive: start-up ran 111 s with --startup-timeout 2."""
+    import time
+
+    drip_proxy.script("/v1/auth/login", *[DRIP] * 50)
+    started = time.monotonic()
+    result = run(["--startup-timeout", "2", "--", "true"], base_env(drip_proxy, K="stronghold://stripe/live"))
+    elapsed = time.monotonic() - started
+    assert result.code == 69, result.stderr
+    assert "timed out" in result.stderr
+    assert elapsed < 30, f"start-up ran {elapsed:.0f}s with --startup-timeout 2"
+
+
+def test_a_slow_revoke_at_exit_is_cut_and_files_removed(drip_proxy: TestProxy, shm_dir: Path) -> None:
+    """A revoke answered one byte at a time took 22 s against the promised 2 s, token files in place meanwhile."""
+    import time
+
+    drip_proxy.script("/v1/leases/revoke", DRIP, DRIP)
+    env = base_env(drip_proxy, K_FILE="stronghold://stripe/live")
+    started = time.monotonic()
+    result = run(["--dir", str(shm_dir), "--", "true"], env)
+    elapsed = time.monotonic() - started
+    assert result.code == 0, result.stderr
+    assert "revoking leases failed" in result.stderr
+    assert elapsed < 15, f"exit took {elapsed:.0f}s with a dripping revoke"
+    assert not shm_dir.exists()

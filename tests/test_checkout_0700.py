@@ -40,7 +40,10 @@ def test_the_tests_that_run_as_nobody_pass_from_a_0700_checkout() -> None:
         python = venv / "bin" / "python"
         site = subprocess.run(
             [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True, capture_output=True, text=True, timeout=60,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
         ).stdout.strip()
         # The copied tree first, then this venv's packages (its .pth files, e.g. an editable install, unread).
         Path(site, "00-checkout.pth").write_text(f"{tree}\n{sysconfig.get_paths()['purelib']}\n")
@@ -50,7 +53,11 @@ def test_the_tests_that_run_as_nobody_pass_from_a_0700_checkout() -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "STRONGHOLD_INIT_BIN")}
         done = subprocess.run(
             [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", "-k", NOBODY_TESTS],
-            cwd=tree, env=env, capture_output=True, text=True, timeout=900,
+            cwd=tree,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-2000:]
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import stat
 
+import pytest
+
 from conftest import SECRETS, TestProxy, base_env, report_command, run
 
 
@@ -136,3 +138,14 @@ def test_file_replaces_symlink_at_token_path_without_following_it(proxy: TestPro
     assert victim.read_text() == "untouched"
     assert stat.S_ISREG(os.lstat(shm_dir / "K").st_mode)
     assert result.stdout == proxy.issued_values[0]
+
+
+@pytest.mark.parametrize("refs", [{}, {"K": "stronghold://stripe/live"}])
+def test_no_lc_ctype_from_python_locale_coercion(proxy: TestProxy, refs: dict[str, str]) -> None:
+    env = base_env(proxy, **refs)
+    del env["LANG"]  # the C locale: Python would add LC_CTYPE=C.UTF-8 to its own environment
+    result = run(["--", "env"], env)
+    assert result.code == 0, result.stderr
+    assert "LC_CTYPE" not in result.stdout
+    env["LC_CTYPE"] = "C.UTF-8"  # given by the user: passed on
+    assert "LC_CTYPE=C.UTF-8" in run(["--", "env"], env).stdout

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import STRONGHOLD, base_env, read_line, run, start, wait_for_line, wait_for_log
+from conftest import NON_LINUX, PYTHON, STRONGHOLD, base_env, read_line, run, start, wait_for_line, wait_for_log
 
 SECRETS_FILE = "stripe/live=sk_test_DEVPROXY\npostgres/app=pg_DEVPROXY\n"
 
@@ -262,3 +262,18 @@ def test_a_secrets_file_caught_half_written_keeps_the_last_good_table(tmp_path, 
     assert during.code == 0 and during.stdout.strip() == "pg_DEVPROXY", during.stderr
     secrets.write_text("stripe/live=sk_test_NEW\npostgres/app=pg_NEW\n")  # the save completes
     assert run(show, env).stdout.strip() == "pg_NEW", "a whole edit is still taken"
+
+
+def test_dev_proxy_starts_on_a_non_linux_platform(tmp_path, processes) -> None:
+    secrets = tmp_path / "s.env"
+    secrets.write_text("a/b=c\n")
+    process = subprocess.Popen(
+        [PYTHON, "-c", NON_LINUX, "dev-proxy", "--secrets", str(secrets), "--listen", "127.0.0.1:0"],
+        env=base_env(STRONGHOLD_DEV_TOKEN="tok-anywhere"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    processes.append(process)
+    assert process.stdout.readline().startswith("http://127.0.0.1:")

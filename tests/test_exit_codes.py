@@ -1,23 +1,21 @@
 """Every exit code of SPEC section 7, from the real binary.
 
 A failed start never runs the command and leaves no file behind; stderr holds
-one error line naming what was wrong.
+one error line naming what was wrong: a forgotten `--` shows the corrected
+command line, an unknown flag a suggestion; off Linux it is a clear 78.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
-from conftest import TestProxy, base_env, free_port, run
+from conftest import NON_LINUX, PYTHON, TestProxy, base_env, error_lines, free_port, one_error, run
 from injector.devproxy import Answer
 
 MARKER_CMD = ["sh", "-c", 'touch "$0"']  # the command leaves a marker if it ever runs
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if ": error: " in line]
 
 
 def assert_failed_cleanly(result, code: int, shm_dir, marker, fragment: str) -> None:
@@ -201,3 +199,52 @@ def test_bad_proxy_url_is_78_and_never_echoed(url: str) -> None:
     assert result.code == 78
     assert "proxy URL" in result.stderr
     assert "hunter2secret" not in result.stderr and url not in result.stderr
+
+
+def test_forgotten_double_dash_shows_the_corrected_command_line(tmp_path) -> None:
+    marker = tmp_path / "ran"
+    result = run(["--startup-timeout", "5", "touch", str(marker)], base_env())
+    assert result.code == 64
+    line = one_error(result)
+    assert "after --" in line
+    assert f"stronghold-init --startup-timeout 5 -- touch {marker}" in line
+    assert "invalid choice" not in line
+    assert not marker.exists()
+
+
+def test_unknown_flag_with_a_value_is_named_with_a_suggestion() -> None:
+    result = run(["--proxyurl", "http://127.0.0.1:9", "--", "true"], base_env())
+    assert result.code == 64
+    line = one_error(result)
+    assert "--proxyurl" in line and "did you mean --proxy?" in line
+    assert "invalid choice" not in line
+
+
+def test_unknown_flag_after_a_subcommand_is_named_too() -> None:
+    result = run(["sidecar", "--health-listn", "127.0.0.1:0"], base_env())
+    assert result.code == 64
+    line = one_error(result)
+    assert "--health-listn" in line and "--health-listen" in line
+
+
+def test_negative_grace_names_the_flag() -> None:
+    result = run(["--grace", "-1", "--", "true"], base_env())
+    assert result.code == 64
+    line = one_error(result)
+    assert "--grace" in line and "'-1'" in line and "seconds" in line
+    assert "_seconds" not in line
+
+
+@pytest.mark.parametrize("args", [["--", "true"], ["check"], ["fetch"], ["sidecar"]])
+def test_non_linux_is_a_clear_78(args: list[str]) -> None:
+    done = subprocess.run(
+        [PYTHON, "-c", NON_LINUX, *args],
+        env=base_env(KEY_FILE="stronghold://a"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 78, done.stderr
+    errors = error_lines(done.stderr)
+    assert len(errors) == 1 and "needs Linux" in errors[0] and "darwin" in errors[0]
+    assert "container" in errors[0]

@@ -15,10 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NOBODY, TestProxy, base_env, read_line, run, start, tell, wait_for, wait_for_log
+from conftest import (
+    NOBODY,
+    STRONGHOLD,
+    TestProxy,
+    base_env,
+    needs_root,
+    read_line,
+    run,
+    start,
+    tell,
+    wait_for,
+    wait_for_log,
+)
 from injector.devproxy import Answer
-
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 # A child (run as `sh`, which any user can execute) that reports who it is,
 # whether it can read its parent's environ and its token file, and waits.
@@ -273,3 +283,56 @@ def test_unknown_file_group_is_78(proxy: TestProxy, shm_dir) -> None:
     )
     assert result.code == 78 and "--file-group" in result.stderr
     assert not shm_dir.exists()
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+def test_no_compiler_from_path_sees_the_environment(proxy: TestProxy, shm_dir: Path, tmp_path: Path) -> None:
+    """With `ldconfig -p` failing (musl, stripped images), ctypes.util.find_library
+    runs `gcc`/`cc`/`ld` from PATH with our environment.  A fake compiler first
+    in PATH must never run."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    seen = tmp_path / "seen"
+    for name in ("gcc", "cc", "ld", "objdump"):
+        tool = fake_bin / name
+        tool.write_text(f"#!/bin/sh\nenv >> {seen}\nexit 1\n")
+        tool.chmod(0o755)
+    ldconfig = os.path.realpath(shutil.which("ldconfig") or "/sbin/ldconfig")
+    env = base_env(proxy, K_FILE="stronghold://stripe/live", VAULT_TOKEN="hvs.SEENBYGCC0123")
+    env["PATH"] = f"{fake_bin}:{env['PATH']}"
+    script = f'mount --bind /bin/false {ldconfig} && exec "$@"'
+    for mode in (["--dir", str(shm_dir), "--", "true"], ["check", "--dir", str(shm_dir)]):
+        done = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", STRONGHOLD, *mode],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert not seen.exists(), "a compiler from PATH ran with our environment"
+
+
+@pytest.mark.parametrize("user", ["²", "4294967295", "99999999999999999999", "1:99999999999999999999"])
+def test_a_bad_user_id_is_78_before_any_request(proxy: TestProxy, shm_dir: Path, user: str) -> None:
+    env = base_env(proxy, K_FILE="stronghold://stripe/live")
+    result = run(["--user", user, "--no-refresh", "--dir", str(shm_dir), "--", "true"], env)
+    assert result.code == 78, result.stderr
+    assert "--user" in result.stderr
+    assert proxy.requests == []
+    assert not shm_dir.exists() or list(shm_dir.iterdir()) == []
+
+
+def test_a_bad_file_group_id_is_78(proxy: TestProxy, shm_dir: Path) -> None:
+    env = base_env(proxy, K_FILE="stronghold://stripe/live")
+    result = run(["--file-group", "4294967295", "--dir", str(shm_dir), "--", "true"], env)
+    assert result.code == 78 and proxy.requests == []
+
+
+def test_an_overlong_file_name_is_78_before_any_request(proxy: TestProxy, shm_dir: Path) -> None:
+    env = base_env(proxy)
+    env["A" * 250 + "_FILE"] = "stronghold://stripe/live"
+    result = run(["--dir", str(shm_dir), "--", "true"], env)
+    assert result.code == 78 and "longer than" in result.stderr
+    assert proxy.requests == []

@@ -3,7 +3,9 @@
 16 clients that each send one byte every 1.5 s held every /healthz slot: the
 2 s timeout was per read, not per request, and each slot was a thread.  Now a
 request must arrive whole within its deadline or be dropped, and a probe gets
-through while slow clients are connected.  Real sidecar, real sockets.
+through while slow clients are connected.  150 idle connections under a low
+file limit neither starve the refresher (EMFILE) nor hang /healthz.  Real
+sidecar, real sockets.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 from test_sidecar import get_health, health_url
 
-from conftest import TestProxy, base_env, start, wait_for
+from conftest import TestProxy, base_env, issues, start, wait_for
 
 REFS = {"A_FILE": "stronghold://stripe/live"}
 
@@ -123,4 +126,45 @@ def test_a_request_must_arrive_whole_within_its_deadline(proxy: TestProxy, shm_d
     finally:
         drippers.close()
     process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+
+
+def test_an_idle_connection_flood_neither_starves_refresh_nor_hangs_healthz(
+    make_proxy, shm_dir: Path, processes
+) -> None:
+    """150 idle connections under `ulimit -n 100`: refreshes went EMFILE and /healthz hung."""
+    import resource
+    import socket
+    import urllib.request
+
+    from test_sidecar import get_health, health_url
+
+    proxy = make_proxy(ttl=2)
+    env = base_env(proxy, A_FILE="stronghold://stripe/live?ttl=2")
+    process = start(
+        ["sidecar", "--dir", str(shm_dir), "--health-listen", "127.0.0.1:0"],
+        env,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100)),
+    )
+    processes.append(process)
+    url = health_url(process, [])
+    host, port = urllib.request.urlparse(url).netloc.split(":")
+    flood = []
+    try:
+        for _ in range(150):
+            flood.append(socket.create_connection((host, int(port)), timeout=10))
+        issued = issues(proxy)
+        wait_for(lambda: issues(proxy) >= issued + 3, timeout=60, what="refreshes during the flood")
+
+        def healthy() -> bool:
+            try:
+                return get_health(url)[0] == 200
+            except OSError:
+                return False  # refused while the cap is full: the probe tries again, as a kubelet does
+
+        wait_for(healthy, timeout=30, interval=0.2, what="/healthz to answer during the flood")
+    finally:
+        for sock in flood:
+            sock.close()
+    process.send_signal(__import__("signal").SIGTERM)
     assert process.wait(timeout=30) == 0

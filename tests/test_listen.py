@@ -1,11 +1,14 @@
 """One HOST:PORT parser for `dev-proxy --listen` and `sidecar --health-listen` (injector/serving.py):
-the same spellings are taken, the same mistakes refused with the same words."""
+the same spellings are taken, the same mistakes refused with the same words; an address in use
+is 78 naming it, before any credential is issued."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
-from conftest import TestProxy, base_env, run
+from conftest import TestProxy, base_env, one_error, run
 
 
 def refusal(args: list[str], env: dict[str, str]) -> str:
@@ -64,3 +67,16 @@ def test_the_webhook_takes_and_refuses_the_same_listen_spellings(tmp_path) -> No
     )
     assert done.returncode == 78, done.stderr
     assert "--listen '::1:8443' is not HOST:PORT (an IPv6 address in brackets: [::1]:8080)" in done.stderr
+
+
+def test_health_listen_port_in_use_is_78_naming_the_address(proxy: TestProxy, shm_dir) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        env = base_env(proxy, KEY_FILE="stronghold://stripe/live")
+        result = run(["sidecar", "--dir", str(shm_dir), "--health-listen", address], env)
+    assert result.code == 78
+    line = one_error(result)
+    assert address in line and "in use" in line
+    assert proxy.paths() == [], "bound before any credential is issued"

@@ -14,7 +14,7 @@ import shutil
 
 import pytest
 
-from conftest import TestProxy, base_env, report_command, run
+from conftest import TestProxy, base_env, one_error, report_command, run
 from injector.delivery.tokendir import MEMORY_FILESYSTEMS, filesystem_type
 
 
@@ -204,3 +204,11 @@ def test_address_from_the_environment_with_env_file_references_is_allowed(proxy:
     result = run(["--env-file", env_file, "--", *report_command()], base_env(proxy))
     assert result.code == 0, result.stderr  # the real environment's URL wins, and is the user's own
     assert proxy.paths()[0] == "/v1/auth/login"
+
+
+def test_look_alike_in_an_env_file_names_the_file(tmp_path) -> None:
+    env_file = tmp_path / "app.env"
+    env_file.write_text("STRIPE_KEY=Stronghold://stripe/live\n")
+    result = run(["--env-file", str(env_file), "--", "true"], base_env())
+    assert result.code == 78
+    assert str(env_file) in one_error(result)

@@ -1,5 +1,6 @@
-"""The log redactor under threads (issue 19, found by review): a secret protected while another
-thread redacts is redacted from then on.
+"""The log redactor: escaped forms of a secret (repr, JSON, bytes) are redacted too; a server's
+message is redacted before it is cut and a log line before it is formatted; and under threads
+(issue 19, found by review) a secret protected while another thread redacts is redacted from then on.
 
 The lazily sorted list of old was rebuilt by whichever thread redacted first
 after a protect(): a redacting thread that had sorted the set just before
@@ -9,8 +10,12 @@ until the next protect().  The interleaving is forced here, not hoped for.
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 
+from conftest import TestProxy, base_env, run
+from injector.devproxy import Answer
 from injector.log import Logger
 
 
@@ -68,3 +73,35 @@ def test_protect_and_redact_from_many_threads_keep_every_secret() -> None:
         for reader in readers:
             reader.join()
     assert all(secret not in logger.redact(" ".join(secrets)) for secret in secrets)
+
+
+def test_the_redactor_catches_escaped_forms() -> None:
+    import io
+
+    from injector.log import Logger
+
+    stream = io.StringIO()
+    logger = Logger(stream)
+    secret = 'tok"en\\with\nnewline-é'
+    logger.protect(secret)
+    logger.error(f"repr {secret!r}", json=json.dumps(secret), raw=secret, data=repr(secret.encode()))
+    assert "tok" not in stream.getvalue() and "newline" not in stream.getvalue()
+
+
+def test_a_padded_echo_of_the_bootstrap_token_is_redacted_before_the_cut(proxy: TestProxy) -> None:
+    proxy.script("/v1/auth/login", Answer(403, {"error": "x" * 180 + " " + proxy.token}))
+    result = run(["--", "true"], base_env(proxy, K="stronghold://stripe/live"))
+    assert result.code == 77, result.stderr
+    token_body = proxy.token.removeprefix("boot-")
+    assert token_body[:8] not in result.stderr
+
+
+def test_json_escaping_does_not_hide_a_token_from_the_redactor(proxy: TestProxy) -> None:
+    token = 'boot-quote"back\\slash-é-' + os.urandom(6).hex()
+    proxy.token = token
+    proxy.script("/v1/auth/login", Answer(403, {"error": f"refused {token}"}))
+    env = base_env(proxy, K="stronghold://stripe/live")
+    result = run(["--log-format", "json", "--", "true"], env)
+    assert result.code == 77, result.stderr
+    tail = token.split("-")[-1]
+    assert tail not in result.stderr and "quote" not in result.stderr

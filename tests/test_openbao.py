@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, base_env, read_line, report_command, run, start, wait_for, wait_for_log
+from conftest import PYTHON, base_env, one_error, read_line, report_command, run, start, wait_for, wait_for_log
 from testkit.servers import OpenBao, Relay
 
 # Prints "ready" and waits; exits 0 on SIGTERM.
@@ -448,3 +448,34 @@ def test_refresh_continues_through_another_node_when_one_dies(raft, shm_dir, pro
     wait_for_log(process, "using another address")
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 0
+
+
+def test_openbao_address_as_the_proxy_url_says_to_use_vault_references(bao: OpenBao) -> None:
+    env = base_env(None, STRONGHOLD_PROXY_URL=bao.url, STRONGHOLD_BOOTSTRAP_TOKEN="boot-x-123456")
+    env["KEY"] = "stronghold://secret/app"
+    result = run(["--", "true"], env)
+    assert result.code == 77
+    line = one_error(result)
+    assert "OpenBao/Vault" in line and "vault://" in line and "STRONGHOLD_VAULT_ADDR" in line
+
+
+def test_kv_v2_path_without_data_gets_a_hint(bao: OpenBao) -> None:
+    path = f"hint-{uuid.uuid4().hex[:8]}"
+    bao.ok("POST", f"secret/data/{path}", {"data": {"K": "v"}})
+    env = base_env(None, STRONGHOLD_VAULT_ADDR=bao.url, BAO_TOKEN=bao.root_token, KEY=f"vault://secret/{path}#K")
+    result = run(["--", "true"], env)
+    assert result.code == 78
+    line = one_error(result)
+    assert "KEY" in line and "KV v2" in line and f"vault://secret/data/{path}#<field>" in line
+
+
+def test_kv_v2_path_without_data_refused_by_policy_gets_a_conditional_hint(bao: OpenBao) -> None:
+    path = f"hint-{uuid.uuid4().hex[:8]}"
+    bao.ok("POST", f"secret/data/{path}", {"data": {"K": "v"}})
+    name = f"reader-{path}"
+    bao.ok("PUT", f"sys/policies/acl/{name}", {"policy": f'path "secret/data/{path}" {{ capabilities = ["read"] }}'})
+    token = bao.ok("POST", "auth/token/create", {"policies": [name], "ttl": "5m"})["auth"]["client_token"]
+    env = base_env(None, STRONGHOLD_VAULT_ADDR=bao.url, BAO_TOKEN=token, KEY=f"vault://secret/{path}#K")
+    result = run(["--", "true"], env)
+    assert result.code == 77
+    assert "if secret/ is a KV v2 mount" in one_error(result)

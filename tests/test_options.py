@@ -2,6 +2,7 @@
 
 The page's tables are generated from it by scripts/gen-config-docs; these tests
 check the page is current and documents every option with its twin and default.
+--log-level is taken before or after the subcommand.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import base_env, run
+from conftest import TestProxy, base_env, run
 from injector.settings.options import OPTIONS, Option
 from injector.settings.settings import build_settings
 
@@ -180,3 +181,27 @@ def test_the_table_is_the_only_place_a_default_is_written() -> None:
         )
         assert getattr(fresh, name) == expected, name
     assert build_settings({}, {}).startup_timeout == fresh.startup_timeout
+
+
+def test_log_level_after_a_subcommand_is_accepted(proxy: TestProxy) -> None:
+    result = run(["check", "--log-level", "debug"], base_env(proxy, KEY="stronghold://stripe/live"))
+    assert result.code == 0, result.stderr
+    assert ": debug: " in result.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--log-level", "debug", "dev-proxy", "--secrets", "s.env"],
+        ["dev-proxy", "--secrets", "s.env", "--log-level", "debug"],
+        ["--log-level", "debug", "check"],
+        ["check", "--log-level", "debug"],
+        ["--log-level", "warning", "sidecar", "--log-level", "debug"],
+    ],
+)
+def test_log_level_is_taken_before_or_after_the_subcommand(argv: list[str]) -> None:
+    """Pure parsing: the level given anywhere is the one used, the later one winning."""
+    from injector.cli import parse
+
+    _, options, _ = parse(argv)
+    assert options["log_level"] == "debug"

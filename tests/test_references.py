@@ -1,9 +1,12 @@
-"""Unit tests for reference and duration parsing (SPEC section 2): pure logic."""
+"""Reference and duration parsing (SPEC section 2): pure logic, then the real binary's one
+line for a value that is almost a reference (a look-alike scheme, a vault:// without its
+field), while ordinary URLs and prose pass through unchanged."""
 
 from __future__ import annotations
 
 import pytest
 
+from conftest import base_env, one_error, run
 from injector.errors import ConfigError
 from injector.settings.references import (
     Reference,
@@ -153,3 +156,38 @@ def test_child_gets_the_address_ca_and_namespace_only() -> None:
 def test_references_remember_their_env_file() -> None:
     (ref,) = collect_references({"KEY": "stronghold://a"}, {"KEY": "/p/.env"})
     assert ref.origin == "/p/.env"
+
+
+@pytest.mark.parametrize(
+    ("value", "right"),
+    [
+        ("strongold://stripe/live", "stronghold://"),
+        ("stronghold:/stripe/live", "stronghold://"),
+        ("Stronghold://stripe/live", "stronghold://"),
+        ("vault:/secret/data/app#KEY", "vault://"),
+        ("vault-token:?policies=a", "vault-token://"),
+    ],
+)
+def test_look_alike_reference_is_78_naming_the_variable_and_the_spelling(tmp_path, value: str, right: str) -> None:
+    marker = tmp_path / "ran"
+    result = run(["--", "touch", str(marker)], base_env(STRIPE_KEY=value, OTHER="https://example.com/"))
+    assert result.code == 78
+    line = one_error(result)
+    assert "STRIPE_KEY" in line and right in line
+    assert "stripe/live" not in line and "secret/data" not in line, "only the scheme is echoed"
+    assert not marker.exists()
+
+
+def test_vault_reference_without_a_field_says_how_to_write_it() -> None:
+    result = run(["--", "true"], base_env(DB_PASSWORD="vault://secret/data/app"))
+    assert result.code == 78
+    line = one_error(result)
+    assert "DB_PASSWORD" in line and "#<field>" in line
+
+
+def test_ordinary_urls_and_prose_pass_through_unchanged() -> None:
+    values = {"A": "https://stronghold.example/", "B": "postgres://u@h/db", "C": "Vault: the big one", "D": "x:y"}
+    result = run(["--", "env"], base_env(**values))
+    assert result.code == 0, result.stderr
+    for name, value in values.items():
+        assert f"{name}={value}" in result.stdout

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import PYTHON, TestProxy, base_env, read_line, run, start, wait_for, wait_for_log
+from conftest import PYTHON, TestProxy, base_env, issues, read_line, run, start, wait_for, wait_for_log
 from injector.devproxy import Answer
 from proctools import proc_state
 
@@ -62,10 +62,6 @@ def short_proxy(make_proxy) -> TestProxy:
 
 def file_env(proxy: TestProxy) -> dict[str, str]:
     return base_env(proxy, A_FILE="stronghold://stripe/live")
-
-
-def issues(proxy: TestProxy) -> int:
-    return proxy.paths().count("/v1/credentials")
 
 
 def test_file_token_rotates_before_expiry_and_is_never_missing_or_partial(short_proxy, shm_dir, processes) -> None:
@@ -326,16 +322,20 @@ def audit_requests(bao, path: str) -> int:
     if not bao.audit_log.exists():
         return 0
     lines = bao.audit_log.read_text().splitlines()
-    return sum(1 for line in lines if json.loads(line).get("type") == "request"
-               and json.loads(line).get("request", {}).get("path") == path)
+    return sum(
+        1
+        for line in lines
+        if json.loads(line).get("type") == "request" and json.loads(line).get("request", {}).get("path") == path
+    )
 
 
 def test_a_token_granted_with_ttl_0_is_not_reissued_in_a_loop(bao) -> None:
     """A root-policy token OpenBao mints has lease_duration 0: that means "never expires" (as for the
     client token), re-read on the static poll; it was ttl=0.0 and re-issued 20,000 times a second."""
     before = audit_requests(bao, "auth/token/renew-accessor") + audit_requests(bao, "auth/token/create")
-    env = base_env(None, STRONGHOLD_VAULT_ADDR=bao.url, BAO_TOKEN=bao.root_token,
-                   APP_TOKEN="vault-token://?policies=root")
+    env = base_env(
+        None, STRONGHOLD_VAULT_ADDR=bao.url, BAO_TOKEN=bao.root_token, APP_TOKEN="vault-token://?policies=root"
+    )
     # The command's own second of work is the window in which a loop would show.
     result = run(["--", "sh", "-c", "sleep 1"], env)
     assert result.code == 0, result.stderr

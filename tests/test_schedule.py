@@ -349,6 +349,8 @@ def test_a_rotation_found_after_stop_is_not_acted_on() -> None:
     refresher.tick(clock.now)
     assert ledger.current("A").value == "A-2", "the new token is current (and its lease revoked at exit)"
     assert events["rotated"] == []
+
+
 def test_a_refresh_answered_after_stop_records_its_lease_and_delivers_nothing() -> None:
     """stop() may not wait for ever: a refresh answered after it is recorded (revoked at exit), never delivered."""
     clock = Clock()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from conftest import TestProxy, base_env, run
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "token-files.md").read_text()
@@ -41,3 +43,32 @@ def test_a_token_variable_with_a_trailing_newline_is_78_naming_the_variable(prox
     assert result.code == 78, result.stderr
     assert "STRONGHOLD_BOOTSTRAP_TOKEN" in result.stderr and proxy.token not in result.stderr
     assert proxy.requests == []
+
+
+@pytest.mark.parametrize("variable", ["VAULT_TOKEN", "BAO_TOKEN", "STRONGHOLD_VAULT_TOKEN"])
+def test_a_vault_token_with_a_trailing_newline_is_78_and_never_printed(variable: str) -> None:
+    token = "hvs.TRAILINGNEWLINE0123456789"
+    env = base_env(None, STRONGHOLD_VAULT_ADDR="http://127.0.0.1:9", K="vault://secret/data/app#K")
+    env[variable] = token + "\n"
+    result = run(["--log-level", "debug", "--", "true"], env)
+    assert result.code == 78, result.stderr
+    assert variable in result.stderr and "newline" in result.stderr
+    assert "TRAILINGNEWLINE" not in result.stderr + result.stdout
+
+
+def test_a_bootstrap_token_file_with_a_second_line_is_78_even_at_debug_level(proxy: TestProxy, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(proxy.token + "\nsecond-line-SECRET\n")
+    env = base_env(None, STRONGHOLD_PROXY_URL=proxy.url, K="stronghold://stripe/live")
+    result = run(["--log-level", "debug", "--bootstrap-token-file", str(token_file), "--", "true"], env)
+    assert result.code == 78 and str(token_file) in result.stderr
+    assert proxy.token not in result.stderr and "second-line" not in result.stderr
+    assert proxy.requests == []
+
+
+def test_a_bootstrap_token_variable_ending_in_crlf_is_78_even_at_debug_level(proxy: TestProxy) -> None:
+    env = base_env(proxy, K="stronghold://stripe/live")
+    env["STRONGHOLD_BOOTSTRAP_TOKEN"] = proxy.token + "\r\n"
+    result = run(["--log-level", "debug", "--", "true"], env)
+    assert result.code == 78 and "STRONGHOLD_BOOTSTRAP_TOKEN" in result.stderr
+    assert proxy.token not in result.stderr and proxy.requests == []
