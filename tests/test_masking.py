@@ -145,7 +145,7 @@ def test_mask_output_cannot_go_with_no_refresh() -> None:
 
 
 @given(st.lists(st.integers(5, 60), min_size=1, max_size=4), st.lists(st.integers(0, 600), max_size=6), st.randoms())
-def test_finding4_split_anywhere_equals_masking_at_once(lengths: list[int], cuts: list[int], rng) -> None:
+def test_output_split_anywhere_is_masked_as_if_it_came_at_once(lengths: list[int], cuts: list[int], rng) -> None:
     """Short tokens (the prefix set) and ones over 16 bytes (the first-16-bytes search) alike."""
     masker = Masker()
     # Distinct heads ("T<i>_") and hex bodies: no token overlaps another, so one answer is right.
@@ -157,7 +157,7 @@ def test_finding4_split_anywhere_equals_masking_at_once(lengths: list[int], cuts
     assert feed_all(masker, split_at(text, cuts)) == masked_naively(text, tokens)
 
 
-def test_finding4_memory_linear_and_rotated_values_dropped_when_their_lease_ends() -> None:
+def test_masker_memory_is_linear_and_rotated_values_are_dropped_when_their_lease_ends() -> None:
     now = [0.0]
     masker = Masker(clock=lambda: now[0])
     big = "P" * 20000
@@ -171,7 +171,7 @@ def test_finding4_memory_linear_and_rotated_values_dropped_when_their_lease_ends
 
 
 @pytest.mark.parametrize("length", [8, 10, 11, 12, 18, 19, 40, 100, 515, 516, 20000])
-def test_finding4_a_token_is_found_at_every_alignment_of_the_sampled_search(length: int) -> None:
+def test_a_token_is_found_at_every_alignment_of_the_sampled_search(length: int) -> None:
     """The search reads the buffer at a stride: a token must be found wherever it starts."""
     token = "".join(random.Random(length).choice("abcdefghijklmnop0123456789") for _ in range(length))
     masker = Masker()
@@ -186,7 +186,7 @@ def test_finding4_a_token_is_found_at_every_alignment_of_the_sampled_search(leng
     st.lists(st.integers(0, 40000), max_size=6),
     st.randoms(use_true_random=False),
 )
-def test_finding4_many_tokens_of_every_length_class_split_anywhere(lengths: list[int], cuts: list[int], rng) -> None:
+def test_many_tokens_of_every_length_class_split_anywhere_are_masked(lengths: list[int], cuts: list[int], rng) -> None:
     """Tokens in several stride classes and the one-by-one class at once, equal to masking naively."""
     masker = Masker()
     tokens = [f"T{i}_" + "".join(rng.choice("0123456789abcdef") for _ in range(n)) for i, n in enumerate(lengths)]
@@ -200,7 +200,7 @@ def test_finding4_many_tokens_of_every_length_class_split_anywhere(lengths: list
     assert feed_all(masker, split_at(text, cuts)) == masked_naively(text, tokens)
 
 
-def test_finding4_pieces_held_per_token_are_bounded() -> None:
+def test_the_pieces_held_per_token_are_bounded() -> None:
     """Memory linear in the token bytes: at most MAX_STRIDE pieces per token, whatever its length."""
     from injector.delivery.masking import MAX_STRIDE
 
