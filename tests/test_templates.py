@@ -230,6 +230,22 @@ def test_a_render_over_four_mebibytes_is_refused_and_nothing_is_left(make_proxy,
     assert not shm_dir.exists(), "the failed start removed what it had made"
 
 
+def test_templates_rendering_over_16_mebibytes_together_are_refused_and_nothing_is_left(
+    make_proxy, tmp_path, shm_dir
+) -> None:
+    """Each under its own 4 MiB, 17 templates of ~1 MB are still more than memory (tmpfs) should hold."""
+    proxy = awkward_proxy(make_proxy)
+    specs = []
+    for number in range(17):
+        src = tmp_path / f"part{number}.tmpl"
+        src.write_text("x" * 999_000 + "{{ stronghold://stripe/live }}\n")
+        specs += ["--template", f"{src}:part{number}.conf"]
+    result = run(["fetch", "--dir", str(shm_dir), *specs], base_env(proxy))
+    assert result.code == 78, result.stderr
+    assert "more than 16 MiB together" in result.stderr
+    assert not shm_dir.exists(), "the failed start removed what it had made"
+
+
 @pytest.mark.parametrize(
     ("content", "what"),
     [(b"ok\nbad \xff\xfe byte\n", "line 2: not UTF-8"), (b"a\nb\nnul \x00 here", "line 3: holds a NUL")],

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from injector.settings.templates import Template
 
 MAX_RENDERED_BYTES = 4 * 1024 * 1024  # 10,000 placeholders of a large value must not fill the tmpfs (memory)
+# All templates together: 100 templates of 4 MiB each would put 400 MiB on tmpfs (memory) and as much in ours.
+MAX_TOTAL_RENDERED_BYTES = 16 * 1024 * 1024
 
 
 def as_json(value: str) -> str:
@@ -159,6 +161,12 @@ class TemplateFiles:
         return written
 
     def _write(self, template: Template, data: bytes) -> None:
+        others = sum(len(held) for dest, held in self._written.items() if dest != template.dest)
+        if others + len(data) > MAX_TOTAL_RENDERED_BYTES:
+            raise ConfigError(
+                f"template {template.src}: the rendered templates would hold more than 16 MiB together; "
+                f"refusing to write {template.dest}"
+            )
         self._refuse_symlink(template)
         self.directory.write(template.dest, data)
         self._written[template.dest] = data
