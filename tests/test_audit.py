@@ -400,17 +400,13 @@ def test_entrypoint_start_up_imports_nothing_of_the_audit(tmp_path: Path) -> Non
         assert not any(name == heavy or name.startswith(heavy + ".") for name in imported), heavy
 
 
-def test_progress_line_only_when_stderr_is_a_terminal(dirty: dict[str, str]) -> None:
+def run_on_a_terminal(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+    """Run `argv` with its stderr on a pseudo-terminal: (exit code, stdout, everything the terminal showed)."""
     import pty
 
     controller, terminal = pty.openpty()
     try:
-        done = subprocess.run(
-            [STRONGHOLD, "audit", "--format", "json", dirty["oci"]],
-            stdout=subprocess.PIPE,
-            stderr=terminal,
-            timeout=900,
-        )
+        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=terminal, timeout=900, env=env, text=True)
         os.close(terminal)
         terminal = -1
         shown = b""
@@ -426,9 +422,14 @@ def test_progress_line_only_when_stderr_is_a_terminal(dirty: dict[str, str]) -> 
         if terminal >= 0:
             os.close(terminal)
         os.close(controller)
-    assert done.returncode == 1
+    return done.returncode, done.stdout, shown
+
+
+def test_progress_line_only_when_stderr_is_a_terminal(dirty: dict[str, str]) -> None:
+    code, stdout, shown = run_on_a_terminal([STRONGHOLD, "audit", "--format", "json", dirty["oci"]])
+    assert code == 1
     assert re.search(rb"audit: layer [123]/3 ", shown) and b"\r" in shown  # layers are read in parallel: any first
-    assert json.loads(done.stdout)["targets"][0]["findings"]  # stdout stays a clean report
+    assert json.loads(stdout)["targets"][0]["findings"]  # stdout stays a clean report
     for value in ALL_SECRETS:
         assert value.encode()[4:20] not in shown
     piped = audit("--format", "json", dirty["oci"])

@@ -326,35 +326,16 @@ def test_a_cache_file_others_could_have_written_is_not_trusted(tmp_path: Path) -
 
 
 def test_progress_on_a_terminal_and_a_summary_line(registry: dict, tmp_path: Path) -> None:
-    import pty
-    import subprocess
+    from test_audit import run_on_a_terminal
 
     from conftest import STRONGHOLD
 
     server: Registry = registry["registry"]  # type: ignore[assignment]
-    controller, terminal = pty.openpty()
-    try:
-        done = subprocess.run(
-            [STRONGHOLD, "audit", "--all", "--format", "json", f"docker://{server.address}/app/"],
-            stdout=subprocess.PIPE, stderr=terminal, timeout=900, env=_env(tmp_path),
-        )  # fmt: skip
-        os.close(terminal)
-        terminal = -1
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:  # EIO: the terminal side is closed and drained
-                break
-            if not chunk:
-                break
-            shown += chunk
-    finally:
-        if terminal >= 0:
-            os.close(terminal)
-        os.close(controller)
-    assert done.returncode == 1
+    code, stdout, shown = run_on_a_terminal(
+        [STRONGHOLD, "audit", "--all", "--format", "json", f"docker://{server.address}/app/"], env=_env(tmp_path)
+    )
+    assert code == 1
     assert b"\r\x1b[2Kaudit: " in shown and b" images" in shown and b"MB read" in shown
     assert b"3 images under 5 tags in 3 repositories" in shown  # the summary, once at the end
-    assert json.loads(done.stdout)["targets"]  # stdout stays a clean report
+    assert json.loads(stdout)["targets"]  # stdout stays a clean report
     _assert_no_value(shown.decode("utf-8", "replace"))
